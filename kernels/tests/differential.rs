@@ -1,0 +1,303 @@
+//! The differential suite: every path against the scalar reference, bit for bit (Exact) or within the
+//! documented bound (Fast). One test per (ISA × dtype × precision × eps placement), stamped by `matrix!` so a
+//! failure names its cell; each sweeps weight decay and maximize on and off.
+//!
+//! A path the CPU lacks prints "skipped"; `ADAGRAD_REQUIRE_ISA=avx2,avx512` turns that into a failure.
+
+use adagrad_kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, Precision, reference};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The kernels of `isa`, or `None` after printing that the test is skipped (a failure when
+/// `ADAGRAD_REQUIRE_ISA` names it).
+fn kernels_or_skip(isa: Isa, test: &str) -> Option<Kernels> {
+    match Kernels::new(isa) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            let required = std::env::var("ADAGRAD_REQUIRE_ISA").unwrap_or_default();
+            if required.split(',').any(|r| r.trim().eq_ignore_ascii_case(isa.name())) {
+                panic!("{test}: ADAGRAD_REQUIRE_ISA names {isa}, but: {e}");
+            }
+            eprintln!("{test}: skipped: {e}");
+            None
+        }
+    }
+}
+
+/// Test values for one dtype, generated from f64 and rounded once.
+trait TestFloat: Float {
+    const SPECIALS: &'static [f64];
+    fn bits(self) -> u64;
+    fn is_nan(self) -> bool;
+    fn ulp(x: f64) -> f64 {
+        x.abs() * 2f64.powi(1 - Self::MANTISSA_BITS as i32) + Self::MIN_SUB
+    }
+    const MIN_SUB: f64;
+}
+impl TestFloat for f32 {
+    const SPECIALS: &'static [f64] = &[
+        0.0, -0.0, 1e-45, -1e-45, 1e-40, 1.1754942e-38, f64::INFINITY, f64::NEG_INFINITY, f64::NAN,
+        1e30, -1e30, 1e-30, -1e-30, 3.4e38, 1e20,
+    ];
+    fn bits(self) -> u64 {
+        self.to_bits() as u64
+    }
+    fn is_nan(self) -> bool {
+        self.is_nan()
+    }
+    const MIN_SUB: f64 = 1.401298464324817e-45;
+}
+impl TestFloat for f64 {
+    const SPECIALS: &'static [f64] = &[
+        0.0, -0.0, 5e-324, -5e-324, 1e-310, 2.2250738585072e-308, f64::INFINITY, f64::NEG_INFINITY, f64::NAN,
+        1e30, -1e30, 1e-30, -1e-30, 1e300, 1.7e308,
+    ];
+    fn bits(self) -> u64 {
+        self.to_bits()
+    }
+    fn is_nan(self) -> bool {
+        self.is_nan()
+    }
+    const MIN_SUB: f64 = 5e-324;
+}
+
+/// A value: mostly ordinary (sign, magnitude 1e-4..1e2), sometimes special with probability `special`.
+fn value<T: TestFloat>(rng: &mut StdRng, special: f64) -> T {
+    if rng.gen_bool(special) {
+        T::from_f64(T::SPECIALS[rng.gen_range(0..T::SPECIALS.len())])
+    } else {
+        let m: f64 = rng.gen_range(-4.0..2.0);
+        let x = 10f64.powf(m) * if rng.gen_bool(0.5) { 1.0 } else { -1.0 };
+        T::from_f64(x)
+    }
+}
+
+/// Buffers with `offset` elements of padding in front (a misaligned start) and guards behind.
+struct Case<T> {
+    p: Vec<T>,
+    g: Vec<T>,
+    s: Vec<T>,
+    off: usize,
+    len: usize,
+}
+
+impl<T: TestFloat> Case<T> {
+    fn new(rng: &mut StdRng, len: usize, off: usize, special: f64) -> Self {
+        let total = off + len + 8;
+        let p = (0..total).map(|_| value::<T>(rng, special)).collect();
+        let g = (0..total).map(|_| value::<T>(rng, special)).collect();
+        // State is a sum of squares: non-negative, sometimes zero, sometimes special.
+        let s = (0..total)
+            .map(|i| {
+                if i % 5 == 0 {
+                    T::ZERO
+                } else {
+                    let v: T = value(rng, special);
+                    if v < T::ZERO { -v } else { v }
+                }
+            })
+            .collect();
+        Case { p, g, s, off, len }
+    }
+    fn regrad(&mut self, rng: &mut StdRng, special: f64) {
+        for x in &mut self.g {
+            *x = value(rng, special);
+        }
+    }
+    fn step(&mut self, k: &Kernels, h: &Hyper<T>, pr: Precision) {
+        let r = self.off..self.off + self.len;
+        k.update(&mut self.p[r.clone()], &self.g[r.clone()], &mut self.s[r], h, pr).unwrap();
+    }
+}
+
+fn same_bits<T: TestFloat>(a: T, b: T) -> bool {
+    a.bits() == b.bits() || (a.is_nan() && b.is_nan())
+}
+
+fn hypers<T: Float>(placement: EpsPlacement, t: u64) -> Vec<Hyper<T>> {
+    let mut v = Vec::new();
+    for &wd in &[0.0, 0.1] {
+        for &maximize in &[false, true] {
+            for &(lr, decay, eps) in &[(0.01, 0.0, 1e-10), (0.1, 0.01, 1e-8), (0.0, 0.0, 1e-7)] {
+                v.push(Hyper::new(lr, decay, t, wd, eps, maximize, placement));
+            }
+        }
+    }
+    v
+}
+
+/// Runs `steps` steps on a copy with the reference and with `k`, comparing every element and the guards.
+fn compare_exact<T: TestFloat>(k: &Kernels, case: &Case<T>, rng: &mut StdRng, h: &Hyper<T>, steps: usize, sp: f64) {
+    let (mut a, mut b) = (
+        Case { p: case.p.clone(), g: case.g.clone(), s: case.s.clone(), ..*case },
+        Case { p: case.p.clone(), g: case.g.clone(), s: case.s.clone(), ..*case },
+    );
+    let reference = Kernels::new(Isa::Scalar).unwrap();
+    for step in 0..steps {
+        a.step(&reference, h, Precision::Exact);
+        b.step(k, h, Precision::Exact);
+        for i in 0..a.p.len() {
+            assert!(
+                same_bits(a.p[i], b.p[i]) && same_bits(a.s[i], b.s[i]),
+                "{} {}: len {} off {} step {step} elem {i}: ref p {:?} s {:?}, got p {:?} s {:?} (g {:?}, {h:?})",
+                k.isa(),
+                T::NAME,
+                a.len,
+                a.off,
+                a.p[i],
+                a.s[i],
+                b.p[i],
+                b.s[i],
+                a.g[i],
+            );
+        }
+        let g: Vec<T> = (0..a.g.len()).map(|_| value(rng, sp)).collect();
+        a.g.clone_from(&g);
+        b.g = g;
+    }
+}
+
+fn exact<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
+    let Some(k) = kernels_or_skip(isa, test) else { return };
+    let mut rng = StdRng::seed_from_u64(0x5eed ^ isa as u64);
+    let hs = hypers::<T>(placement, 3);
+    // Every length 0..=300 at a start offset that cycles through 0..16, with special values mixed in.
+    for len in 0..=300 {
+        let case = Case::<T>::new(&mut rng, len, len % 16, 0.1);
+        compare_exact(&k, &case, &mut rng, &hs[len % hs.len()], 2, 0.1);
+    }
+    // Every offset 0..16 for a few lengths, every hyperparameter set.
+    for &len in &[1, 7, 67, 300] {
+        for off in 0..16 {
+            let case = Case::<T>::new(&mut rng, len, off, 0.05);
+            for h in &hs {
+                compare_exact(&k, &case, &mut rng, h, 2, 0.05);
+            }
+        }
+    }
+    // 50 steps so the state carries over, ordinary values only (specials would saturate the state).
+    for h in &hs {
+        let case = Case::<T>::new(&mut rng, 257, 3, 0.0);
+        compare_exact(&k, &case, &mut rng, h, 50, 0.0);
+    }
+    // Large lengths: multiples of the unroll width (4 vectors of up to 16 lanes) and ±1.
+    for &len in &[4096, 4095, 4097, 65536 + 64, 65535] {
+        let case = Case::<T>::new(&mut rng, len, 5, 0.01);
+        compare_exact(&k, &case, &mut rng, &hs[len % hs.len()], 3, 0.01);
+    }
+}
+
+/// Fast mode: the state is bit-identical to Exact; each parameter is within the documented bound of the
+/// update computed in f64, plus one unit of the final rounding.
+fn fast<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
+    let Some(k) = kernels_or_skip(isa, test) else { return };
+    let mut rng = StdRng::seed_from_u64(0xfa57 ^ isa as u64);
+    let bound = Precision::fast_bound::<T>();
+    let mut worst = 0.0f64;
+    for (hi, h) in hypers::<T>(placement, 4).iter().enumerate() {
+        for len in (0..=300).chain([4096, 4097]) {
+            let off = (len + hi) % 16;
+            let mut fast = Case::<T>::new(&mut rng, len, off, 0.0);
+            for _ in 0..3 {
+                let before = fast.p.clone();
+                let s_before = fast.s.clone();
+                // Exact from the same inputs: the state must come out bit-identical.
+                let mut exact = Case { p: before.clone(), g: fast.g.clone(), s: s_before.clone(), off, len };
+                exact.step(&k, h, Precision::Exact);
+                fast.step(&k, h, Precision::Fast);
+                for i in off..off + len {
+                    assert_eq!(exact.s[i].bits(), fast.s[i].bits(), "{isa} fast state differs at {i}");
+                    // The update in f64 from the inputs this step saw.
+                    let mut g = fast.g[i].to_f64();
+                    let p0 = before[i].to_f64();
+                    if h.maximize {
+                        g = -g;
+                    }
+                    if h.weight_decay != T::ZERO {
+                        g = T::from_f64(p0).mul_add(h.weight_decay, T::from_f64(g)).to_f64();
+                    }
+                    let s = fast.s[i].to_f64();
+                    let eps = h.eps.to_f64();
+                    let d = match placement {
+                        EpsPlacement::Outside => s.sqrt() + eps,
+                        EpsPlacement::Inside => (s + eps).sqrt(),
+                    };
+                    let u = h.clr.to_f64() * g / d;
+                    let want = p0 - u;
+                    let got = fast.p[i].to_f64();
+                    let err = (got - want).abs();
+                    let allowed = bound * u.abs() + T::ulp(want);
+                    assert!(
+                        err <= allowed,
+                        "{isa} {} fast: elem {i} of {len}: p0 {p0} g {g} s {s_before:?}->{s} got {got} want {want} err {err} > {allowed}",
+                        T::NAME,
+                        s_before = s_before[i]
+                    );
+                    if u != 0.0 {
+                        worst = worst.max(((got - want).abs() - T::ulp(want)).max(0.0) / u.abs());
+                    }
+                }
+                fast.regrad(&mut rng, 0.0);
+            }
+        }
+    }
+    // g = 0 with G = 0 gives exactly the Exact update (no 0·∞), on every lane and the tail.
+    for h in &hypers::<T>(placement, 1) {
+        if h.weight_decay != T::ZERO {
+            continue; // with weight decay the effective gradient is not zero
+        }
+        for len in [1, 5, 16, 37, 64] {
+            let mut p: Vec<T> = (0..len).map(|i| T::from_f64(i as f64 - 3.5)).collect();
+            p[0] = -T::ZERO;
+            let (g, mut s) = (vec![T::ZERO; len], vec![T::ZERO; len]);
+            let (mut pe, mut se) = (p.clone(), s.clone());
+            k.update(&mut p, &g, &mut s, h, Precision::Fast).unwrap();
+            k.update(&mut pe, &g, &mut se, h, Precision::Exact).unwrap();
+            for i in 0..len {
+                assert_eq!(p[i].bits(), pe[i].bits(), "{isa} fast g=0 s=0 at {i} ({h:?})");
+                assert_eq!(s[i].bits(), se[i].bits());
+            }
+        }
+    }
+    eprintln!("{test}: worst relative update error {worst:.3e} (bound {bound:.3e})");
+}
+
+macro_rules! matrix {
+    ($($name:ident: $kind:ident, $isa:expr, $t:ty, $placement:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            $kind::<$t>($isa, $placement, stringify!($name));
+        }
+    )*};
+}
+
+matrix! {
+    exact_scalar_f32_outside: exact, Isa::Scalar, f32, EpsPlacement::Outside;
+    exact_scalar_f32_inside: exact, Isa::Scalar, f32, EpsPlacement::Inside;
+    exact_scalar_f64_outside: exact, Isa::Scalar, f64, EpsPlacement::Outside;
+    exact_scalar_f64_inside: exact, Isa::Scalar, f64, EpsPlacement::Inside;
+    exact_portable_f32_outside: exact, Isa::Portable, f32, EpsPlacement::Outside;
+    exact_portable_f32_inside: exact, Isa::Portable, f32, EpsPlacement::Inside;
+    exact_portable_f64_outside: exact, Isa::Portable, f64, EpsPlacement::Outside;
+    exact_portable_f64_inside: exact, Isa::Portable, f64, EpsPlacement::Inside;
+    exact_avx2_f32_outside: exact, Isa::Avx2, f32, EpsPlacement::Outside;
+    exact_avx2_f32_inside: exact, Isa::Avx2, f32, EpsPlacement::Inside;
+    exact_avx2_f64_outside: exact, Isa::Avx2, f64, EpsPlacement::Outside;
+    exact_avx2_f64_inside: exact, Isa::Avx2, f64, EpsPlacement::Inside;
+    exact_avx512_f32_outside: exact, Isa::Avx512, f32, EpsPlacement::Outside;
+    exact_avx512_f32_inside: exact, Isa::Avx512, f32, EpsPlacement::Inside;
+    exact_avx512_f64_outside: exact, Isa::Avx512, f64, EpsPlacement::Outside;
+    exact_avx512_f64_inside: exact, Isa::Avx512, f64, EpsPlacement::Inside;
+    fast_portable_f32_outside: fast, Isa::Portable, f32, EpsPlacement::Outside;
+    fast_portable_f32_inside: fast, Isa::Portable, f32, EpsPlacement::Inside;
+    fast_portable_f64_outside: fast, Isa::Portable, f64, EpsPlacement::Outside;
+    fast_portable_f64_inside: fast, Isa::Portable, f64, EpsPlacement::Inside;
+    fast_avx2_f32_outside: fast, Isa::Avx2, f32, EpsPlacement::Outside;
+    fast_avx2_f32_inside: fast, Isa::Avx2, f32, EpsPlacement::Inside;
+    fast_avx2_f64_outside: fast, Isa::Avx2, f64, EpsPlacement::Outside;
+    fast_avx2_f64_inside: fast, Isa::Avx2, f64, EpsPlacement::Inside;
+    fast_avx512_f32_outside: fast, Isa::Avx512, f32, EpsPlacement::Outside;
+    fast_avx512_f32_inside: fast, Isa::Avx512, f32, EpsPlacement::Inside;
+    fast_avx512_f64_outside: fast, Isa::Avx512, f64, EpsPlacement::Outside;
+    fast_avx512_f64_inside: fast, Isa::Avx512, f64, EpsPlacement::Inside;
+}
