@@ -1,0 +1,186 @@
+//! Hyperparameters, with PyTorch's names and defaults, and their validation.
+
+use crate::Error;
+use adagrad_kernels::{EpsPlacement, Isa, Precision};
+use std::fmt;
+use std::sync::Arc;
+
+/// Where a step's work runs.
+#[derive(Clone, Default)]
+pub enum Parallelism {
+    /// On the calling thread only.
+    Sequential,
+    /// Rayon's global pool (the default). Steps smaller than [`crate::PARALLEL_THRESHOLD`] elements stay on the
+    /// calling thread.
+    #[default]
+    Global,
+    /// A caller-provided pool (for example one sized to the physical cores, or shared with a data loader).
+    Pool(Arc<rayon::ThreadPool>),
+}
+
+impl fmt::Debug for Parallelism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Parallelism::Sequential => f.write_str("Sequential"),
+            Parallelism::Global => f.write_str("Global"),
+            Parallelism::Pool(p) => write!(f, "Pool({} threads)", p.current_num_threads()),
+        }
+    }
+}
+
+/// The optimizer's configuration. Field names and defaults are PyTorch's `torch.optim.Adagrad`.
+///
+/// ```
+/// use adagrad::{Config, EpsPlacement};
+/// let c = Config::default().lr(0.1).weight_decay(1e-4);
+/// assert_eq!(c.eps, 1e-10);
+/// assert_eq!(c.eps_placement, EpsPlacement::Outside);
+/// assert!(c.validate().is_ok());
+/// assert!(Config::default().lr(-1.0).validate().is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Learning rate α (PyTorch default 0.01).
+    pub lr: f64,
+    /// Learning-rate decay: step t uses `lr / (1 + (t − 1)·lr_decay)` (default 0).
+    pub lr_decay: f64,
+    /// L2 penalty added to the gradient: `g + wd·θ` (default 0).
+    pub weight_decay: f64,
+    /// The accumulator's starting value G₀ (default 0).
+    pub initial_accumulator_value: f64,
+    /// ε (default 1e-10).
+    pub eps: f64,
+    /// Ascend the objective instead of descending it (default false).
+    pub maximize: bool,
+    /// `√G + ε` (Outside, PyTorch, default) or `√(G + ε)` (Inside, Optax, Keras 3).
+    pub eps_placement: EpsPlacement,
+    /// Exact (bit-identical to the reference, default) or Fast (bounded error, see [`Precision`]).
+    pub precision: Precision,
+    /// Force a kernel path; `None` (default) takes `ADAGRAD_ISA` if set, else the best the CPU has.
+    pub isa: Option<Isa>,
+    /// Where steps run (default: rayon's global pool).
+    pub parallelism: Parallelism,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::torch()
+    }
+}
+
+impl Config {
+    /// PyTorch's defaults: lr 0.01, lr_decay 0, weight_decay 0, initial_accumulator_value 0, eps 1e-10, ε outside
+    /// the root.
+    pub fn torch() -> Self {
+        Config {
+            lr: 0.01,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            initial_accumulator_value: 0.0,
+            eps: 1e-10,
+            maximize: false,
+            eps_placement: EpsPlacement::Outside,
+            precision: Precision::Exact,
+            isa: None,
+            parallelism: Parallelism::Global,
+        }
+    }
+
+    /// Optax's `adagrad` (and the textbook form): ε inside the root, eps 1e-7, initial accumulator 0.1, lr 0.01.
+    pub fn optax() -> Self {
+        Config { eps: 1e-7, initial_accumulator_value: 0.1, eps_placement: EpsPlacement::Inside, ..Config::torch() }
+    }
+
+    /// Keras 3's `Adagrad`: ε inside the root, lr 0.001, eps 1e-7, initial accumulator 0.1.
+    pub fn keras() -> Self {
+        Config { lr: 0.001, ..Config::optax() }
+    }
+
+    /// Sets [`Config::lr`].
+    pub fn lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+    /// Sets [`Config::lr_decay`].
+    pub fn lr_decay(mut self, lr_decay: f64) -> Self {
+        self.lr_decay = lr_decay;
+        self
+    }
+    /// Sets [`Config::weight_decay`].
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+    /// Sets [`Config::initial_accumulator_value`].
+    pub fn initial_accumulator_value(mut self, v: f64) -> Self {
+        self.initial_accumulator_value = v;
+        self
+    }
+    /// Sets [`Config::eps`].
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Sets [`Config::maximize`].
+    pub fn maximize(mut self, maximize: bool) -> Self {
+        self.maximize = maximize;
+        self
+    }
+    /// Sets [`Config::eps_placement`].
+    pub fn eps_placement(mut self, placement: EpsPlacement) -> Self {
+        self.eps_placement = placement;
+        self
+    }
+    /// Sets [`Config::precision`].
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+    /// Sets [`Config::isa`].
+    pub fn isa(mut self, isa: Isa) -> Self {
+        self.isa = Some(isa);
+        self
+    }
+    /// Sets [`Config::parallelism`].
+    pub fn parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// Checks every value: each must be finite and not negative, and eps = 0 together with
+    /// initial_accumulator_value = 0 is refused (an untouched element would compute 0/0 = NaN).
+    pub fn validate(&self) -> Result<(), Error> {
+        for (field, value) in [
+            ("lr", self.lr),
+            ("lr_decay", self.lr_decay),
+            ("weight_decay", self.weight_decay),
+            ("initial_accumulator_value", self.initial_accumulator_value),
+            ("eps", self.eps),
+        ] {
+            validate_value(field, value)?;
+        }
+        if self.eps == 0.0 && self.initial_accumulator_value == 0.0 {
+            return Err(Error::InvalidConfig {
+                field: "eps",
+                value: self.eps,
+                reason: "eps = 0 with initial_accumulator_value = 0 makes an element whose gradient is 0 compute \
+                         0/0 = NaN; make one of them positive",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A hyperparameter must be finite and not negative.
+pub(crate) fn validate_value(field: &'static str, value: f64) -> Result<(), Error> {
+    let reason = if value.is_nan() {
+        "is NaN"
+    } else if value.is_infinite() {
+        "is infinite"
+    } else if value < 0.0 {
+        "is negative"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidConfig { field, value, reason })
+}

@@ -1,0 +1,65 @@
+//! The crate's typed errors. Any call that returns one has changed nothing.
+
+use adagrad_kernels::IsaError;
+use std::fmt;
+
+/// What went wrong. A call that returns an error has changed no parameter, state or step count.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Error {
+    /// A hyperparameter is negative, NaN or infinite, or the combination is unusable.
+    InvalidConfig {
+        /// The field, by its PyTorch name.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The number of tensors given does not match the optimizer's.
+    TensorCount {
+        /// Tensors the optimizer holds state for.
+        expected: usize,
+        /// Parameter tensors given.
+        params: usize,
+        /// Gradient tensors given.
+        grads: usize,
+    },
+    /// A tensor's length does not match the optimizer's.
+    Length {
+        /// The tensor's index.
+        tensor: usize,
+        /// Its length in the optimizer's state.
+        expected: usize,
+        /// The parameter slice's length.
+        params: usize,
+        /// The gradient slice's length.
+        grads: usize,
+    },
+    /// The requested kernel path cannot be used.
+    Isa(IsaError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig { field, value, reason } => write!(f, "invalid {field} = {value}: {reason}"),
+            Error::TensorCount { expected, params, grads } => write!(
+                f,
+                "tensor count mismatch: the optimizer has {expected}, got {params} parameter and {grads} gradient tensors"
+            ),
+            Error::Length { tensor, expected, params, grads } => write!(
+                f,
+                "length mismatch in tensor {tensor}: state has {expected}, params {params}, grads {grads}"
+            ),
+            Error::Isa(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<IsaError> for Error {
+    fn from(e: IsaError) -> Self {
+        Error::Isa(e)
+    }
+}
