@@ -10,7 +10,7 @@ use std::sync::Arc;
 pub enum Parallelism {
     /// On the calling thread only.
     Sequential,
-    /// Rayon's global pool (the default). Steps smaller than [`crate::PARALLEL_THRESHOLD`] elements stay on the
+    /// Rayon's global pool (the default). Steps smaller than [`Config::parallel_threshold`] elements stay on the
     /// calling thread.
     #[default]
     Global,
@@ -60,6 +60,8 @@ pub struct Config {
     pub isa: Option<Isa>,
     /// Where steps run (default: rayon's global pool).
     pub parallelism: Parallelism,
+    /// Steps with fewer elements than this run on the calling thread (default [`crate::PARALLEL_THRESHOLD`]).
+    pub parallel_threshold: usize,
 }
 
 impl Default for Config {
@@ -83,17 +85,26 @@ impl Config {
             precision: Precision::Exact,
             isa: None,
             parallelism: Parallelism::Global,
+            parallel_threshold: crate::PARALLEL_THRESHOLD,
         }
     }
 
     /// Optax's `adagrad` (and the textbook form): ε inside the root, eps 1e-7, initial accumulator 0.1, lr 0.01.
     pub fn optax() -> Self {
-        Config { eps: 1e-7, initial_accumulator_value: 0.1, eps_placement: EpsPlacement::Inside, ..Config::torch() }
+        Config {
+            eps: 1e-7,
+            initial_accumulator_value: 0.1,
+            eps_placement: EpsPlacement::Inside,
+            ..Config::torch()
+        }
     }
 
     /// Keras 3's `Adagrad`: ε inside the root, lr 0.001, eps 1e-7, initial accumulator 0.1.
     pub fn keras() -> Self {
-        Config { lr: 0.001, ..Config::optax() }
+        Config {
+            lr: 0.001,
+            ..Config::optax()
+        }
     }
 
     /// Sets [`Config::lr`].
@@ -147,6 +158,12 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::parallel_threshold`].
+    pub fn parallel_threshold(mut self, elements: usize) -> Self {
+        self.parallel_threshold = elements;
+        self
+    }
+
     /// Checks every value: each must be finite and not negative, and eps = 0 together with
     /// initial_accumulator_value = 0 is refused (an untouched element would compute 0/0 = NaN).
     pub fn validate(&self) -> Result<(), Error> {
@@ -182,5 +199,9 @@ pub(crate) fn validate_value(field: &'static str, value: f64) -> Result<(), Erro
     } else {
         return Ok(());
     };
-    Err(Error::InvalidConfig { field, value, reason })
+    Err(Error::InvalidConfig {
+        field,
+        value,
+        reason,
+    })
 }

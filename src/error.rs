@@ -42,12 +42,25 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidConfig { field, value, reason } => write!(f, "invalid {field} = {value}: {reason}"),
-            Error::TensorCount { expected, params, grads } => write!(
+            Error::InvalidConfig {
+                field,
+                value,
+                reason,
+            } => write!(f, "invalid {field} = {value}: {reason}"),
+            Error::TensorCount {
+                expected,
+                params,
+                grads,
+            } => write!(
                 f,
                 "tensor count mismatch: the optimizer has {expected}, got {params} parameter and {grads} gradient tensors"
             ),
-            Error::Length { tensor, expected, params, grads } => write!(
+            Error::Length {
+                tensor,
+                expected,
+                params,
+                grads,
+            } => write!(
                 f,
                 "length mismatch in tensor {tensor}: state has {expected}, params {params}, grads {grads}"
             ),

@@ -49,3 +49,8 @@ pub use parallel::{ALIGN, GRAIN, PARALLEL_THRESHOLD};
 
 /// The kernel crate, for direct use of one path (tests, benchmarks, custom loops).
 pub use adagrad_kernels as kernels;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -39,7 +39,12 @@ impl<T: Float> Adagrad<T> {
         };
         let init = T::from_f64(config.initial_accumulator_value);
         let state = lengths.iter().map(|&n| vec![init; n]).collect();
-        Ok(Adagrad { config, kernels, state, step: 0 })
+        Ok(Adagrad {
+            config,
+            kernels,
+            state,
+            step: 0,
+        })
     }
 
     /// One step over every tensor: `params[i]` and `grads[i]` must have the length of tensor `i`.
@@ -49,17 +54,18 @@ impl<T: Float> Adagrad<T> {
         self.check(params, grads)?;
         let h = self.hyper(self.step + 1);
         let pr = self.config.precision;
+        let threshold = self.config.parallel_threshold;
         let seg = Seg::new(params, grads, &mut self.state);
+        let k = &self.kernels;
         match &self.config.parallelism {
-            Parallelism::Sequential => seg.run(&self.kernels, &h, pr, 1),
-            Parallelism::Global => seg.run(&self.kernels, &h, pr, rayon::current_num_threads()),
+            Parallelism::Sequential => seg.run(k, &h, pr, 1, threshold),
+            Parallelism::Global => seg.run(k, &h, pr, rayon::current_num_threads(), threshold),
             Parallelism::Pool(pool) => {
                 let threads = pool.current_num_threads();
-                let k = &self.kernels;
-                if threads <= 1 || seg.len() < crate::PARALLEL_THRESHOLD {
-                    seg.run(k, &h, pr, 1);
+                if threads <= 1 || seg.len() < threshold {
+                    seg.run(k, &h, pr, 1, threshold);
                 } else {
-                    pool.install(|| seg.run(k, &h, pr, threads));
+                    pool.install(|| seg.run(k, &h, pr, threads, threshold));
                 }
             }
         }
@@ -71,10 +77,10 @@ impl<T: Float> Adagrad<T> {
     ///
     /// ```
     /// use adagrad::{Adagrad, Config};
-    /// let mut p = vec![1.0f64; 4];
-    /// let mut opt = Adagrad::<f64>::new(Config::default().lr(0.5), &[4]).unwrap();
+    /// let mut p = vec![1.0f32; 4];
+    /// let mut opt = Adagrad::<f32>::new(Config::default().lr(0.5), &[4]).unwrap();
     /// opt.step_flat(&mut p, &[1.0; 4]).unwrap();
-    /// assert_eq!(p, [0.5; 4]);
+    /// assert_eq!(p, [0.5; 4]); // 1 − 0.5·1/(√1 + 1e-10), and 1 + 1e-10 rounds to 1 in f32
     /// ```
     pub fn step_flat(&mut self, params: &mut [T], grads: &[T]) -> Result<(), Error> {
         self.step(&mut [params], &[grads])
@@ -83,11 +89,20 @@ impl<T: Float> Adagrad<T> {
     fn check(&self, params: &[&mut [T]], grads: &[&[T]]) -> Result<(), Error> {
         let expected = self.state.len();
         if params.len() != expected || grads.len() != expected {
-            return Err(Error::TensorCount { expected, params: params.len(), grads: grads.len() });
+            return Err(Error::TensorCount {
+                expected,
+                params: params.len(),
+                grads: grads.len(),
+            });
         }
         for (tensor, ((p, g), s)) in params.iter().zip(grads).zip(&self.state).enumerate() {
             if p.len() != s.len() || g.len() != s.len() {
-                return Err(Error::Length { tensor, expected: s.len(), params: p.len(), grads: g.len() });
+                return Err(Error::Length {
+                    tensor,
+                    expected: s.len(),
+                    params: p.len(),
+                    grads: g.len(),
+                });
             }
         }
         Ok(())
@@ -96,7 +111,15 @@ impl<T: Float> Adagrad<T> {
     /// The hyperparameters of step `t` (1-based), rounded to `T`.
     pub fn hyper(&self, t: u64) -> Hyper<T> {
         let c = &self.config;
-        Hyper::new(c.lr, c.lr_decay, t, c.weight_decay, c.eps, c.maximize, c.eps_placement)
+        Hyper::new(
+            c.lr,
+            c.lr_decay,
+            t,
+            c.weight_decay,
+            c.eps,
+            c.maximize,
+            c.eps_placement,
+        )
     }
 
     /// Changes the base learning rate for the following steps (for schedulers). A negative, NaN or infinite value

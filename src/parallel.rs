@@ -10,7 +10,8 @@ use adagrad_kernels::{Float, Hyper, Kernels, Precision};
 
 /// Split points within a tensor are multiples of this many elements (the widest unrolled body: 4 × 16 lanes).
 pub const ALIGN: usize = 64;
-/// Below this many elements in a step, the step runs on the calling thread: a fork/join costs more than it saves.
+/// The default [`crate::Config::parallel_threshold`]: below this many elements in a step, the step runs on the
+/// calling thread, as a fork/join costs more than it saves.
 pub const PARALLEL_THRESHOLD: usize = 1 << 16;
 /// Leaves of the recursion hold about this many elements (or fewer, when that is needed to give every thread
 /// several pieces).
@@ -28,7 +29,18 @@ impl<'x, T> Part<'x, T> {
         let (p0, p1) = self.p.split_at_mut(at);
         let (g0, g1) = self.g.split_at(at);
         let (s0, s1) = self.s.split_at_mut(at);
-        (Part { p: p0, g: g0, s: s0 }, Part { p: p1, g: g1, s: s1 })
+        (
+            Part {
+                p: p0,
+                g: g0,
+                s: s0,
+            },
+            Part {
+                p: p1,
+                g: g1,
+                s: s1,
+            },
+        )
     }
 }
 
@@ -51,7 +63,14 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
     /// Every tensor, whole. The caller has checked that the lengths agree.
     pub(crate) fn new(p: &'x mut [&'b mut [T]], g: &'x [&'x [T]], s: &'x mut [Vec<T>]) -> Self {
         let len = s.iter().map(Vec::len).sum();
-        Seg { head: None, p, g, s, tail: None, len }
+        Seg {
+            head: None,
+            p,
+            g,
+            s,
+            tail: None,
+            len,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -60,13 +79,34 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
 
     /// Splits into `[..≈at]` and the rest; the point moves down to an aligned offset within its tensor.
     fn split(self, at: usize) -> (Self, Self) {
-        let Seg { head, p, g, s, tail, len } = self;
+        let Seg {
+            head,
+            p,
+            g,
+            s,
+            tail,
+            len,
+        } = self;
         let head_len = head.as_ref().map_or(0, |h| h.p.len());
         if at < head_len {
             let (h0, h1) = head.expect("at < head_len").split_at(align(at));
             let left_len = h0.p.len();
-            let left = Seg { head: Some(h0), p: &mut [], g: &[], s: &mut [], tail: None, len: left_len };
-            let right = Seg { head: Some(h1), p, g, s, tail, len: len - left_len };
+            let left = Seg {
+                head: Some(h0),
+                p: &mut [],
+                g: &[],
+                s: &mut [],
+                tail: None,
+                len: left_len,
+            };
+            let right = Seg {
+                head: Some(h1),
+                p,
+                g,
+                s,
+                tail,
+                len: len - left_len,
+            };
             return (left, right);
         }
         let mut before = head_len;
@@ -80,8 +120,22 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
             let tail = tail.expect("split point beyond the segment");
             let (t0, t1) = tail.split_at(align(at - before));
             let left_len = before + t0.p.len();
-            let left = Seg { head, p, g, s, tail: Some(t0), len: left_len };
-            let right = Seg { head: Some(t1), p: &mut [], g: &[], s: &mut [], tail: None, len: len - left_len };
+            let left = Seg {
+                head,
+                p,
+                g,
+                s,
+                tail: Some(t0),
+                len: left_len,
+            };
+            let right = Seg {
+                head: Some(t1),
+                p: &mut [],
+                g: &[],
+                s: &mut [],
+                tail: None,
+                len: len - left_len,
+            };
             return (left, right);
         }
         // The point is in whole tensor i: it becomes the left's tail and the right's head.
@@ -91,23 +145,53 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
         let (pi, p1) = p1.split_first_mut().expect("i < len");
         let (gi, g1) = g1.split_first().expect("i < len");
         let (si, s1) = s1.split_first_mut().expect("i < len");
-        let whole = Part { p: &mut **pi, g: *gi, s: si.as_mut_slice() };
+        let whole = Part {
+            p: pi,
+            g: gi,
+            s: si.as_mut_slice(),
+        };
         let (m0, m1) = whole.split_at(align(at - before));
         let left_len = before + m0.p.len();
-        let left = Seg { head, p: p0, g: g0, s: s0, tail: Some(m0), len: left_len };
-        let right = Seg { head: Some(m1), p: p1, g: g1, s: s1, tail, len: len - left_len };
+        let left = Seg {
+            head,
+            p: p0,
+            g: g0,
+            s: s0,
+            tail: Some(m0),
+            len: left_len,
+        };
+        let right = Seg {
+            head: Some(m1),
+            p: p1,
+            g: g1,
+            s: s1,
+            tail,
+            len: len - left_len,
+        };
         (left, right)
     }
 
     /// Runs every piece on this thread.
     fn run_here(self, k: &Kernels, h: &Hyper<T>, pr: Precision) {
-        let Seg { head, p, g, s, tail, .. } = self;
+        let Seg {
+            head,
+            p,
+            g,
+            s,
+            tail,
+            ..
+        } = self;
         let mut one = |part: Part<'_, T>| {
-            k.update(part.p, part.g, part.s, h, pr).expect("lengths checked before the step");
+            k.update(part.p, part.g, part.s, h, pr)
+                .expect("lengths checked before the step");
         };
         head.map(&mut one);
         for ((p, g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
-            one(Part { p: &mut **p, g: *g, s: s.as_mut_slice() });
+            one(Part {
+                p,
+                g,
+                s: s.as_mut_slice(),
+            });
         }
         tail.map(one);
     }
@@ -124,12 +208,22 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
             l.run_here(k, h, pr);
             return r.run_here(k, h, pr);
         }
-        rayon::join(|| l.run_split(k, h, pr, grain), || r.run_split(k, h, pr, grain));
+        rayon::join(
+            || l.run_split(k, h, pr, grain),
+            || r.run_split(k, h, pr, grain),
+        );
     }
 
-    /// Runs the step: on this thread below [`PARALLEL_THRESHOLD`] or with one thread, else split for `threads`.
-    pub(crate) fn run(self, k: &Kernels, h: &Hyper<T>, pr: Precision, threads: usize) {
-        if threads <= 1 || self.len < PARALLEL_THRESHOLD {
+    /// Runs the step: on this thread below `threshold` elements or with one thread, else split for `threads`.
+    pub(crate) fn run(
+        self,
+        k: &Kernels,
+        h: &Hyper<T>,
+        pr: Precision,
+        threads: usize,
+        threshold: usize,
+    ) {
+        if threads <= 1 || self.len < threshold {
             return self.run_here(k, h, pr);
         }
         // At least four pieces per thread for balance, none smaller than an eighth of GRAIN.

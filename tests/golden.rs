@@ -16,7 +16,11 @@ fn dir() -> &'static Path {
 #[test]
 fn every_golden_file_matches_fused_torch_bit_for_bit() {
     let files = golden_files(dir());
-    assert_eq!(files.len(), 6, "expected the six golden files, found {files:?}");
+    assert_eq!(
+        files.len(),
+        6,
+        "expected the six golden files, found {files:?}"
+    );
     for f in files {
         let r = replay(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         assert!(!r.steps.is_empty());
@@ -37,7 +41,8 @@ fn every_golden_file_matches_fused_torch_bit_for_bit() {
                 s.foreach_worst_eps
             );
             assert!(
-                s.inside_worst_eps.0 <= INSIDE_TOLERANCE_EPS && s.inside_worst_eps.1 <= INSIDE_TOLERANCE_EPS,
+                s.inside_worst_eps.0 <= INSIDE_TOLERANCE_EPS
+                    && s.inside_worst_eps.1 <= INSIDE_TOLERANCE_EPS,
                 "{}: step {}: Inside placement {:?} eps from eps_inside_sqrt_f64",
                 f.display(),
                 s.step,
@@ -65,7 +70,10 @@ fn golden_files_distinguish_fused_from_default_path() {
 /// The seed's worked example: θ0 = 1, lr 0.1, ε = 1e-8 inside the root, g = 0.2, 0.4, 0.1.
 #[test]
 fn worked_example_eps_inside() {
-    let config = Config::torch().lr(0.1).eps(1e-8).eps_placement(EpsPlacement::Inside);
+    let config = Config::torch()
+        .lr(0.1)
+        .eps(1e-8)
+        .eps_placement(EpsPlacement::Inside);
     let mut f64_opt = Adagrad::<f64>::new(config.clone(), &[1]).unwrap();
     let mut f32_opt = Adagrad::<f32>::new(config, &[1]).unwrap();
     let (mut a, mut b) = ([1.0f64], [1.0f32]);

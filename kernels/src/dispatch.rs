@@ -8,6 +8,16 @@ use std::sync::OnceLock;
 
 /// An update entry point. Callers must guarantee the ISA and equal slice lengths.
 pub type UpdateFn<T> = unsafe fn(&mut [T], &[T], &mut [T], &Hyper<T>, Precision);
+/// A same-traffic stream entry point. Callers must guarantee the ISA and equal slice lengths.
+pub type StreamFn<T> = unsafe fn(&mut [T], &[T], &mut [T]);
+
+/// One dtype's entry points of a path.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct Entry<T> {
+    update: UpdateFn<T>,
+    stream: StreamFn<T>,
+}
 
 /// An instruction-set path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,7 +76,11 @@ impl Isa {
         match std::env::var("ADAGRAD_ISA") {
             Ok(v) if !v.trim().is_empty() => {
                 let isa: Isa = v.parse()?;
-                if isa.is_available() { Ok(Some(isa)) } else { Err(IsaError::Unavailable(isa)) }
+                if isa.is_available() {
+                    Ok(Some(isa))
+                } else {
+                    Err(IsaError::Unavailable(isa))
+                }
             }
             _ => Ok(None),
         }
@@ -102,11 +116,16 @@ pub enum IsaError {
 impl fmt::Display for IsaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IsaError::Unknown(s) => write!(f, "unknown ISA {s:?} (ADAGRAD_ISA accepts: {})", Isa::NAMES),
+            IsaError::Unknown(s) => {
+                write!(f, "unknown ISA {s:?} (ADAGRAD_ISA accepts: {})", Isa::NAMES)
+            }
             IsaError::Unavailable(i) => write!(
                 f,
                 "ISA {i} is not available on this CPU (available: {})",
-                Isa::available().map(Isa::name).collect::<Vec<_>>().join(", ")
+                Isa::available()
+                    .map(Isa::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -137,8 +156,8 @@ fn has_avx512f() -> bool {
 #[derive(Clone, Copy)]
 pub struct Kernels {
     isa: Isa,
-    pub(crate) f32: UpdateFn<f32>,
-    pub(crate) f64: UpdateFn<f64>,
+    pub(crate) f32: Entry<f32>,
+    pub(crate) f64: Entry<f64>,
 }
 
 impl fmt::Debug for Kernels {
@@ -157,6 +176,14 @@ unsafe fn scalar_f32(p: &mut [f32], g: &[f32], s: &mut [f32], h: &Hyper<f32>, _:
 unsafe fn scalar_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, _: Precision) {
     reference::update_same_len(p, g, s, h)
 }
+/// # Safety
+/// None beyond the signature (scalar, any lengths).
+unsafe fn scalar_stream<T: Float>(p: &mut [T], g: &[T], s: &mut [T]) {
+    for ((p, &g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
+        *p = *p + g;
+        *s = *s + g;
+    }
+}
 
 impl Kernels {
     /// The table of `isa`, or [`IsaError::Unavailable`] if this CPU cannot run it.
@@ -164,13 +191,41 @@ impl Kernels {
         if !isa.is_available() {
             return Err(IsaError::Unavailable(isa));
         }
-        let (f32, f64): (UpdateFn<f32>, UpdateFn<f64>) = match isa {
-            Isa::Scalar => (scalar_f32, scalar_f64),
-            Isa::Portable => (arch::portable::update_f32, arch::portable::update_f64),
+        use arch::*;
+        let (f32, f64) = match isa {
+            Isa::Scalar => return Ok(Kernels::scalar()),
+            Isa::Portable => (
+                Entry {
+                    update: portable::update_f32 as UpdateFn<f32>,
+                    stream: portable::stream_f32 as StreamFn<f32>,
+                },
+                Entry {
+                    update: portable::update_f64 as UpdateFn<f64>,
+                    stream: portable::stream_f64 as StreamFn<f64>,
+                },
+            ),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => (arch::avx2::update_f32, arch::avx2::update_f64),
+            Isa::Avx2 => (
+                Entry {
+                    update: avx2::update_f32 as UpdateFn<f32>,
+                    stream: avx2::stream_f32 as StreamFn<f32>,
+                },
+                Entry {
+                    update: avx2::update_f64 as UpdateFn<f64>,
+                    stream: avx2::stream_f64 as StreamFn<f64>,
+                },
+            ),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => (arch::avx512::update_f32, arch::avx512::update_f64),
+            Isa::Avx512 => (
+                Entry {
+                    update: avx512::update_f32 as UpdateFn<f32>,
+                    stream: avx512::stream_f32 as StreamFn<f32>,
+                },
+                Entry {
+                    update: avx512::update_f64 as UpdateFn<f64>,
+                    stream: avx512::stream_f64 as StreamFn<f64>,
+                },
+            ),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => return Err(IsaError::Unavailable(isa)),
         };
@@ -192,7 +247,17 @@ impl Kernels {
     }
 
     fn scalar() -> Kernels {
-        Kernels { isa: Isa::Scalar, f32: scalar_f32, f64: scalar_f64 }
+        Kernels {
+            isa: Isa::Scalar,
+            f32: Entry {
+                update: scalar_f32,
+                stream: scalar_stream::<f32>,
+            },
+            f64: Entry {
+                update: scalar_f64,
+                stream: scalar_stream::<f64>,
+            },
+        }
     }
 
     /// The path this table runs.
@@ -213,10 +278,26 @@ impl Kernels {
         precision: Precision,
     ) -> Result<(), LengthMismatch> {
         LengthMismatch::check(params.len(), grads.len(), state.len())?;
-        let f = T::entry(self);
+        let f = T::entry(self).update;
         // SAFETY: `self` was built by `Kernels::new`, which checked that the CPU runs `self.isa`; the lengths were
         // checked just above.
         unsafe { f(params, grads, state, h, precision) };
+        Ok(())
+    }
+
+    /// The same-traffic stream on this path: reads the three slices and writes `params ← params + grads`,
+    /// `state ← state + grads`. It moves exactly the bytes of an update with trivially cheap arithmetic, at the
+    /// same vector width: benchmarks use it as the ceiling of a memory-bound step.
+    pub fn stream<T: Float>(
+        &self,
+        params: &mut [T],
+        grads: &[T],
+        state: &mut [T],
+    ) -> Result<(), LengthMismatch> {
+        LengthMismatch::check(params.len(), grads.len(), state.len())?;
+        let f = T::entry(self).stream;
+        // SAFETY: as in `update`: the CPU runs `self.isa` and the lengths are equal.
+        unsafe { f(params, grads, state) };
         Ok(())
     }
 }

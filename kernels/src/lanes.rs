@@ -208,7 +208,13 @@ unsafe fn body<V: Lanes, const FAST: bool, const MAX: bool, const WD: bool, cons
 
 /// One vector of the update, in the reference's operation order (Exact) or with the fast reciprocal.
 #[inline(always)]
-unsafe fn lanes_step<V: Lanes, const FAST: bool, const MAX: bool, const WD: bool, const INSIDE: bool>(
+unsafe fn lanes_step<
+    V: Lanes,
+    const FAST: bool,
+    const MAX: bool,
+    const WD: bool,
+    const INSIDE: bool,
+>(
     p: V,
     g: V,
     s: V,
@@ -226,7 +232,11 @@ unsafe fn lanes_step<V: Lanes, const FAST: bool, const MAX: bool, const WD: bool
         let s = g.mul_add(g, s);
         let step = c.clr.mul(g);
         if !FAST {
-            let d = if INSIDE { s.add(c.eps).sqrt() } else { s.sqrt().add(c.eps) };
+            let d = if INSIDE {
+                s.add(c.eps).sqrt()
+            } else {
+                s.sqrt().add(c.eps)
+            };
             return (p.sub(step.div(d)), s);
         }
         let steps = newton_steps(V::EST_BITS, V::T::MANTISSA_BITS);
@@ -250,5 +260,40 @@ unsafe fn lanes_step<V: Lanes, const FAST: bool, const MAX: bool, const WD: bool
             y
         };
         (p.sub(step.mul(inv)), s)
+    }
+}
+
+/// The same-traffic stream: reads `p`, `g`, `s` and writes `p ← p + g`, `s ← s + g`, the memory traffic of an
+/// Adagrad step with trivially cheap arithmetic, at the same vector width and unroll. Benchmarks use it as the
+/// ceiling a memory-bound update can reach.
+///
+/// # Safety
+/// The CPU supports `V`'s ISA, and `g.len() == p.len() == s.len()`.
+#[inline(always)]
+pub(crate) unsafe fn stream<V: Lanes>(p: &mut [V::T], g: &[V::T], s: &mut [V::T]) {
+    let n = p.len();
+    let (pp, gp, sp) = (p.as_mut_ptr(), g.as_ptr(), s.as_mut_ptr());
+    // SAFETY: as in `body`: the ISA is supported and every access is in bounds of the three length-n slices.
+    unsafe {
+        let step = |i: usize| {
+            let gv = V::load(gp.add(i));
+            V::load(pp.add(i)).add(gv).store(pp.add(i));
+            V::load(sp.add(i)).add(gv).store(sp.add(i));
+        };
+        let mut i = 0;
+        while i + UNROLL * V::N <= n {
+            for u in 0..UNROLL {
+                step(i + u * V::N);
+            }
+            i += UNROLL * V::N;
+        }
+        while i + V::N <= n {
+            step(i);
+            i += V::N;
+        }
+    }
+    for j in n - n % V::N..n {
+        p[j] = p[j] + g[j];
+        s[j] = s[j] + g[j];
     }
 }

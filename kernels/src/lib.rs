@@ -1,7 +1,7 @@
 //! Adagrad update kernels: the scalar reference, one generic SIMD body, and thin per-ISA implementations
 //! (portable `wide`, AVX2+FMA, AVX-512F) chosen at run time. No threads, no allocation.
 //!
-//! One step, per element, in the parameter's type (see [`reference`] for the specification):
+//! One step, per element, in the parameter's type (see [`reference`](mod@reference) for the specification):
 //!
 //! ```text
 //! g ← −g if maximize;   g ← fma(θ, wd, g) if wd ≠ 0;   G ← fma(g, g, G)
@@ -106,7 +106,7 @@ pub trait Float:
     fn sqrt(self) -> Self;
     /// Picks this type's entry of a kernel table.
     #[doc(hidden)]
-    fn entry(k: &Kernels) -> dispatch::UpdateFn<Self>;
+    fn entry(k: &Kernels) -> dispatch::Entry<Self>;
 }
 
 macro_rules! impl_float {
@@ -133,7 +133,7 @@ macro_rules! impl_float {
                 <$t>::sqrt(self)
             }
             #[inline(always)]
-            fn entry(k: &Kernels) -> dispatch::UpdateFn<Self> {
+            fn entry(k: &Kernels) -> dispatch::Entry<Self> {
                 k.$field
             }
         }
@@ -204,7 +204,11 @@ impl LengthMismatch {
         if params == grads && grads == state {
             Ok(())
         } else {
-            Err(LengthMismatch { params, grads, state })
+            Err(LengthMismatch {
+                params,
+                grads,
+                state,
+            })
         }
     }
 }

@@ -60,7 +60,12 @@ pub fn update<T: Float>(
 
 /// The loop itself; the caller guarantees equal lengths (extra elements of longer slices are ignored).
 #[inline(always)]
-pub(crate) fn update_same_len<T: Float>(params: &mut [T], grads: &[T], state: &mut [T], h: &Hyper<T>) {
+pub(crate) fn update_same_len<T: Float>(
+    params: &mut [T],
+    grads: &[T],
+    state: &mut [T],
+    h: &Hyper<T>,
+) {
     for ((p, &g), s) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
         (*p, *s) = update_one(*p, g, *s, h);
     }

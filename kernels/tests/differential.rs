@@ -4,7 +4,7 @@
 //!
 //! A path the CPU lacks prints "skipped"; `ADAGRAD_REQUIRE_ISA=avx2,avx512` turns that into a failure.
 
-use adagrad_kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, Precision, reference};
+use adagrad_kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, Precision};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -15,7 +15,10 @@ fn kernels_or_skip(isa: Isa, test: &str) -> Option<Kernels> {
         Ok(k) => Some(k),
         Err(e) => {
             let required = std::env::var("ADAGRAD_REQUIRE_ISA").unwrap_or_default();
-            if required.split(',').any(|r| r.trim().eq_ignore_ascii_case(isa.name())) {
+            if required
+                .split(',')
+                .any(|r| r.trim().eq_ignore_ascii_case(isa.name()))
+            {
                 panic!("{test}: ADAGRAD_REQUIRE_ISA names {isa}, but: {e}");
             }
             eprintln!("{test}: skipped: {e}");
@@ -36,8 +39,21 @@ trait TestFloat: Float {
 }
 impl TestFloat for f32 {
     const SPECIALS: &'static [f64] = &[
-        0.0, -0.0, 1e-45, -1e-45, 1e-40, 1.1754942e-38, f64::INFINITY, f64::NEG_INFINITY, f64::NAN,
-        1e30, -1e30, 1e-30, -1e-30, 3.4e38, 1e20,
+        0.0,
+        -0.0,
+        1e-45,
+        -1e-45,
+        1e-40,
+        1.1754942e-38,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        1e30,
+        -1e30,
+        1e-30,
+        -1e-30,
+        3.4e38,
+        1e20,
     ];
     fn bits(self) -> u64 {
         self.to_bits() as u64
@@ -49,8 +65,21 @@ impl TestFloat for f32 {
 }
 impl TestFloat for f64 {
     const SPECIALS: &'static [f64] = &[
-        0.0, -0.0, 5e-324, -5e-324, 1e-310, 2.2250738585072e-308, f64::INFINITY, f64::NEG_INFINITY, f64::NAN,
-        1e30, -1e30, 1e-30, -1e-30, 1e300, 1.7e308,
+        0.0,
+        -0.0,
+        5e-324,
+        -5e-324,
+        1e-310,
+        2.2250738585072e-308,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        1e30,
+        -1e30,
+        1e-30,
+        -1e-30,
+        1e300,
+        1.7e308,
     ];
     fn bits(self) -> u64 {
         self.to_bits()
@@ -106,7 +135,14 @@ impl<T: TestFloat> Case<T> {
     }
     fn step(&mut self, k: &Kernels, h: &Hyper<T>, pr: Precision) {
         let r = self.off..self.off + self.len;
-        k.update(&mut self.p[r.clone()], &self.g[r.clone()], &mut self.s[r], h, pr).unwrap();
+        k.update(
+            &mut self.p[r.clone()],
+            &self.g[r.clone()],
+            &mut self.s[r],
+            h,
+            pr,
+        )
+        .unwrap();
     }
 }
 
@@ -127,10 +163,27 @@ fn hypers<T: Float>(placement: EpsPlacement, t: u64) -> Vec<Hyper<T>> {
 }
 
 /// Runs `steps` steps on a copy with the reference and with `k`, comparing every element and the guards.
-fn compare_exact<T: TestFloat>(k: &Kernels, case: &Case<T>, rng: &mut StdRng, h: &Hyper<T>, steps: usize, sp: f64) {
+fn compare_exact<T: TestFloat>(
+    k: &Kernels,
+    case: &Case<T>,
+    rng: &mut StdRng,
+    h: &Hyper<T>,
+    steps: usize,
+    sp: f64,
+) {
     let (mut a, mut b) = (
-        Case { p: case.p.clone(), g: case.g.clone(), s: case.s.clone(), ..*case },
-        Case { p: case.p.clone(), g: case.g.clone(), s: case.s.clone(), ..*case },
+        Case {
+            p: case.p.clone(),
+            g: case.g.clone(),
+            s: case.s.clone(),
+            ..*case
+        },
+        Case {
+            p: case.p.clone(),
+            g: case.g.clone(),
+            s: case.s.clone(),
+            ..*case
+        },
     );
     let reference = Kernels::new(Isa::Scalar).unwrap();
     for step in 0..steps {
@@ -158,7 +211,9 @@ fn compare_exact<T: TestFloat>(k: &Kernels, case: &Case<T>, rng: &mut StdRng, h:
 }
 
 fn exact<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
-    let Some(k) = kernels_or_skip(isa, test) else { return };
+    let Some(k) = kernels_or_skip(isa, test) else {
+        return;
+    };
     let mut rng = StdRng::seed_from_u64(0x5eed ^ isa as u64);
     let hs = hypers::<T>(placement, 3);
     // Every length 0..=300 at a start offset that cycles through 0..16, with special values mixed in.
@@ -190,7 +245,9 @@ fn exact<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
 /// Fast mode: the state is bit-identical to Exact; each parameter is within the documented bound of the
 /// update computed in f64, plus one unit of the final rounding.
 fn fast<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
-    let Some(k) = kernels_or_skip(isa, test) else { return };
+    let Some(k) = kernels_or_skip(isa, test) else {
+        return;
+    };
     let mut rng = StdRng::seed_from_u64(0xfa57 ^ isa as u64);
     let bound = Precision::fast_bound::<T>();
     let mut worst = 0.0f64;
@@ -202,11 +259,21 @@ fn fast<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
                 let before = fast.p.clone();
                 let s_before = fast.s.clone();
                 // Exact from the same inputs: the state must come out bit-identical.
-                let mut exact = Case { p: before.clone(), g: fast.g.clone(), s: s_before.clone(), off, len };
+                let mut exact = Case {
+                    p: before.clone(),
+                    g: fast.g.clone(),
+                    s: s_before.clone(),
+                    off,
+                    len,
+                };
                 exact.step(&k, h, Precision::Exact);
                 fast.step(&k, h, Precision::Fast);
                 for i in off..off + len {
-                    assert_eq!(exact.s[i].bits(), fast.s[i].bits(), "{isa} fast state differs at {i}");
+                    assert_eq!(
+                        exact.s[i].bits(),
+                        fast.s[i].bits(),
+                        "{isa} fast state differs at {i}"
+                    );
                     // The update in f64 from the inputs this step saw.
                     let mut g = fast.g[i].to_f64();
                     let p0 = before[i].to_f64();
@@ -214,7 +281,9 @@ fn fast<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
                         g = -g;
                     }
                     if h.weight_decay != T::ZERO {
-                        g = T::from_f64(p0).mul_add(h.weight_decay, T::from_f64(g)).to_f64();
+                        g = T::from_f64(p0)
+                            .mul_add(h.weight_decay, T::from_f64(g))
+                            .to_f64();
                     }
                     let s = fast.s[i].to_f64();
                     let eps = h.eps.to_f64();
@@ -254,7 +323,11 @@ fn fast<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
             k.update(&mut p, &g, &mut s, h, Precision::Fast).unwrap();
             k.update(&mut pe, &g, &mut se, h, Precision::Exact).unwrap();
             for i in 0..len {
-                assert_eq!(p[i].bits(), pe[i].bits(), "{isa} fast g=0 s=0 at {i} ({h:?})");
+                assert_eq!(
+                    p[i].bits(),
+                    pe[i].bits(),
+                    "{isa} fast g=0 s=0 at {i} ({h:?})"
+                );
                 assert_eq!(s[i].bits(), se[i].bits());
             }
         }

@@ -40,13 +40,21 @@ pub struct FileReport {
 impl FileReport {
     /// Bits differing from the fused trajectory, over every step.
     pub fn fused_mismatches(&self) -> usize {
-        self.steps.iter().map(|s| s.fused_mismatch.0 + s.fused_mismatch.1).sum()
+        self.steps
+            .iter()
+            .map(|s| s.fused_mismatch.0 + s.fused_mismatch.1)
+            .sum()
     }
     pub fn foreach_worst_eps(&self) -> f64 {
-        self.steps.iter().map(|s| s.foreach_worst_eps).fold(0.0, f64::max)
+        self.steps
+            .iter()
+            .map(|s| s.foreach_worst_eps)
+            .fold(0.0, f64::max)
     }
     pub fn inside_worst_eps(&self) -> (f64, f64) {
-        self.steps.iter().fold((0.0, 0.0), |a, s| (a.0.max(s.inside_worst_eps.0), a.1.max(s.inside_worst_eps.1)))
+        self.steps.iter().fold((0.0, 0.0), |a, s| {
+            (a.0.max(s.inside_worst_eps.0), a.1.max(s.inside_worst_eps.1))
+        })
     }
 }
 
@@ -58,7 +66,9 @@ pub trait GoldenFloat: Float {
 }
 impl GoldenFloat for f32 {
     fn from_hex(s: &str) -> Result<Self, String> {
-        u32::from_str_radix(s, 16).map(f32::from_bits).map_err(|e| format!("bad f32 bits {s:?}: {e}"))
+        u32::from_str_radix(s, 16)
+            .map(f32::from_bits)
+            .map_err(|e| format!("bad f32 bits {s:?}: {e}"))
     }
     fn bits(self) -> u64 {
         self.to_bits() as u64
@@ -67,7 +77,9 @@ impl GoldenFloat for f32 {
 }
 impl GoldenFloat for f64 {
     fn from_hex(s: &str) -> Result<Self, String> {
-        u64::from_str_radix(s, 16).map(f64::from_bits).map_err(|e| format!("bad f64 bits {s:?}: {e}"))
+        u64::from_str_radix(s, 16)
+            .map(f64::from_bits)
+            .map_err(|e| format!("bad f64 bits {s:?}: {e}"))
     }
     fn bits(self) -> u64 {
         self.to_bits()
@@ -93,7 +105,9 @@ fn f64_bits_of(v: &Value, key: &str) -> Result<Vec<f64>, String> {
 }
 
 fn num(v: &Value, key: &str) -> Result<f64, String> {
-    field(v, key)?.as_f64().ok_or_else(|| format!("{key} is not a number"))
+    field(v, key)?
+        .as_f64()
+        .ok_or_else(|| format!("{key} is not a number"))
 }
 
 /// Replays one file; an error describes a file that does not follow the schema.
@@ -128,10 +142,15 @@ fn replay_as<T: GoldenFloat>(v: &Value, dtype: String) -> Result<FileReport, Str
     let p0: Vec<T> = bits_of(v, "initial_params_bits")?;
     let s0: Vec<T> = bits_of(v, "initial_state_sum_bits")?;
     let n = p0.len();
-    let traj = field(v, "trajectory")?.as_array().ok_or("trajectory is not an array")?;
-    let fused = field(v, "torch_fused_true_trajectory")?.as_array().ok_or("fused trajectory is not an array")?;
-    let inside =
-        field(field(v, "eps_inside_sqrt_f64")?, "trajectory")?.as_array().ok_or("eps_inside trajectory missing")?;
+    let traj = field(v, "trajectory")?
+        .as_array()
+        .ok_or("trajectory is not an array")?;
+    let fused = field(v, "torch_fused_true_trajectory")?
+        .as_array()
+        .ok_or("fused trajectory is not an array")?;
+    let inside = field(field(v, "eps_inside_sqrt_f64")?, "trajectory")?
+        .as_array()
+        .ok_or("eps_inside trajectory missing")?;
     if traj.len() != fused.len() || traj.len() != inside.len() {
         return Err("trajectories differ in length".into());
     }
@@ -139,7 +158,11 @@ fn replay_as<T: GoldenFloat>(v: &Value, dtype: String) -> Result<FileReport, Str
     let mut out = Adagrad::<T>::new(config_of(v, EpsPlacement::Outside)?, &[n]).map_err(err)?;
     let mut ins = Adagrad::<T>::new(config_of(v, EpsPlacement::Inside)?, &[n]).map_err(err)?;
     // The file's own initial state must be what the optimizer starts from.
-    if out.state()[0].iter().zip(&s0).any(|(a, b)| a.bits() != b.bits()) {
+    if out.state()[0]
+        .iter()
+        .zip(&s0)
+        .any(|(a, b)| a.bits() != b.bits())
+    {
         return Err("initial_state_sum does not equal initial_accumulator_value".into());
     }
     let (mut p_out, mut p_in) = (p0.clone(), p0);
@@ -148,11 +171,30 @@ fn replay_as<T: GoldenFloat>(v: &Value, dtype: String) -> Result<FileReport, Str
         let g: Vec<T> = bits_of(t, "grad_bits")?;
         out.step_flat(&mut p_out, &g).map_err(err)?;
         ins.step_flat(&mut p_in, &g).map_err(err)?;
-        let mut r = StepReport { step: k + 1, ..Default::default() };
-        let (fp, fs): (Vec<T>, Vec<T>) = (bits_of(f, "params_bits")?, bits_of(f, "state_sum_bits")?);
-        let (tp, ts): (Vec<T>, Vec<T>) = (bits_of(t, "params_bits")?, bits_of(t, "state_sum_bits")?);
-        let (ip, is) = (f64_bits_of(i, "params_bits")?, f64_bits_of(i, "state_sum_bits")?);
-        if [fp.len(), fs.len(), tp.len(), ts.len(), ip.len(), is.len(), g.len()].iter().any(|&l| l != n) {
+        let mut r = StepReport {
+            step: k + 1,
+            ..Default::default()
+        };
+        let (fp, fs): (Vec<T>, Vec<T>) =
+            (bits_of(f, "params_bits")?, bits_of(f, "state_sum_bits")?);
+        let (tp, ts): (Vec<T>, Vec<T>) =
+            (bits_of(t, "params_bits")?, bits_of(t, "state_sum_bits")?);
+        let (ip, is) = (
+            f64_bits_of(i, "params_bits")?,
+            f64_bits_of(i, "state_sum_bits")?,
+        );
+        if [
+            fp.len(),
+            fs.len(),
+            tp.len(),
+            ts.len(),
+            ip.len(),
+            is.len(),
+            g.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
+        {
             return Err(format!("step {}: arrays are not of length {n}", k + 1));
         }
         let state = &out.state()[0];
@@ -169,27 +211,43 @@ fn replay_as<T: GoldenFloat>(v: &Value, dtype: String) -> Result<FileReport, Str
             for (ours, theirs) in [(p, tp[j]), (s, ts[j])] {
                 if ours.bits() != theirs.bits() {
                     r.foreach_mismatch += 1;
-                    let d = (ours.to_f64() - theirs.to_f64()).abs() / theirs.to_f64().abs().max(1.0);
+                    let d =
+                        (ours.to_f64() - theirs.to_f64()).abs() / theirs.to_f64().abs().max(1.0);
                     r.foreach_worst_eps = r.foreach_worst_eps.max(d / T::EPSILON);
                 }
             }
             let (pi, si) = (p_in[j].to_f64(), ins.state()[0][j].to_f64());
             let dp = (pi - ip[j]).abs() / ip[j].abs().max(1.0) / T::EPSILON;
-            let ds = if is[j] == 0.0 { (si - is[j]).abs() } else { (si - is[j]).abs() / is[j].abs() } / T::EPSILON;
+            let ds = if is[j] == 0.0 {
+                (si - is[j]).abs()
+            } else {
+                (si - is[j]).abs() / is[j].abs()
+            } / T::EPSILON;
             r.inside_worst_eps = (r.inside_worst_eps.0.max(dp), r.inside_worst_eps.1.max(ds));
         }
         steps.push(r);
     }
-    Ok(FileReport { set, dtype, n, steps })
+    Ok(FileReport {
+        set,
+        dtype,
+        n,
+        steps,
+    })
 }
 
 /// The `.json` files under `path` (or `path` itself), sorted, without `index.json`.
 pub fn golden_files(path: &Path) -> Vec<std::path::PathBuf> {
-    let is_golden =
-        |p: &Path| p.extension().is_some_and(|e| e == "json") && p.file_name().is_some_and(|n| n != "index.json");
+    let is_golden = |p: &Path| {
+        p.extension().is_some_and(|e| e == "json")
+            && p.file_name().is_some_and(|n| n != "index.json")
+    };
     if path.is_dir() {
         let mut v: Vec<_> = std::fs::read_dir(path)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_golden(p)).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| is_golden(p))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v

@@ -148,7 +148,13 @@ impl Lanes for F64s {
 /// # Safety
 /// The CPU has AVX2 and FMA; the three slices have the same length.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn update_f32(p: &mut [f32], g: &[f32], s: &mut [f32], h: &Hyper<f32>, pr: Precision) {
+pub(crate) unsafe fn update_f32(
+    p: &mut [f32],
+    g: &[f32],
+    s: &mut [f32],
+    h: &Hyper<f32>,
+    pr: Precision,
+) {
     // SAFETY: this function's contract is the body's.
     unsafe { lanes::update::<F32s>(p, g, s, h, pr) }
 }
@@ -156,7 +162,33 @@ pub(crate) unsafe fn update_f32(p: &mut [f32], g: &[f32], s: &mut [f32], h: &Hyp
 /// # Safety
 /// The CPU has AVX2 and FMA; the three slices have the same length.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
+pub(crate) unsafe fn update_f64(
+    p: &mut [f64],
+    g: &[f64],
+    s: &mut [f64],
+    h: &Hyper<f64>,
+    pr: Precision,
+) {
     // SAFETY: this function's contract is the body's.
     unsafe { lanes::update::<F64s>(p, g, s, h, pr) }
+}
+
+/// The same-traffic stream (benchmark ceiling).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; the three slices have the same length.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
+    // SAFETY: this function's contract is the body's.
+    unsafe { lanes::stream::<F32s>(p, g, s) }
+}
+
+/// The same-traffic stream (benchmark ceiling).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; the three slices have the same length.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
+    // SAFETY: this function's contract is the body's.
+    unsafe { lanes::stream::<F64s>(p, g, s) }
 }

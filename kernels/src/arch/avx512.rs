@@ -65,10 +65,12 @@ impl Lanes for F32s {
     #[inline(always)]
     unsafe fn neg(self) -> Self {
         // SAFETY: AVX-512F is present (trait contract).
-        Self(unsafe { _mm512_castsi512_ps(_mm512_xor_si512(
+        Self(unsafe {
+            _mm512_castsi512_ps(_mm512_xor_si512(
                 _mm512_castps_si512(self.0),
                 _mm512_set1_epi32(i32::MIN),
-            )) })
+            ))
+        })
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
@@ -134,10 +136,12 @@ impl Lanes for F64s {
     #[inline(always)]
     unsafe fn neg(self) -> Self {
         // SAFETY: AVX-512F is present (trait contract).
-        Self(unsafe { _mm512_castsi512_pd(_mm512_xor_si512(
+        Self(unsafe {
+            _mm512_castsi512_pd(_mm512_xor_si512(
                 _mm512_castpd_si512(self.0),
                 _mm512_set1_epi64(i64::MIN),
-            )) })
+            ))
+        })
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
@@ -154,7 +158,13 @@ impl Lanes for F64s {
 /// # Safety
 /// The CPU has AVX-512F; the three slices have the same length.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn update_f32(p: &mut [f32], g: &[f32], s: &mut [f32], h: &Hyper<f32>, pr: Precision) {
+pub(crate) unsafe fn update_f32(
+    p: &mut [f32],
+    g: &[f32],
+    s: &mut [f32],
+    h: &Hyper<f32>,
+    pr: Precision,
+) {
     // SAFETY: this function's contract is the body's.
     unsafe { lanes::update::<F32s>(p, g, s, h, pr) }
 }
@@ -162,7 +172,33 @@ pub(crate) unsafe fn update_f32(p: &mut [f32], g: &[f32], s: &mut [f32], h: &Hyp
 /// # Safety
 /// The CPU has AVX-512F; the three slices have the same length.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
+pub(crate) unsafe fn update_f64(
+    p: &mut [f64],
+    g: &[f64],
+    s: &mut [f64],
+    h: &Hyper<f64>,
+    pr: Precision,
+) {
     // SAFETY: this function's contract is the body's.
     unsafe { lanes::update::<F64s>(p, g, s, h, pr) }
+}
+
+/// The same-traffic stream (benchmark ceiling).
+///
+/// # Safety
+/// The CPU has AVX-512F; the three slices have the same length.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
+    // SAFETY: this function's contract is the body's.
+    unsafe { lanes::stream::<F32s>(p, g, s) }
+}
+
+/// The same-traffic stream (benchmark ceiling).
+///
+/// # Safety
+/// The CPU has AVX-512F; the three slices have the same length.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
+    // SAFETY: this function's contract is the body's.
+    unsafe { lanes::stream::<F64s>(p, g, s) }
 }

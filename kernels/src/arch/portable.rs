@@ -29,7 +29,9 @@ impl Lanes for F32s {
     #[inline(always)]
     unsafe fn load(ptr: *const f32) -> Self {
         // SAFETY: the caller guarantees `ptr` is valid for 8 reads.
-        Self(f32x8::from(unsafe { ptr.cast::<[f32; 8]>().read_unaligned() }))
+        Self(f32x8::from(unsafe {
+            ptr.cast::<[f32; 8]>().read_unaligned()
+        }))
     }
     #[inline(always)]
     unsafe fn store(self, ptr: *mut f32) {
@@ -54,7 +56,9 @@ impl Lanes for F32s {
             return Self(self.0.mul_add(b.0, c.0));
         }
         let (a, b, c) = (self.0.to_array(), b.0.to_array(), c.0.to_array());
-        Self(f32x8::from(core::array::from_fn::<f32, 8, _>(|i| a[i].mul_add(b[i], c[i]))))
+        Self(f32x8::from(core::array::from_fn::<f32, 8, _>(|i| {
+            a[i].mul_add(b[i], c[i])
+        })))
     }
     #[inline(always)]
     unsafe fn div(self, b: Self) -> Self {
@@ -90,7 +94,9 @@ impl Lanes for F64s {
     #[inline(always)]
     unsafe fn load(ptr: *const f64) -> Self {
         // SAFETY: the caller guarantees `ptr` is valid for 4 reads.
-        Self(f64x4::from(unsafe { ptr.cast::<[f64; 4]>().read_unaligned() }))
+        Self(f64x4::from(unsafe {
+            ptr.cast::<[f64; 4]>().read_unaligned()
+        }))
     }
     #[inline(always)]
     unsafe fn store(self, ptr: *mut f64) {
@@ -115,7 +121,9 @@ impl Lanes for F64s {
             return Self(self.0.mul_add(b.0, c.0));
         }
         let (a, b, c) = (self.0.to_array(), b.0.to_array(), c.0.to_array());
-        Self(f64x4::from(core::array::from_fn::<f64, 4, _>(|i| a[i].mul_add(b[i], c[i]))))
+        Self(f64x4::from(core::array::from_fn::<f64, 4, _>(|i| {
+            a[i].mul_add(b[i], c[i])
+        })))
     }
     #[inline(always)]
     unsafe fn div(self, b: Self) -> Self {
@@ -141,14 +149,44 @@ impl Lanes for F64s {
 
 /// # Safety
 /// The three slices have the same length.
-pub(crate) unsafe fn update_f32(p: &mut [f32], g: &[f32], s: &mut [f32], h: &Hyper<f32>, pr: Precision) {
+pub(crate) unsafe fn update_f32(
+    p: &mut [f32],
+    g: &[f32],
+    s: &mut [f32],
+    h: &Hyper<f32>,
+    pr: Precision,
+) {
     // SAFETY: `wide` needs no runtime feature; equal lengths are this function's contract.
     unsafe { lanes::update::<F32s>(p, g, s, h, pr) }
 }
 
 /// # Safety
 /// The three slices have the same length.
-pub(crate) unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
+pub(crate) unsafe fn update_f64(
+    p: &mut [f64],
+    g: &[f64],
+    s: &mut [f64],
+    h: &Hyper<f64>,
+    pr: Precision,
+) {
     // SAFETY: `wide` needs no runtime feature; equal lengths are this function's contract.
     unsafe { lanes::update::<F64s>(p, g, s, h, pr) }
+}
+
+/// The same-traffic stream (benchmark ceiling).
+///
+/// # Safety
+/// The three slices have the same length.
+pub(crate) unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
+    // SAFETY: this function's contract is the body's.
+    unsafe { lanes::stream::<F32s>(p, g, s) }
+}
+
+/// The same-traffic stream (benchmark ceiling).
+///
+/// # Safety
+/// The three slices have the same length.
+pub(crate) unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
+    // SAFETY: this function's contract is the body's.
+    unsafe { lanes::stream::<F64s>(p, g, s) }
 }

@@ -1,0 +1,158 @@
+//! Threads and multi-tensor steps: bit-identical to the reference for any thread count and any grouping of the
+//! same elements into tensors.
+
+use adagrad::{Adagrad, Config, Isa, PARALLEL_THRESHOLD, Parallelism};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+fn pool(threads: usize) -> Parallelism {
+    Parallelism::Pool(Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap(),
+    ))
+}
+
+/// Tensor-size mixes, several above the parallel threshold in total.
+fn mixes() -> Vec<Vec<usize>> {
+    let mut rng = StdRng::seed_from_u64(42);
+    vec![
+        vec![0],
+        vec![],
+        vec![PARALLEL_THRESHOLD * 3 + 17],
+        vec![1 << 20],
+        vec![1024; 200],
+        vec![0, 0, 70_000, 0, 5, 0, 130_001, 0],
+        (0..300).map(|i| (i * 37) % 1500).collect(),
+        (0..50).map(|_| rng.gen_range(0..20_000)).collect(),
+        vec![1, 2, 3, 200_000, 63, 64, 65, 127, 129, 0, 99_999],
+        vec![300_000, 1, 300_000],
+    ]
+}
+
+fn inputs(total: usize, steps: usize, seed: u64) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let p = (0..total).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let g = (0..steps)
+        .map(|_| {
+            (0..total)
+                .map(|_| rng.gen_range(-1.0f32..1.0) * 10f32.powi(rng.gen_range(-3..2)))
+                .collect()
+        })
+        .collect();
+    (p, g)
+}
+
+/// Runs `steps` steps of `sizes` (a split of one flat vector) and returns the flat params and state.
+fn run(config: Config, sizes: &[usize], p0: &[f32], grads: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
+    let mut opt = Adagrad::<f32>::new(
+        config
+            .lr(0.05)
+            .weight_decay(0.01)
+            .initial_accumulator_value(0.1),
+        sizes,
+    )
+    .unwrap();
+    let mut p = p0.to_vec();
+    for g in grads {
+        let mut ps: Vec<&mut [f32]> = Vec::new();
+        let mut gs: Vec<&[f32]> = Vec::new();
+        let (mut rest_p, mut rest_g) = (&mut p[..], &g[..]);
+        for &n in sizes {
+            let (a, b) = std::mem::take(&mut rest_p).split_at_mut(n);
+            ps.push(a);
+            rest_p = b;
+            let (c, d) = rest_g.split_at(n);
+            gs.push(c);
+            rest_g = d;
+        }
+        opt.step(&mut ps, &gs).unwrap();
+    }
+    let s = opt.state().concat();
+    (p, s)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn any_thread_count_equals_the_reference() {
+    for (m, sizes) in mixes().iter().enumerate() {
+        let total: usize = sizes.iter().sum();
+        let (p0, grads) = inputs(total, 3, m as u64);
+        let want = run(
+            Config::default()
+                .isa(Isa::Scalar)
+                .parallelism(Parallelism::Sequential),
+            sizes,
+            &p0,
+            &grads,
+        );
+        for threads in [1, 2, 3, 8] {
+            let got = run(
+                Config::default().parallelism(pool(threads)),
+                sizes,
+                &p0,
+                &grads,
+            );
+            assert_eq!(
+                bits(&got.0),
+                bits(&want.0),
+                "mix {m} ({} tensors) params, {threads} threads",
+                sizes.len()
+            );
+            assert_eq!(
+                bits(&got.1),
+                bits(&want.1),
+                "mix {m} state, {threads} threads"
+            );
+        }
+        let got = run(Config::default(), sizes, &p0, &grads);
+        assert_eq!(bits(&got.0), bits(&want.0), "mix {m}, global pool");
+    }
+}
+
+#[test]
+fn any_grouping_into_tensors_gives_the_same_bits() {
+    let total = 400_000;
+    let (p0, grads) = inputs(total, 2, 9);
+    let want = run(
+        Config::default().parallelism(Parallelism::Sequential),
+        &[total],
+        &p0,
+        &grads,
+    );
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..8 {
+        let mut sizes = Vec::new();
+        let mut left = total;
+        while left > 0 {
+            let cap = left.min(rng.gen_range(1..150_000));
+            let n = if rng.gen_bool(0.2) {
+                0
+            } else {
+                rng.gen_range(1..=cap)
+            };
+            sizes.push(n);
+            left -= n;
+        }
+        for threads in [1, 2, 3, 8] {
+            let got = run(
+                Config::default().parallelism(pool(threads)),
+                &sizes,
+                &p0,
+                &grads,
+            );
+            assert_eq!(
+                bits(&got.0),
+                bits(&want.0),
+                "{} tensors, {threads} threads",
+                sizes.len()
+            );
+            assert_eq!(bits(&got.1), bits(&want.1));
+        }
+    }
+}
