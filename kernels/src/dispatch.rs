@@ -1,22 +1,153 @@
 //! Which path runs: CPU detection (once, cached), the `ADAGRAD_ISA` override, and the kernel table that can only
 //! be built for a path the CPU supports.
 
-use crate::{Float, Hyper, LengthMismatch, Precision, arch, reference};
+use crate::{CopyOut, Float, Grad, Hyper, LengthMismatch, NoCopy, Precision, arch, reference};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-/// An update entry point. Callers must guarantee the ISA and equal slice lengths.
-pub type UpdateFn<T> = unsafe fn(&mut [T], &[T], &mut [T], &Hyper<T>, Precision);
+/// A type-erased update entry point: gradients and copy-out behind raw pointers, their formats fixed by the table
+/// slot. Callers must guarantee the ISA, equal lengths, and that the pointers match the slot's formats.
+pub(crate) type RawFn<T> = unsafe fn(&mut [T], *const (), &mut [T], *mut (), &Hyper<T>, Precision);
 /// A same-traffic stream entry point. Callers must guarantee the ISA and equal slice lengths.
-pub type StreamFn<T> = unsafe fn(&mut [T], &[T], &mut [T]);
+pub(crate) type StreamFn<T> = unsafe fn(&mut [T], &[T], &mut [T]);
 
-/// One dtype's entry points of a path.
+/// One dtype's entry points of a path: `update[grad kind][copy-out kind]` and the stream.
 #[doc(hidden)]
 #[derive(Clone, Copy)]
 pub struct Entry<T> {
-    update: UpdateFn<T>,
+    update: [[RawFn<T>; 3]; 3],
     stream: StreamFn<T>,
+}
+
+/// One path's entry points, implemented by one zero-sized type per ISA file.
+///
+/// # Safety (of every method)
+/// The CPU supports the path; the slices have the same length, and `out` is empty when `O` is `NoCopy`.
+pub(crate) trait Path {
+    unsafe fn f32<G: Grad<f32>, O: CopyOut<f32>>(
+        p: &mut [f32],
+        g: &[G],
+        s: &mut [f32],
+        out: &mut [O],
+        h: &Hyper<f32>,
+        pr: Precision,
+    );
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision);
+    unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]);
+    unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]);
+}
+
+/// The scalar path: the reference, element by element.
+struct Scalar;
+
+impl Path for Scalar {
+    unsafe fn f32<G: Grad<f32>, O: CopyOut<f32>>(
+        p: &mut [f32],
+        g: &[G],
+        s: &mut [f32],
+        out: &mut [O],
+        h: &Hyper<f32>,
+        _: Precision,
+    ) {
+        reference::mixed_same_len(p, g, s, out, h)
+    }
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, _: Precision) {
+        reference::mixed_same_len::<f64, f64, NoCopy>(p, g, s, &mut [], h)
+    }
+    unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
+        scalar_stream(p, g, s)
+    }
+    unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
+        scalar_stream(p, g, s)
+    }
+}
+
+fn scalar_stream<T: Float>(p: &mut [T], g: &[T], s: &mut [T]) {
+    for ((p, &g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
+        *p = *p + g;
+        *s = *s + g;
+    }
+}
+
+/// Restores the slices behind a [`RawFn`] call and calls the path.
+///
+/// # Safety
+/// `g` points to `p.len()` values of `G`; `out` to `p.len()` values of `O` unless `O` is `NoCopy`; the rest is
+/// [`Path`]'s contract.
+unsafe fn raw32<P: Path, G: Grad<f32>, O: CopyOut<f32>>(
+    p: &mut [f32],
+    g: *const (),
+    s: &mut [f32],
+    out: *mut (),
+    h: &Hyper<f32>,
+    pr: Precision,
+) {
+    let n = p.len();
+    // SAFETY: this function's contract.
+    unsafe {
+        let g = std::slice::from_raw_parts(g.cast::<G>(), n);
+        let out = std::slice::from_raw_parts_mut(out.cast::<O>(), if O::KIND == 0 { 0 } else { n });
+        P::f32(p, g, s, out, h, pr)
+    }
+}
+
+/// As [`raw32`], for f64 (f64 gradients, no copy-out: the only formats `Grad<f64>` and `CopyOut<f64>` allow).
+///
+/// # Safety
+/// `g` points to `p.len()` f64 values; the rest is [`Path`]'s contract.
+unsafe fn raw64<P: Path>(
+    p: &mut [f64],
+    g: *const (),
+    s: &mut [f64],
+    _: *mut (),
+    h: &Hyper<f64>,
+    pr: Precision,
+) {
+    // SAFETY: this function's contract.
+    unsafe {
+        P::f64(
+            p,
+            std::slice::from_raw_parts(g.cast::<f64>(), p.len()),
+            s,
+            h,
+            pr,
+        )
+    }
+}
+
+/// The table of path `P`.
+fn table<P: Path>(isa: Isa) -> Kernels {
+    use half::{bf16, f16};
+    let f64_update: RawFn<f64> = raw64::<P>;
+    Kernels {
+        isa,
+        f32: Entry {
+            update: [
+                [
+                    raw32::<P, f32, NoCopy>,
+                    raw32::<P, f32, bf16>,
+                    raw32::<P, f32, f16>,
+                ],
+                [
+                    raw32::<P, bf16, NoCopy>,
+                    raw32::<P, bf16, bf16>,
+                    raw32::<P, bf16, f16>,
+                ],
+                [
+                    raw32::<P, f16, NoCopy>,
+                    raw32::<P, f16, bf16>,
+                    raw32::<P, f16, f16>,
+                ],
+            ],
+            stream: P::stream_f32,
+        },
+        // f64 has one format pair; every slot holds it (the others are unreachable through `Grad`/`CopyOut`).
+        f64: Entry {
+            update: [[f64_update; 3]; 3],
+            stream: P::stream_f64,
+        },
+    }
 }
 
 /// An instruction-set path.
@@ -166,70 +297,22 @@ impl fmt::Debug for Kernels {
     }
 }
 
-/// # Safety
-/// Equal slice lengths (the reference needs no CPU feature).
-unsafe fn scalar_f32(p: &mut [f32], g: &[f32], s: &mut [f32], h: &Hyper<f32>, _: Precision) {
-    reference::update_same_len(p, g, s, h)
-}
-/// # Safety
-/// Equal slice lengths (the reference needs no CPU feature).
-unsafe fn scalar_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, _: Precision) {
-    reference::update_same_len(p, g, s, h)
-}
-/// # Safety
-/// None beyond the signature (scalar, any lengths).
-unsafe fn scalar_stream<T: Float>(p: &mut [T], g: &[T], s: &mut [T]) {
-    for ((p, &g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
-        *p = *p + g;
-        *s = *s + g;
-    }
-}
-
 impl Kernels {
     /// The table of `isa`, or [`IsaError::Unavailable`] if this CPU cannot run it.
     pub fn new(isa: Isa) -> Result<Kernels, IsaError> {
         if !isa.is_available() {
             return Err(IsaError::Unavailable(isa));
         }
-        use arch::*;
-        let (f32, f64) = match isa {
-            Isa::Scalar => return Ok(Kernels::scalar()),
-            Isa::Portable => (
-                Entry {
-                    update: portable::update_f32 as UpdateFn<f32>,
-                    stream: portable::stream_f32 as StreamFn<f32>,
-                },
-                Entry {
-                    update: portable::update_f64 as UpdateFn<f64>,
-                    stream: portable::stream_f64 as StreamFn<f64>,
-                },
-            ),
+        Ok(match isa {
+            Isa::Scalar => table::<Scalar>(isa),
+            Isa::Portable => table::<arch::portable::Portable>(isa),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => (
-                Entry {
-                    update: avx2::update_f32 as UpdateFn<f32>,
-                    stream: avx2::stream_f32 as StreamFn<f32>,
-                },
-                Entry {
-                    update: avx2::update_f64 as UpdateFn<f64>,
-                    stream: avx2::stream_f64 as StreamFn<f64>,
-                },
-            ),
+            Isa::Avx2 => table::<arch::avx2::Avx2>(isa),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => (
-                Entry {
-                    update: avx512::update_f32 as UpdateFn<f32>,
-                    stream: avx512::stream_f32 as StreamFn<f32>,
-                },
-                Entry {
-                    update: avx512::update_f64 as UpdateFn<f64>,
-                    stream: avx512::stream_f64 as StreamFn<f64>,
-                },
-            ),
+            Isa::Avx512 => table::<arch::avx512::Avx512>(isa),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => return Err(IsaError::Unavailable(isa)),
-        };
-        Ok(Kernels { isa, f32, f64 })
+        })
     }
 
     /// The table of the fastest path on this CPU (detected once, cached).
@@ -247,17 +330,7 @@ impl Kernels {
     }
 
     fn scalar() -> Kernels {
-        Kernels {
-            isa: Isa::Scalar,
-            f32: Entry {
-                update: scalar_f32,
-                stream: scalar_stream::<f32>,
-            },
-            f64: Entry {
-                update: scalar_f64,
-                stream: scalar_stream::<f64>,
-            },
-        }
+        table::<Scalar>(Isa::Scalar)
     }
 
     /// The path this table runs.
@@ -277,11 +350,48 @@ impl Kernels {
         h: &Hyper<T>,
         precision: Precision,
     ) -> Result<(), LengthMismatch> {
+        self.update_with::<T, T, NoCopy>(params, grads, state, None, h, precision)
+    }
+
+    /// One step with gradients in format `G` (for f32 parameters: f32, [`bf16`](crate::bf16) or
+    /// [`f16`](crate::f16)), optionally writing the updated parameters rounded to format `O` into `out` in the same
+    /// pass. Bit-identical to [`reference::update_mixed`].
+    ///
+    /// Returns [`LengthMismatch`] and changes nothing unless every slice (and `out`, if given) has the same length.
+    ///
+    /// ```
+    /// use adagrad_kernels::{bf16, EpsPlacement, Hyper, Kernels, Precision};
+    /// let k = Kernels::best();
+    /// let h = Hyper::<f32>::new(0.1, 0.0, 1, 0.0, 1e-10, false, EpsPlacement::Outside);
+    /// let (mut p, mut s) = (vec![1.0f32; 20], vec![0.0f32; 20]);
+    /// let g = vec![bf16::from_f32(0.5); 20];
+    /// let mut out = vec![bf16::ZERO; 20];
+    /// k.update_with(&mut p, &g, &mut s, Some(&mut out), &h, Precision::Exact).unwrap();
+    /// assert!(p.iter().all(|&x| x == 0.9) && out.iter().all(|&x| x == bf16::from_f32(0.9)));
+    /// ```
+    #[inline]
+    pub fn update_with<T: Float, G: Grad<T>, O: CopyOut<T>>(
+        &self,
+        params: &mut [T],
+        grads: &[G],
+        state: &mut [T],
+        out: Option<&mut [O]>,
+        h: &Hyper<T>,
+        precision: Precision,
+    ) -> Result<(), LengthMismatch> {
         LengthMismatch::check(params.len(), grads.len(), state.len())?;
-        let f = T::entry(self).update;
+        let (out_kind, out_ptr) = match out {
+            Some(o) if O::KIND != 0 => {
+                LengthMismatch::check(params.len(), o.len(), state.len())?;
+                (O::KIND, o.as_mut_ptr().cast::<()>())
+            }
+            _ => (0, std::ptr::NonNull::<()>::dangling().as_ptr()),
+        };
+        let f = T::entry(self).update[G::KIND][out_kind];
         // SAFETY: `self` was built by `Kernels::new`, which checked that the CPU runs `self.isa`; the lengths were
-        // checked just above.
-        unsafe { f(params, grads, state, h, precision) };
+        // checked above; slot [G::KIND][out_kind] was filled for exactly these formats by `table`, and `out_ptr`
+        // is only read as a slice when `out_kind` is not 0.
+        unsafe { f(params, grads.as_ptr().cast(), state, out_ptr, h, precision) };
         Ok(())
     }
 

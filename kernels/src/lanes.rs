@@ -3,7 +3,7 @@
 //! Every SIMD path (portable, AVX2, AVX-512) is this body instantiated with that path's lane type inside a
 //! `#[target_feature]` entry point; the math exists once here and once, scalar, in [`crate::reference`].
 
-use crate::{EpsPlacement, Float, Hyper, Precision, reference};
+use crate::{CopyOut, EpsPlacement, Float, Grad, Hyper, Precision, reference};
 
 /// A vector of `N` lanes of `T`. Every method is `unsafe` because the instructions behind it exist only on
 /// CPUs with the type's ISA: callers must have checked it (the lane types are only used inside the
@@ -14,6 +14,9 @@ pub(crate) trait Lanes: Copy {
     const N: usize;
     /// Correct bits of [`Lanes::rsqrt_est`] and [`Lanes::recip_est`].
     const EST_BITS: u32;
+    /// Whether [`Precision::Fast`] is faster than Exact on this lane type; where it is not (a portable build
+    /// without hardware FMA, where every fused multiply-add is a library call), Fast runs Exact.
+    const FAST_PAYS: bool;
     unsafe fn splat(x: Self::T) -> Self;
     /// Unaligned load of `N` elements.
     unsafe fn load(ptr: *const Self::T) -> Self;
@@ -26,12 +29,16 @@ pub(crate) trait Lanes: Copy {
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
     unsafe fn div(self, b: Self) -> Self;
     unsafe fn sqrt(self) -> Self;
-    /// Flips the sign bit (so −(+0) = −0).
-    unsafe fn neg(self) -> Self;
+    /// Bitwise XOR (with `splat(-0.0)`: an exact negation; with `splat(0.0)`: the identity).
+    unsafe fn xor(self, b: Self) -> Self;
     /// An estimate of `1/√self` good to [`Lanes::EST_BITS`].
     unsafe fn rsqrt_est(self) -> Self;
     /// An estimate of `1/self` good to [`Lanes::EST_BITS`].
     unsafe fn recip_est(self) -> Self;
+    /// Loads `N` gradients of format `G`, widened exactly to `T`.
+    unsafe fn load_grad<G: Grad<Self::T>>(ptr: *const G) -> Self;
+    /// Stores the lanes rounded to the copy-out format `O` (nothing for [`crate::NoCopy`]).
+    unsafe fn store_out<O: CopyOut<Self::T>>(self, ptr: *mut O);
 }
 
 /// The widest vector any path uses (AVX-512 f32), for the Fast tail buffer.
@@ -39,7 +46,7 @@ const MAX_LANES: usize = 16;
 /// Vectors per unrolled iteration.
 pub(crate) const UNROLL: usize = 4;
 
-/// Newton–Raphson steps that take an estimate of `est` bits to the precision of `T`.
+/// Newton–Raphson steps that take an estimate of `est` bits to the precision of a `target`-bit mantissa.
 const fn newton_steps(est: u32, target: u32) -> u32 {
     let (mut bits, mut steps) = (est, 0);
     // Each step roughly doubles the correct bits; the −1 accounts for the constant factor of the error.
@@ -56,153 +63,235 @@ struct Consts<V> {
     clr: V,
     wd: V,
     eps: V,
+    /// `-0.0` when maximizing, else `+0.0`: XOR with it negates or leaves the gradient.
+    sign: V,
+    scale: V,
     one: V,
     half: V,
     three_halves: V,
+    minus_zero: V,
 }
 
-/// Applies one step to `p`, `g`, `s`: the generic body behind every SIMD entry point.
+/// Applies one step: the generic body behind every SIMD entry point. `out` is empty for [`crate::NoCopy`].
 ///
 /// # Safety
-/// The CPU supports `V`'s ISA, and `g.len() == p.len() == s.len()`.
+/// The CPU supports `V`'s ISA; `g.len() == p.len() == s.len()`, and `out.len() == p.len()` unless `O` is
+/// [`crate::NoCopy`].
 #[inline(always)]
-pub(crate) unsafe fn update<V: Lanes>(
+pub(crate) unsafe fn update<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>>(
     p: &mut [V::T],
-    g: &[V::T],
+    g: &[G],
     s: &mut [V::T],
+    out: &mut [O],
     h: &Hyper<V::T>,
     precision: Precision,
 ) {
-    debug_assert!(p.len() == g.len() && p.len() == s.len());
+    debug_assert!(
+        p.len() == g.len() && p.len() == s.len() && (O::KIND == 0 || out.len() == p.len())
+    );
     // SAFETY: forwarded from this function's contract.
     unsafe {
         match precision {
-            Precision::Exact => by_sign::<V, false>(p, g, s, h),
-            Precision::Fast => by_sign::<V, true>(p, g, s, h),
+            Precision::Fast if V::FAST_PAYS => by_decay::<V, G, O, true>(p, g, s, out, h),
+            _ => by_decay::<V, G, O, false>(p, g, s, out, h),
         }
     }
 }
 
-// The three helpers below turn the step's flags into const parameters, so the loop carries no branches.
+// The helpers below turn the step's flags into const parameters, so the loop carries no branches. (Maximize
+// needs none: it is an XOR with a sign mask.)
 
 #[inline(always)]
-unsafe fn by_sign<V: Lanes, const FAST: bool>(
+unsafe fn by_decay<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>, const FAST: bool>(
     p: &mut [V::T],
-    g: &[V::T],
+    g: &[G],
     s: &mut [V::T],
+    out: &mut [O],
     h: &Hyper<V::T>,
 ) {
     // SAFETY: forwarded from `update`'s contract.
     unsafe {
-        if h.maximize {
-            by_decay::<V, FAST, true>(p, g, s, h)
+        if h.weight_decay != <V::T as Float>::ZERO {
+            by_placement::<V, G, O, FAST, true>(p, g, s, out, h)
         } else {
-            by_decay::<V, FAST, false>(p, g, s, h)
+            by_placement::<V, G, O, FAST, false>(p, g, s, out, h)
         }
     }
 }
 
 #[inline(always)]
-unsafe fn by_decay<V: Lanes, const FAST: bool, const MAX: bool>(
+unsafe fn by_placement<
+    V: Lanes,
+    G: Grad<V::T>,
+    O: CopyOut<V::T>,
+    const FAST: bool,
+    const WD: bool,
+>(
     p: &mut [V::T],
-    g: &[V::T],
+    g: &[G],
     s: &mut [V::T],
-    h: &Hyper<V::T>,
-) {
-    // SAFETY: forwarded from `update`'s contract.
-    unsafe {
-        if h.weight_decay != V::T::ZERO {
-            by_placement::<V, FAST, MAX, true>(p, g, s, h)
-        } else {
-            by_placement::<V, FAST, MAX, false>(p, g, s, h)
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn by_placement<V: Lanes, const FAST: bool, const MAX: bool, const WD: bool>(
-    p: &mut [V::T],
-    g: &[V::T],
-    s: &mut [V::T],
+    out: &mut [O],
     h: &Hyper<V::T>,
 ) {
     // SAFETY: forwarded from `update`'s contract.
     unsafe {
         match h.eps_placement {
-            EpsPlacement::Outside => body::<V, FAST, MAX, WD, false>(p, g, s, h),
-            EpsPlacement::Inside => body::<V, FAST, MAX, WD, true>(p, g, s, h),
+            EpsPlacement::Outside => by_scale::<V, G, O, FAST, WD, false>(p, g, s, out, h),
+            EpsPlacement::Inside => by_scale::<V, G, O, FAST, WD, true>(p, g, s, out, h),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn by_scale<
+    V: Lanes,
+    G: Grad<V::T>,
+    O: CopyOut<V::T>,
+    const FAST: bool,
+    const WD: bool,
+    const INSIDE: bool,
+>(
+    p: &mut [V::T],
+    g: &[G],
+    s: &mut [V::T],
+    out: &mut [O],
+    h: &Hyper<V::T>,
+) {
+    // SAFETY: forwarded from `update`'s contract.
+    unsafe {
+        if h.grad_scale.is_some() {
+            body::<V, G, O, FAST, WD, INSIDE, true>(p, g, s, out, h)
+        } else {
+            body::<V, G, O, FAST, WD, INSIDE, false>(p, g, s, out, h)
         }
     }
 }
 
 /// The loop: unrolled by [`UNROLL`] vectors, then single vectors, then the tail (through the reference in
-/// Exact mode, through one zero-padded vector in Fast mode so that every element sees the same formula).
+/// Exact mode, through one padded vector in Fast mode so that every element sees the same formula).
 #[inline(always)]
-unsafe fn body<V: Lanes, const FAST: bool, const MAX: bool, const WD: bool, const INSIDE: bool>(
+unsafe fn body<
+    V: Lanes,
+    G: Grad<V::T>,
+    O: CopyOut<V::T>,
+    const FAST: bool,
+    const WD: bool,
+    const INSIDE: bool,
+    const SCALE: bool,
+>(
     p: &mut [V::T],
-    g: &[V::T],
+    g: &[G],
     s: &mut [V::T],
+    out: &mut [O],
     h: &Hyper<V::T>,
 ) {
     let n = p.len();
-    let (pp, gp, sp) = (p.as_mut_ptr(), g.as_ptr(), s.as_mut_ptr());
+    let (pp, gp, sp, op) = (p.as_mut_ptr(), g.as_ptr(), s.as_mut_ptr(), out.as_mut_ptr());
+    let one = V::T::from_f64(1.0);
     // SAFETY: the ISA is supported (contract); every offset below is < n - N + 1 before a load or store of N
-    // lanes, and the three slices have length n (contract).
+    // lanes, and the slices have length n (contract; `op` is only written when `O` is a real format).
     unsafe {
         let c = Consts {
             clr: V::splat(h.clr),
             wd: V::splat(h.weight_decay),
             eps: V::splat(h.eps),
-            one: V::splat(V::T::from_f64(1.0)),
+            sign: V::splat(if h.maximize {
+                -<V::T as Float>::ZERO
+            } else {
+                <V::T as Float>::ZERO
+            }),
+            scale: V::splat(h.grad_scale.unwrap_or(one)),
+            one: V::splat(one),
             half: V::splat(V::T::from_f64(0.5)),
             three_halves: V::splat(V::T::from_f64(1.5)),
+            minus_zero: V::splat(-<V::T as Float>::ZERO),
         };
-        let step = |i: usize| {
-            let (np, ns) = lanes_step::<V, FAST, MAX, WD, INSIDE>(
-                V::load(pp.add(i)),
-                V::load(gp.add(i)),
-                V::load(sp.add(i)),
-                &c,
-            );
-            np.store(pp.add(i));
-            ns.store(sp.add(i));
-        };
+        // A function, not a closure: a closure would not inherit the entry point's target features and, when
+        // not inlined, would call every intrinsic out of line.
+        let step = at::<V, G, O, FAST, WD, INSIDE, SCALE>;
         let mut i = 0;
         while i + UNROLL * V::N <= n {
             for u in 0..UNROLL {
-                step(i + u * V::N);
+                step(pp, gp, sp, op, i + u * V::N, &c);
             }
             i += UNROLL * V::N;
         }
         while i + V::N <= n {
-            step(i);
+            step(pp, gp, sp, op, i, &c);
             i += V::N;
         }
         if i == n {
             return;
         }
         if !FAST {
-            reference::update_same_len(&mut p[i..], &g[i..], &mut s[i..], h);
+            for j in i..n {
+                let (np, ns) = reference::update_one(p[j], g[j].widen(), s[j], h);
+                (p[j], s[j]) = (np, ns);
+                if O::KIND != 0 {
+                    out[j] = O::narrow(np);
+                }
+            }
             return;
         }
         // Fast tail: pad to one vector (g = 0, s = 1 in the unused lanes keep them finite), run it, copy back.
         let rem = n - i;
-        let mut bp = [V::T::ZERO; MAX_LANES];
-        let mut bg = [V::T::ZERO; MAX_LANES];
-        let mut bs = [V::T::from_f64(1.0); MAX_LANES];
+        let mut bp = [<V::T as Float>::ZERO; MAX_LANES];
+        let mut bg = [G::ZERO_VALUE; MAX_LANES];
+        let mut bs = [one; MAX_LANES];
+        let mut bo = [O::ZERO_VALUE; MAX_LANES];
         bp[..rem].copy_from_slice(&p[i..]);
         bg[..rem].copy_from_slice(&g[i..]);
         bs[..rem].copy_from_slice(&s[i..]);
-        let (np, ns) = lanes_step::<V, FAST, MAX, WD, INSIDE>(
-            V::load(bp.as_ptr()),
-            V::load(bg.as_ptr()),
-            V::load(bs.as_ptr()),
+        step(
+            bp.as_mut_ptr(),
+            bg.as_ptr(),
+            bs.as_mut_ptr(),
+            bo.as_mut_ptr(),
+            0,
             &c,
         );
-        np.store(bp.as_mut_ptr());
-        ns.store(bs.as_mut_ptr());
         p[i..].copy_from_slice(&bp[..rem]);
         s[i..].copy_from_slice(&bs[..rem]);
+        if O::KIND != 0 {
+            out[i..].copy_from_slice(&bo[..rem]);
+        }
+    }
+}
+
+/// Loads, updates and stores the vector at offset `i`.
+///
+/// # Safety
+/// The ISA is supported and `i + N` is within the buffers (`op` only when `O` is a real format).
+#[inline(always)]
+unsafe fn at<
+    V: Lanes,
+    G: Grad<V::T>,
+    O: CopyOut<V::T>,
+    const FAST: bool,
+    const WD: bool,
+    const INSIDE: bool,
+    const SCALE: bool,
+>(
+    pp: *mut V::T,
+    gp: *const G,
+    sp: *mut V::T,
+    op: *mut O,
+    i: usize,
+    c: &Consts<V>,
+) {
+    // SAFETY: forwarded from the contract.
+    unsafe {
+        let (np, ns) = lanes_step::<V, FAST, WD, INSIDE, SCALE>(
+            V::load(pp.add(i)),
+            V::load_grad(gp.add(i)),
+            V::load(sp.add(i)),
+            c,
+        );
+        np.store(pp.add(i));
+        ns.store(sp.add(i));
+        if O::KIND != 0 {
+            np.store_out(op.add(i));
+        }
     }
 }
 
@@ -211,9 +300,9 @@ unsafe fn body<V: Lanes, const FAST: bool, const MAX: bool, const WD: bool, cons
 unsafe fn lanes_step<
     V: Lanes,
     const FAST: bool,
-    const MAX: bool,
     const WD: bool,
     const INSIDE: bool,
+    const SCALE: bool,
 >(
     p: V,
     g: V,
@@ -223,9 +312,10 @@ unsafe fn lanes_step<
     // SAFETY: the caller guarantees the ISA.
     unsafe {
         let mut g = g;
-        if MAX {
-            g = g.neg();
+        if SCALE {
+            g = g.div(c.scale);
         }
+        g = g.xor(c.sign);
         if WD {
             g = p.mul_add(c.wd, g);
         }
@@ -239,7 +329,7 @@ unsafe fn lanes_step<
             };
             return (p.sub(step.div(d)), s);
         }
-        let steps = newton_steps(V::EST_BITS, V::T::MANTISSA_BITS);
+        let steps = const { newton_steps(V::EST_BITS, V::T::MANTISSA_BITS) };
         let inv = if INSIDE {
             // y ← y·(3/2 − (x/2)·y²)
             let x = s.add(c.eps);
@@ -252,7 +342,7 @@ unsafe fn lanes_step<
         } else {
             // y ← y + y·(1 − d·y)
             let d = s.sqrt().add(c.eps);
-            let nd = d.neg();
+            let nd = d.xor(c.minus_zero);
             let mut y = d.recip_est();
             for _ in 0..steps {
                 y = y.mul_add(nd.mul_add(y, c.one), y);
@@ -275,25 +365,33 @@ pub(crate) unsafe fn stream<V: Lanes>(p: &mut [V::T], g: &[V::T], s: &mut [V::T]
     let (pp, gp, sp) = (p.as_mut_ptr(), g.as_ptr(), s.as_mut_ptr());
     // SAFETY: as in `body`: the ISA is supported and every access is in bounds of the three length-n slices.
     unsafe {
-        let step = |i: usize| {
-            let gv = V::load(gp.add(i));
-            V::load(pp.add(i)).add(gv).store(pp.add(i));
-            V::load(sp.add(i)).add(gv).store(sp.add(i));
-        };
+        let step = stream_at::<V>;
         let mut i = 0;
         while i + UNROLL * V::N <= n {
             for u in 0..UNROLL {
-                step(i + u * V::N);
+                step(pp, gp, sp, i + u * V::N);
             }
             i += UNROLL * V::N;
         }
         while i + V::N <= n {
-            step(i);
+            step(pp, gp, sp, i);
             i += V::N;
         }
     }
     for j in n - n % V::N..n {
         p[j] = p[j] + g[j];
         s[j] = s[j] + g[j];
+    }
+}
+
+/// # Safety
+/// The ISA is supported and `i + N` is within the three buffers.
+#[inline(always)]
+unsafe fn stream_at<V: Lanes>(pp: *mut V::T, gp: *const V::T, sp: *mut V::T, i: usize) {
+    // SAFETY: forwarded from the contract.
+    unsafe {
+        let gv = V::load(gp.add(i));
+        V::load(pp.add(i)).add(gv).store(pp.add(i));
+        V::load(sp.add(i)).add(gv).store(sp.add(i));
     }
 }

@@ -27,6 +27,7 @@ mod lanes;
 pub mod reference;
 
 pub use dispatch::{Isa, IsaError, Kernels};
+pub use half::{bf16, f16};
 
 use std::fmt;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -48,8 +49,8 @@ pub enum EpsPlacement {
 /// `u = clr·g/d`. Its relative error `|u_fast − u| / |u|` is at most [`Precision::fast_bound`] (per dtype),
 /// for denominators `d` in the normal range of the type (for f64 on AVX2 and the portable path: in the normal
 /// range of f32, where the estimate comes from). A zero gradient gives a zero update as in Exact. Non-finite
-/// state or gradients give NaN where Exact may give 0 or ±∞. The scalar path has no fast variant and runs
-/// Exact.
+/// state or gradients give NaN where Exact may give 0 or ±∞. The scalar path, and the portable path where it
+/// is not faster (f64, or f32 built without hardware FMA), run Exact.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// IEEE `√` and `÷`; bit-identical to [`reference::update`] on every path. The default.
@@ -70,6 +71,9 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for f64 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for super::NoCopy {}
 }
 
 /// The parameter types the kernels support: `f32` and `f64`.
@@ -86,6 +90,7 @@ pub trait Float:
     + Mul<Output = Self>
     + Div<Output = Self>
     + Neg<Output = Self>
+    + Grad<Self>
     + 'static
 {
     /// `0`.
@@ -106,7 +111,7 @@ pub trait Float:
     fn sqrt(self) -> Self;
     /// Picks this type's entry of a kernel table.
     #[doc(hidden)]
-    fn entry(k: &Kernels) -> dispatch::Entry<Self>;
+    fn entry(k: &Kernels) -> &dispatch::Entry<Self>;
 }
 
 macro_rules! impl_float {
@@ -133,8 +138,8 @@ macro_rules! impl_float {
                 <$t>::sqrt(self)
             }
             #[inline(always)]
-            fn entry(k: &Kernels) -> dispatch::Entry<Self> {
-                k.$field
+            fn entry(k: &Kernels) -> &dispatch::Entry<Self> {
+                &k.$field
             }
         }
     };
@@ -155,6 +160,9 @@ pub struct Hyper<T> {
     pub maximize: bool,
     /// Where ε goes.
     pub eps_placement: EpsPlacement,
+    /// Divide every gradient by this first (unscaling a mixed-precision loss scale, as PyTorch's fused
+    /// optimizers do with `grad_scale`); `None` skips the division.
+    pub grad_scale: Option<T>,
 }
 
 impl<T: Float> Hyper<T> {
@@ -182,8 +190,115 @@ impl<T: Float> Hyper<T> {
             eps: T::from_f64(eps),
             maximize,
             eps_placement,
+            grad_scale: None,
         }
     }
+
+    /// The same hyperparameters, dividing gradients by `scale` (rounded once to `T`) first.
+    pub fn with_grad_scale(self, scale: f64) -> Self {
+        Hyper {
+            grad_scale: Some(T::from_f64(scale)),
+            ..self
+        }
+    }
+}
+
+/// Gradient formats for parameters of type `T`: `T` itself, and [`bf16`] / [`f16`] for f32 parameters. Widening
+/// to `T` is exact, so a step with these gradients equals the reference applied to the widened gradients.
+pub trait Grad<T: Float>: sealed::Sealed + Copy + Send + Sync + fmt::Debug + 'static {
+    /// 0 for `T`, 1 for bf16, 2 for f16 (selects the kernel table entry).
+    const KIND: usize;
+    /// Zero in this format.
+    const ZERO_VALUE: Self;
+    /// Exact conversion to `T`.
+    fn widen(self) -> T;
+}
+
+impl Grad<f32> for f32 {
+    const KIND: usize = 0;
+    const ZERO_VALUE: Self = 0.0;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+impl Grad<f64> for f64 {
+    const KIND: usize = 0;
+    const ZERO_VALUE: Self = 0.0;
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        self
+    }
+}
+impl Grad<f32> for bf16 {
+    const KIND: usize = 1;
+    const ZERO_VALUE: Self = bf16::ZERO;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+impl Grad<f32> for f16 {
+    const KIND: usize = 2;
+    const ZERO_VALUE: Self = f16::ZERO;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+/// No low-precision copy-out (the default of every step).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoCopy;
+
+/// Formats the updated parameters can be copied out to in the same pass: [`NoCopy`] (none), and [`bf16`] /
+/// [`f16`] for f32 parameters, rounded to nearest, ties to even; NaN stays NaN (quieted), overflow gives ±∞.
+pub trait CopyOut<T: Float>: sealed::Sealed + Copy + Send + Sync + fmt::Debug + 'static {
+    /// 0 for none, 1 for bf16, 2 for f16 (selects the kernel table entry).
+    const KIND: usize;
+    /// Zero in this format.
+    const ZERO_VALUE: Self;
+    /// Rounds to this format.
+    fn narrow(x: T) -> Self;
+}
+
+impl<T: Float> CopyOut<T> for NoCopy {
+    const KIND: usize = 0;
+    const ZERO_VALUE: Self = NoCopy;
+    #[inline(always)]
+    fn narrow(_: T) -> Self {
+        NoCopy
+    }
+}
+impl CopyOut<f32> for bf16 {
+    const KIND: usize = 1;
+    const ZERO_VALUE: Self = bf16::ZERO;
+    #[inline(always)]
+    fn narrow(x: f32) -> Self {
+        bf16::from_bits(bf16_bits_rne(x))
+    }
+}
+impl CopyOut<f32> for f16 {
+    const KIND: usize = 2;
+    const ZERO_VALUE: Self = f16::ZERO;
+    #[inline(always)]
+    fn narrow(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+}
+
+/// f32 → bf16 bits, round to nearest, ties to even (as PyTorch's `c10::BFloat16` and the AVX-512 BF16
+/// instructions); NaN keeps its sign and top payload bits and is quieted.
+///
+/// `half::bf16::from_f32` (2.7) differs on exact ties: it rounds them away from zero. This crate rounds ties to
+/// even, as IEEE and PyTorch do.
+#[inline(always)]
+pub fn bf16_bits_rne(x: f32) -> u16 {
+    let b = x.to_bits();
+    if b & 0x7FFF_FFFF > 0x7F80_0000 {
+        return ((b >> 16) | 0x0040) as u16;
+    }
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
 }
 
 /// The slices given to one update do not have the same length. Nothing was changed.

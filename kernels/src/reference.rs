@@ -4,6 +4,7 @@
 //! to `T` once (see [`Hyper::new`](crate::Hyper::new)):
 //!
 //! ```text
+//! g ← g / grad_scale         if a gradient scale is given
 //! g ← −g                     if maximize
 //! g ← fma(θ, wd, g)          if wd ≠ 0
 //! G ← fma(g, g, G)
@@ -16,12 +17,15 @@
 //! `Adagrad(fused=True)` computes on CPU (its kernel is FMA-contracted by the compiler), verified against
 //! trajectories that PyTorch produced (tests/golden).
 
-use crate::{EpsPlacement, Float, Hyper, LengthMismatch};
+use crate::{CopyOut, EpsPlacement, Float, Grad, Hyper, LengthMismatch, NoCopy};
 
 /// Updates one element; returns the new parameter and the new state. The one copy of the scalar math.
 #[inline(always)]
 pub fn update_one<T: Float>(p: T, g: T, s: T, h: &Hyper<T>) -> (T, T) {
     let mut g = g;
+    if let Some(scale) = h.grad_scale {
+        g = g / scale;
+    }
     if h.maximize {
         g = -g;
     }
@@ -68,5 +72,49 @@ pub(crate) fn update_same_len<T: Float>(
 ) {
     for ((p, &g), s) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
         (*p, *s) = update_one(*p, g, *s, h);
+    }
+}
+
+/// The mixed-precision reference: gradients in format `G` widened exactly to `T`, then [`update_one`]; when `out`
+/// is given, the updated parameters rounded to its format are written there too.
+///
+/// Returns [`LengthMismatch`] (and changes nothing) unless the slices (and `out`, if given) have the same length.
+pub fn update_mixed<T: Float, G: Grad<T>, O: CopyOut<T>>(
+    params: &mut [T],
+    grads: &[G],
+    state: &mut [T],
+    out: Option<&mut [O]>,
+    h: &Hyper<T>,
+) -> Result<(), LengthMismatch> {
+    LengthMismatch::check(params.len(), grads.len(), state.len())?;
+    match out {
+        Some(out) if O::KIND != 0 => {
+            LengthMismatch::check(params.len(), out.len(), state.len())?;
+            mixed_same_len(params, grads, state, out, h);
+        }
+        _ => mixed_same_len::<T, G, NoCopy>(params, grads, state, &mut [], h),
+    }
+    Ok(())
+}
+
+/// The loop of [`update_mixed`]; the caller guarantees equal lengths (`out` empty for `NoCopy`).
+#[inline(always)]
+pub(crate) fn mixed_same_len<T: Float, G: Grad<T>, O: CopyOut<T>>(
+    params: &mut [T],
+    grads: &[G],
+    state: &mut [T],
+    out: &mut [O],
+    h: &Hyper<T>,
+) {
+    for (i, ((p, &g), s)) in params
+        .iter_mut()
+        .zip(grads)
+        .zip(state.iter_mut())
+        .enumerate()
+    {
+        (*p, *s) = update_one(*p, g.widen(), *s, h);
+        if O::KIND != 0 {
+            out[i] = O::narrow(*p);
+        }
     }
 }

@@ -1,10 +1,11 @@
-//! AVX2 + FMA: `__m256` (8 × f32) and `__m256d` (4 × f64).
+//! AVX2 + FMA (+ F16C for f16): `__m256` (8 × f32) and `__m256d` (4 × f64).
 //!
-//! Every intrinsic below needs AVX, AVX2 or FMA; the lane types are only used inside the `#[target_feature]`
-//! entry points at the bottom, which [`crate::Kernels`] hands out only after checking the CPU.
+//! Every intrinsic below needs AVX2, FMA and F16C; the lane types are only used inside the `#[target_feature]` entry
+//! points at the bottom, which [`crate::Kernels`] hands out only after checking the CPU.
 
+use crate::dispatch::Path;
 use crate::lanes::{self, Lanes};
-use crate::{Hyper, Precision};
+use crate::{CopyOut, Grad, Hyper, NoCopy, Precision};
 use core::arch::x86_64::*;
 
 #[derive(Clone, Copy)]
@@ -16,6 +17,7 @@ impl Lanes for F32s {
     type T = f32;
     const N: usize = 8;
     const EST_BITS: u32 = 12;
+    const FAST_PAYS: bool = true;
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
         // SAFETY: AVX is present (trait contract).
@@ -47,14 +49,14 @@ impl Lanes for F32s {
         Self(unsafe { _mm256_mul_ps(self.0, b.0) })
     }
     #[inline(always)]
-    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-        // SAFETY: FMA is present (trait contract).
-        Self(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
-    }
-    #[inline(always)]
     unsafe fn div(self, b: Self) -> Self {
         // SAFETY: AVX is present (trait contract).
         Self(unsafe { _mm256_div_ps(self.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        // SAFETY: FMA is present (trait contract).
+        Self(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
     }
     #[inline(always)]
     unsafe fn sqrt(self) -> Self {
@@ -62,9 +64,9 @@ impl Lanes for F32s {
         Self(unsafe { _mm256_sqrt_ps(self.0) })
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
+    unsafe fn xor(self, b: Self) -> Self {
         // SAFETY: AVX is present (trait contract).
-        Self(unsafe { _mm256_xor_ps(self.0, _mm256_set1_ps(-0.0)) })
+        Self(unsafe { _mm256_xor_ps(self.0, b.0) })
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
@@ -76,6 +78,49 @@ impl Lanes for F32s {
         // SAFETY: AVX is present (trait contract).
         Self(unsafe { _mm256_rcp_ps(self.0) })
     }
+    #[inline(always)]
+    unsafe fn load_grad<G: Grad<f32>>(ptr: *const G) -> Self {
+        // SAFETY: the ISA is present and `ptr` is valid for 8 reads of `G` (trait contract); `G::KIND` names
+        // `G`'s format (a sealed trait), so each cast reads the type that is there.
+        unsafe {
+            match G::KIND {
+                0 => Self::load(ptr.cast()),
+                1 => Self(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(
+                    _mm256_cvtepu16_epi32(_mm_loadu_si128(ptr.cast())),
+                ))),
+                _ => Self(_mm256_cvtph_ps(_mm_loadu_si128(ptr.cast()))),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_out<O: CopyOut<f32>>(self, ptr: *mut O) {
+        // SAFETY: the ISA is present and `ptr` is valid for 8 writes of `O` (trait contract); `O::KIND` names
+        // `O`'s format (a sealed trait).
+        unsafe {
+            match O::KIND {
+                0 => {}
+                1 => {
+                    let b = _mm256_castps_si256(self.0);
+                    let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+                    let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(
+                        _mm256_add_epi32(b, _mm256_set1_epi32(0x7FFF)),
+                        lsb,
+                    ));
+                    let quiet =
+                        _mm256_or_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(0x40));
+                    let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0));
+                    let v = _mm256_blendv_epi8(rounded, quiet, nan);
+                    // Every lane is in 0..=0xFFFF: pack (per 128-bit half), then gather the two halves' low qwords.
+                    let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(v, v));
+                    _mm_storeu_si128(ptr.cast(), _mm256_castsi256_si128(packed))
+                }
+                _ => _mm_storeu_si128(
+                    ptr.cast(),
+                    _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0),
+                ),
+            }
+        }
+    }
 }
 
 impl Lanes for F64s {
@@ -83,6 +128,7 @@ impl Lanes for F64s {
     const N: usize = 4;
     // The estimates go through f32's 12-bit instructions.
     const EST_BITS: u32 = 12;
+    const FAST_PAYS: bool = true;
     #[inline(always)]
     unsafe fn splat(x: f64) -> Self {
         // SAFETY: AVX is present (trait contract).
@@ -114,14 +160,14 @@ impl Lanes for F64s {
         Self(unsafe { _mm256_mul_pd(self.0, b.0) })
     }
     #[inline(always)]
-    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-        // SAFETY: FMA is present (trait contract).
-        Self(unsafe { _mm256_fmadd_pd(self.0, b.0, c.0) })
-    }
-    #[inline(always)]
     unsafe fn div(self, b: Self) -> Self {
         // SAFETY: AVX is present (trait contract).
         Self(unsafe { _mm256_div_pd(self.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        // SAFETY: FMA is present (trait contract).
+        Self(unsafe { _mm256_fmadd_pd(self.0, b.0, c.0) })
     }
     #[inline(always)]
     unsafe fn sqrt(self) -> Self {
@@ -129,9 +175,9 @@ impl Lanes for F64s {
         Self(unsafe { _mm256_sqrt_pd(self.0) })
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
+    unsafe fn xor(self, b: Self) -> Self {
         // SAFETY: AVX is present (trait contract).
-        Self(unsafe { _mm256_xor_pd(self.0, _mm256_set1_pd(-0.0)) })
+        Self(unsafe { _mm256_xor_pd(self.0, b.0) })
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
@@ -143,52 +189,81 @@ impl Lanes for F64s {
         // SAFETY: AVX is present (trait contract).
         Self(unsafe { _mm256_cvtps_pd(_mm_rcp_ps(_mm256_cvtpd_ps(self.0))) })
     }
+    #[inline(always)]
+    unsafe fn load_grad<G: Grad<f64>>(ptr: *const G) -> Self {
+        // SAFETY: the only `Grad<f64>` is f64 itself (a sealed trait); the rest is `load`'s contract.
+        unsafe { Self::load(ptr.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn store_out<O: CopyOut<f64>>(self, _: *mut O) {
+        // The only `CopyOut<f64>` is `NoCopy`: nothing to write.
+    }
+}
+
+/// The AVX2, FMA and F16C path's entry points.
+pub(crate) struct Avx2;
+
+impl Path for Avx2 {
+    unsafe fn f32<G: Grad<f32>, O: CopyOut<f32>>(
+        p: &mut [f32],
+        g: &[G],
+        s: &mut [f32],
+        out: &mut [O],
+        h: &Hyper<f32>,
+        pr: Precision,
+    ) {
+        // SAFETY: `update_f32`'s contract is this function's.
+        unsafe { update_f32(p, g, s, out, h, pr) }
+    }
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
+        // SAFETY: `update_f64`'s contract is this function's.
+        unsafe { update_f64(p, g, s, h, pr) }
+    }
+    unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
+        // SAFETY: `stream_f32`'s contract is this function's.
+        unsafe { stream_f32(p, g, s) }
+    }
+    unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
+        // SAFETY: `stream_f64`'s contract is this function's.
+        unsafe { stream_f64(p, g, s) }
+    }
 }
 
 /// # Safety
-/// The CPU has AVX2 and FMA; the three slices have the same length.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn update_f32(
+/// The CPU has AVX2, FMA and F16C; the contract of [`Path::f32`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn update_f32<G: Grad<f32>, O: CopyOut<f32>>(
     p: &mut [f32],
-    g: &[f32],
+    g: &[G],
     s: &mut [f32],
+    out: &mut [O],
     h: &Hyper<f32>,
     pr: Precision,
 ) {
     // SAFETY: this function's contract is the body's.
-    unsafe { lanes::update::<F32s>(p, g, s, h, pr) }
+    unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, pr) }
 }
 
 /// # Safety
-/// The CPU has AVX2 and FMA; the three slices have the same length.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn update_f64(
-    p: &mut [f64],
-    g: &[f64],
-    s: &mut [f64],
-    h: &Hyper<f64>,
-    pr: Precision,
-) {
+/// The CPU has AVX2, FMA and F16C; the three slices have the same length.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
     // SAFETY: this function's contract is the body's.
-    unsafe { lanes::update::<F64s>(p, g, s, h, pr) }
+    unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, pr) }
 }
 
-/// The same-traffic stream (benchmark ceiling).
-///
 /// # Safety
-/// The CPU has AVX2 and FMA; the three slices have the same length.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
+/// The CPU has AVX2, FMA and F16C; the three slices have the same length.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
     // SAFETY: this function's contract is the body's.
     unsafe { lanes::stream::<F32s>(p, g, s) }
 }
 
-/// The same-traffic stream (benchmark ceiling).
-///
 /// # Safety
-/// The CPU has AVX2 and FMA; the three slices have the same length.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
+/// The CPU has AVX2, FMA and F16C; the three slices have the same length.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
     // SAFETY: this function's contract is the body's.
     unsafe { lanes::stream::<F64s>(p, g, s) }
 }

@@ -2,10 +2,12 @@
 //! baseline x86-64 build, AVX+FMA on x86-64-v3, NEON on aarch64).
 //!
 //! `wide`'s `mul_add` is unfused unless the target has FMA, so without FMA the fused multiply-add is done per
-//! lane with `f32::mul_add` / `f64::mul_add` (rounded once, like the reference).
+//! lane with `f32::mul_add` / `f64::mul_add` (rounded once, like the reference). bf16/f16 conversions are per
+//! lane, through the same functions the reference uses.
 
+use crate::dispatch::Path;
 use crate::lanes::{self, Lanes};
-use crate::{Hyper, Precision};
+use crate::{CopyOut, Grad, Hyper, NoCopy, Precision};
 use wide::{f32x8, f64x4};
 
 #[derive(Clone, Copy)]
@@ -13,15 +15,17 @@ pub(crate) struct F32s(f32x8);
 #[derive(Clone, Copy)]
 pub(crate) struct F64s(f64x4);
 
-/// Whether `wide`'s `mul_add` is a fused instruction on this compile target.
+/// Whether `wide`'s `mul_add` is a fused instruction on this compile target (x86-64 with FMA; on aarch64 `wide`
+/// 0.7 does not fuse, so the per-lane path below is used, which LLVM turns into `fmla`).
 const WIDE_FUSES: bool = cfg!(all(target_arch = "x86_64", target_feature = "fma"));
 
 // The methods are `unsafe` only because the trait's are: `wide` needs nothing beyond the compile target, except
-// `load`/`store`, whose pointers must be valid for N elements.
+// the loads and stores, whose pointers must be valid for N elements.
 impl Lanes for F32s {
     type T = f32;
     const N: usize = 8;
     const EST_BITS: u32 = if cfg!(target_arch = "x86_64") { 12 } else { 8 };
+    const FAST_PAYS: bool = WIDE_FUSES || cfg!(target_arch = "aarch64");
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
         Self(f32x8::splat(x))
@@ -69,8 +73,8 @@ impl Lanes for F32s {
         Self(self.0.sqrt())
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
-        Self(self.0 ^ f32x8::splat(-0.0))
+    unsafe fn xor(self, b: Self) -> Self {
+        Self(self.0 ^ b.0)
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
@@ -80,13 +84,29 @@ impl Lanes for F32s {
     unsafe fn recip_est(self) -> Self {
         Self(self.0.recip())
     }
+    #[inline(always)]
+    unsafe fn load_grad<G: Grad<f32>>(ptr: *const G) -> Self {
+        // SAFETY: the caller guarantees `ptr` is valid for 8 reads.
+        Self(f32x8::from(
+            unsafe { ptr.cast::<[G; 8]>().read_unaligned() }.map(G::widen),
+        ))
+    }
+    #[inline(always)]
+    unsafe fn store_out<O: CopyOut<f32>>(self, ptr: *mut O) {
+        // SAFETY: the caller guarantees `ptr` is valid for 8 writes.
+        unsafe {
+            ptr.cast::<[O; 8]>()
+                .write_unaligned(self.0.to_array().map(O::narrow))
+        }
+    }
 }
 
 impl Lanes for F64s {
     type T = f64;
     const N: usize = 4;
-    // `wide` has no f64 estimate: these are the exact 1/√x and 1/x, so Fast needs no Newton step.
+    // `wide` has no f64 estimate: these are the exact 1/√x and 1/x, so Fast would only add work.
     const EST_BITS: u32 = 53;
+    const FAST_PAYS: bool = false;
     #[inline(always)]
     unsafe fn splat(x: f64) -> Self {
         Self(f64x4::splat(x))
@@ -134,8 +154,8 @@ impl Lanes for F64s {
         Self(self.0.sqrt())
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
-        Self(self.0 ^ f64x4::splat(-0.0))
+    unsafe fn xor(self, b: Self) -> Self {
+        Self(self.0 ^ b.0)
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
@@ -145,48 +165,49 @@ impl Lanes for F64s {
     unsafe fn recip_est(self) -> Self {
         Self(f64x4::splat(1.0) / self.0)
     }
+    #[inline(always)]
+    unsafe fn load_grad<G: Grad<f64>>(ptr: *const G) -> Self {
+        // SAFETY: the caller guarantees `ptr` is valid for 4 reads.
+        Self(f64x4::from(
+            unsafe { ptr.cast::<[G; 4]>().read_unaligned() }.map(G::widen),
+        ))
+    }
+    #[inline(always)]
+    unsafe fn store_out<O: CopyOut<f64>>(self, ptr: *mut O) {
+        // SAFETY: the caller guarantees `ptr` is valid for 4 writes.
+        unsafe {
+            ptr.cast::<[O; 4]>()
+                .write_unaligned(self.0.to_array().map(O::narrow))
+        }
+    }
 }
 
-/// # Safety
-/// The three slices have the same length.
-pub(crate) unsafe fn update_f32(
-    p: &mut [f32],
-    g: &[f32],
-    s: &mut [f32],
-    h: &Hyper<f32>,
-    pr: Precision,
-) {
-    // SAFETY: `wide` needs no runtime feature; equal lengths are this function's contract.
-    unsafe { lanes::update::<F32s>(p, g, s, h, pr) }
-}
+/// The portable path's entry points.
+pub(crate) struct Portable;
 
-/// # Safety
-/// The three slices have the same length.
-pub(crate) unsafe fn update_f64(
-    p: &mut [f64],
-    g: &[f64],
-    s: &mut [f64],
-    h: &Hyper<f64>,
-    pr: Precision,
-) {
-    // SAFETY: `wide` needs no runtime feature; equal lengths are this function's contract.
-    unsafe { lanes::update::<F64s>(p, g, s, h, pr) }
-}
-
-/// The same-traffic stream (benchmark ceiling).
-///
-/// # Safety
-/// The three slices have the same length.
-pub(crate) unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
-    // SAFETY: this function's contract is the body's.
-    unsafe { lanes::stream::<F32s>(p, g, s) }
-}
-
-/// The same-traffic stream (benchmark ceiling).
-///
-/// # Safety
-/// The three slices have the same length.
-pub(crate) unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
-    // SAFETY: this function's contract is the body's.
-    unsafe { lanes::stream::<F64s>(p, g, s) }
+// `wide` needs no runtime feature, so these carry no `#[target_feature]`.
+impl Path for Portable {
+    unsafe fn f32<G: Grad<f32>, O: CopyOut<f32>>(
+        p: &mut [f32],
+        g: &[G],
+        s: &mut [f32],
+        out: &mut [O],
+        h: &Hyper<f32>,
+        pr: Precision,
+    ) {
+        // SAFETY: the body's contract is this function's.
+        unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, pr) }
+    }
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
+        // SAFETY: the body's contract is this function's.
+        unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, pr) }
+    }
+    unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
+        // SAFETY: the body's contract is this function's.
+        unsafe { lanes::stream::<F32s>(p, g, s) }
+    }
+    unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
+        // SAFETY: the body's contract is this function's.
+        unsafe { lanes::stream::<F64s>(p, g, s) }
+    }
 }

@@ -1,0 +1,350 @@
+//! The roofline report: every available path × dtype × size × threads, against the same-traffic stream measured
+//! in the same run.
+//!
+//! `cargo run --release --example report [-- --quick] [--json PATH] [--svg PATH]`
+//!
+//! For each row: ns per element, GB/s (5 arrays × element size per element: read param, grad, state; write
+//! param, state), percent of the stream (same size, same threads, same run), and speedup against the portable
+//! path. Times are medians of several samples. An SVG plot (GB/s against size, one line per path, the stream
+//! drawn as the ceiling) is written to `target/report.svg` unless `--svg` says otherwise.
+
+use adagrad::kernels::Kernels;
+use adagrad::{Adagrad, Config, Float, Isa, Parallelism, Precision};
+use plotters::prelude::*;
+use rayon::prelude::*;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+const SIZES: [usize; 5] = [1024, 4096, 65536, 1 << 20, 1 << 24];
+const QUICK_SIZES: [usize; 4] = [1024, 4096, 65536, 1 << 20];
+
+/// One measured row.
+#[derive(Clone, Debug)]
+struct Row {
+    dtype: &'static str,
+    size: usize,
+    threads: usize,
+    path: String,
+    ns_per_elem: f64,
+    gbps: f64,
+    pct_stream: f64,
+    vs_portable: f64,
+}
+
+struct Opts {
+    quick: bool,
+    json: Option<String>,
+    svg: String,
+}
+
+fn opts() -> Result<Opts, String> {
+    let mut o = Opts {
+        quick: false,
+        json: None,
+        svg: "target/report.svg".into(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--json" => o.json = Some(args.next().ok_or("--json needs a path")?),
+            "--svg" => o.svg = args.next().ok_or("--svg needs a path")?,
+            "-h" | "--help" => {
+                println!("usage: report [--quick] [--json PATH] [--svg PATH]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(o)
+}
+
+/// Median seconds per call of `f`, from `samples` samples of enough calls to last `min_sample` seconds.
+fn median_secs(f: &mut dyn FnMut(), samples: usize, min_sample: f64) -> f64 {
+    f();
+    let t0 = Instant::now();
+    f();
+    let one = t0.elapsed().as_secs_f64().max(1e-9);
+    let iters = ((min_sample / one).ceil() as usize).clamp(1, 1 << 20);
+    let mut v: Vec<f64> = (0..samples)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The paths to measure: (label, isa, precision). Fast only where it differs from Exact.
+fn paths() -> Vec<(String, Isa, Precision)> {
+    let mut v = Vec::new();
+    for isa in Isa::available() {
+        match isa {
+            Isa::Scalar => v.push(("reference".to_string(), isa, Precision::Exact)),
+            _ => {
+                v.push((format!("{isa}-exact"), isa, Precision::Exact));
+                v.push((format!("{isa}-fast"), isa, Precision::Fast));
+            }
+        }
+    }
+    v
+}
+
+fn parallelism(threads: usize) -> Parallelism {
+    if threads == 1 {
+        Parallelism::Sequential
+    } else {
+        Parallelism::Pool(Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap(),
+        ))
+    }
+}
+
+fn measure<T: Float>(
+    o: &Opts,
+    threads_list: &[usize],
+    rows: &mut Vec<Row>,
+    progress: &mut dyn FnMut(&str),
+) {
+    let sizes: &[usize] = if o.quick { &QUICK_SIZES } else { &SIZES };
+    let (samples, min_sample) = if o.quick { (5, 0.002) } else { (11, 0.01) };
+    let bytes = 5 * size_of::<T>();
+    for &n in sizes {
+        let p0: Vec<T> = (0..n)
+            .map(|i| T::from_f64(0.5 + (i % 13) as f64 * 0.01))
+            .collect();
+        let g: Vec<T> = (0..n)
+            .map(|i| T::from_f64((i % 97) as f64 * 1e-3 - 0.048))
+            .collect();
+        let mut p = p0.clone();
+        let mut s = vec![T::from_f64(0.1); n];
+        for &threads in threads_list {
+            let par = parallelism(threads);
+            // The stream ceiling: same traffic, same split of the work over the same pool.
+            progress(&format!("{} n={n} threads={threads}: stream", T::NAME));
+            let k = Kernels::best();
+            let chunk = adagrad::GRAIN
+                .max(n.div_ceil(threads * 4))
+                .next_multiple_of(adagrad::ALIGN);
+            let mut stream = || match &par {
+                Parallelism::Pool(pool) if n >= adagrad::PARALLEL_THRESHOLD => pool.install(|| {
+                    p.par_chunks_mut(chunk)
+                        .zip(g.par_chunks(chunk))
+                        .zip(s.par_chunks_mut(chunk))
+                        .for_each(|((p, g), s)| {
+                            k.stream(p, g, s).unwrap();
+                        })
+                }),
+                _ => k.stream(&mut p, &g, &mut s).unwrap(),
+            };
+            let t_stream = median_secs(&mut stream, samples, min_sample);
+            let mut measured = Vec::new();
+            for (label, isa, pr) in paths() {
+                progress(&format!("{} n={n} threads={threads}: {label}", T::NAME));
+                p.copy_from_slice(&p0);
+                s.fill(T::from_f64(0.1));
+                let config = Config::default()
+                    .isa(isa)
+                    .precision(pr)
+                    .parallelism(par.clone());
+                let mut opt = Adagrad::<T>::new(config, &[n]).expect("available path");
+                let t = median_secs(
+                    &mut || opt.step_flat(&mut p, &g).unwrap(),
+                    samples,
+                    min_sample,
+                );
+                measured.push((label, t));
+            }
+            let t_portable = measured
+                .iter()
+                .find(|(l, _)| l == "portable-exact")
+                .map(|&(_, t)| t)
+                .unwrap_or(f64::NAN);
+            for (label, t) in measured
+                .into_iter()
+                .chain([(format!("stream-{}", Kernels::best().isa()), t_stream)])
+            {
+                rows.push(Row {
+                    dtype: T::NAME,
+                    size: n,
+                    threads,
+                    path: label,
+                    ns_per_elem: t * 1e9 / n as f64,
+                    gbps: (bytes * n) as f64 / t / 1e9,
+                    pct_stream: 100.0 * t_stream / t,
+                    vs_portable: t_portable / t,
+                });
+            }
+        }
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<5} {:>9} {:>3}  {:<16} {:>9} {:>8} {:>9} {:>9}",
+        "dtype", "size", "thr", "path", "ns/elem", "GB/s", "%stream", "×portable"
+    );
+    let mut last = ("", 0, 0);
+    for r in rows {
+        if (r.dtype, r.size, r.threads) != last && last.1 != 0 {
+            println!();
+        }
+        last = (r.dtype, r.size, r.threads);
+        println!(
+            "{:<5} {:>9} {:>3}  {:<16} {:>9.3} {:>8.1} {:>8.0}% {:>9.2}",
+            r.dtype, r.size, r.threads, r.path, r.ns_per_elem, r.gbps, r.pct_stream, r.vs_portable
+        );
+    }
+}
+
+fn write_json(path: &str, cpu: &str, rows: &[Row]) -> std::io::Result<()> {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "dtype": r.dtype, "size": r.size, "threads": r.threads, "path": r.path,
+                "ns_per_elem": r.ns_per_elem, "gb_per_s": r.gbps, "pct_of_stream": r.pct_stream,
+                "speedup_vs_portable": r.vs_portable,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "schema": "adagrad-report/v1",
+        "cpu": cpu,
+        "best_path": Isa::best().name(),
+        "bytes_per_element": "5 x element size",
+        "rows": rows,
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+}
+
+/// GB/s against size (log scale), one panel per (dtype, threads), one line per path, the stream dashed.
+fn write_svg(
+    path: &str,
+    rows: &[Row],
+    threads_list: &[usize],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let panels: Vec<(&str, usize)> = ["f32", "f64"]
+        .into_iter()
+        .flat_map(|d| threads_list.iter().map(move |&t| (d, t)))
+        .collect();
+    let root = SVGBackend::new(path, (560 * threads_list.len() as u32, 840)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((2, threads_list.len()));
+    for ((dtype, threads), area) in panels.into_iter().zip(areas) {
+        let sel: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.dtype == dtype && r.threads == threads)
+            .collect();
+        if sel.is_empty() {
+            continue;
+        }
+        let (xmin, xmax) = sel.iter().fold((f64::MAX, 0.0f64), |a, r| {
+            (a.0.min(r.size as f64), a.1.max(r.size as f64))
+        });
+        let ymax = sel.iter().map(|r| r.gbps).fold(0.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(format!("{dtype}, {threads} thread(s)"), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax)?;
+        chart
+            .configure_mesh()
+            .x_desc("elements")
+            .y_desc("GB/s")
+            .draw()?;
+        let mut labels: Vec<&str> = sel.iter().map(|r| r.path.as_str()).collect();
+        labels.dedup();
+        labels.sort();
+        labels.dedup();
+        for (i, label) in labels.iter().enumerate() {
+            let pts: Vec<(f64, f64)> = sel
+                .iter()
+                .filter(|r| r.path == *label)
+                .map(|r| (r.size as f64, r.gbps))
+                .collect();
+            let color = Palette99::pick(i).to_rgba();
+            let is_stream = label.starts_with("stream");
+            let style = if is_stream {
+                BLACK.stroke_width(3)
+            } else {
+                color.stroke_width(2)
+            };
+            chart
+                .draw_series(LineSeries::new(pts, style))?
+                .label(*label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn main() {
+    let o = match opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("report: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads_list: Vec<usize> = if cores > 1 { vec![1, cores] } else { vec![1] };
+    let cpu = cpu_name();
+    println!("CPU: {cpu} ({cores} threads)");
+    println!(
+        "paths available: {}; best: {}",
+        Isa::available()
+            .map(Isa::name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Isa::best()
+    );
+    println!(
+        "bytes per element: 5 × element size; stream = same traffic, trivial arithmetic, best path"
+    );
+    let mut rows = Vec::new();
+    let mut progress = |what: &str| {
+        eprint!("\r\x1b[2Kmeasuring {what}");
+        let _ = std::io::stderr().flush();
+    };
+    measure::<f32>(&o, &threads_list, &mut rows, &mut progress);
+    measure::<f64>(&o, &threads_list, &mut rows, &mut progress);
+    eprintln!("\r\x1b[2Kdone");
+    print_table(&rows);
+    if let Some(path) = &o.json {
+        match write_json(path, &cpu, &rows) {
+            Ok(()) => println!("\nJSON: {path}"),
+            Err(e) => eprintln!("report: cannot write {path}: {e}"),
+        }
+    }
+    match write_svg(&o.svg, &rows, &threads_list) {
+        Ok(()) => println!("SVG: {}", o.svg),
+        Err(e) => eprintln!("report: cannot write {}: {e}", o.svg),
+    }
+}
