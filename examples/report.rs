@@ -157,7 +157,9 @@ fn measure<T: Float>(
                     .parallelism(par.clone());
                 let mut opt = Adagrad::<T>::new(config, &[n]).expect("available path");
                 let t = median_secs(
-                    &mut || opt.step_flat(&mut p, &g).unwrap(),
+                    &mut || {
+                        opt.step_flat(&mut p, &g).unwrap();
+                    },
                     samples,
                     min_sample,
                 );

@@ -174,7 +174,9 @@ fn throughput() -> Result<(), adagrad::Error> {
     let t_ref = median(&mut || reference::update(&mut p, &g, &mut s, &h).unwrap());
     let t_best = median(&mut || k.update(&mut p, &g, &mut s, &h, Precision::Exact).unwrap());
     let mut opt = Adagrad::<f32>::new(Config::default().parallelism(Parallelism::Global), &[n])?;
-    let t_par = median(&mut || opt.step_flat(&mut p, &g).unwrap());
+    let t_par = median(&mut || {
+        opt.step_flat(&mut p, &g).unwrap();
+    });
     let rate = |t: f64| n as f64 / t / 1e9;
     println!(
         "Throughput, 1M f32 elements: reference {:.2} G elem/s; {} {:.2} G elem/s ({:.1}× reference); \

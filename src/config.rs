@@ -5,6 +5,20 @@ use adagrad_kernels::{EpsPlacement, Isa, Precision};
 use std::fmt;
 use std::sync::Arc;
 
+/// What a step does when a gradient element is NaN or ±∞.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NonFinite {
+    /// Apply the step anyway: NaN and ∞ propagate into parameters and state, as in PyTorch. No check is made, so
+    /// this costs nothing. The default.
+    #[default]
+    Propagate,
+    /// Check every gradient first; if any element is non-finite, change nothing (parameters, state, step count)
+    /// and report [`crate::StepOutcome::Skipped`] with the count, as a dynamic loss scaler wants.
+    SkipStep,
+    /// The same check; return [`crate::Error::NonFiniteGradient`] and change nothing.
+    Error,
+}
+
 /// Where a step's work runs.
 #[derive(Clone, Default)]
 pub enum Parallelism {
@@ -62,6 +76,8 @@ pub struct Config {
     pub parallelism: Parallelism,
     /// Steps with fewer elements than this run on the calling thread (default [`crate::PARALLEL_THRESHOLD`]).
     pub parallel_threshold: usize,
+    /// What to do with NaN or ±∞ gradients (default: propagate, as PyTorch).
+    pub non_finite: NonFinite,
 }
 
 impl Default for Config {
@@ -86,6 +102,7 @@ impl Config {
             isa: None,
             parallelism: Parallelism::Global,
             parallel_threshold: crate::PARALLEL_THRESHOLD,
+            non_finite: NonFinite::Propagate,
         }
     }
 
@@ -158,6 +175,11 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::non_finite`].
+    pub fn non_finite(mut self, policy: NonFinite) -> Self {
+        self.non_finite = policy;
+        self
+    }
     /// Sets [`Config::parallel_threshold`].
     pub fn parallel_threshold(mut self, elements: usize) -> Self {
         self.parallel_threshold = elements;

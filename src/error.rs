@@ -4,7 +4,7 @@ use adagrad_kernels::IsaError;
 use std::fmt;
 
 /// What went wrong. A call that returns an error has changed no parameter, state or step count.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub enum Error {
     /// A hyperparameter is negative, NaN or infinite, or the combination is unusable.
     InvalidConfig {
@@ -35,8 +35,33 @@ pub enum Error {
         /// The gradient slice's length.
         grads: usize,
     },
+    /// The number of copy-out tensors does not match the optimizer's.
+    CopyOutCount {
+        /// Tensors the optimizer holds state for.
+        expected: usize,
+        /// Copy-out slices given.
+        got: usize,
+    },
+    /// A copy-out slice's length does not match its tensor's.
+    CopyOutLength {
+        /// The tensor's index.
+        tensor: usize,
+        /// Its length.
+        expected: usize,
+        /// The copy-out slice's length.
+        got: usize,
+    },
+    /// A gradient scale that is not a positive finite number.
+    InvalidGradScale(f64),
+    /// Some gradient elements are NaN or ±∞ and the policy is [`crate::NonFinite::Error`].
+    NonFiniteGradient {
+        /// How many elements.
+        count: usize,
+    },
     /// The requested kernel path cannot be used.
     Isa(IsaError),
+    /// A checkpoint could not be written or read.
+    Checkpoint(crate::CheckpointError),
 }
 
 impl fmt::Display for Error {
@@ -64,7 +89,33 @@ impl fmt::Display for Error {
                 f,
                 "length mismatch in tensor {tensor}: state has {expected}, params {params}, grads {grads}"
             ),
+            Error::CopyOutCount { expected, got } => {
+                write!(
+                    f,
+                    "copy-out count mismatch: the optimizer has {expected} tensors, got {got} copy-out slices"
+                )
+            }
+            Error::CopyOutLength {
+                tensor,
+                expected,
+                got,
+            } => {
+                write!(
+                    f,
+                    "copy-out length mismatch in tensor {tensor}: expected {expected}, got {got}"
+                )
+            }
+            Error::InvalidGradScale(v) => {
+                write!(f, "invalid grad_scale = {v}: must be positive and finite")
+            }
+            Error::NonFiniteGradient { count } => {
+                write!(
+                    f,
+                    "{count} gradient elements are NaN or infinite; the step was not applied"
+                )
+            }
             Error::Isa(e) => write!(f, "{e}"),
+            Error::Checkpoint(e) => write!(f, "checkpoint: {e}"),
         }
     }
 }
@@ -74,5 +125,11 @@ impl std::error::Error for Error {}
 impl From<IsaError> for Error {
     fn from(e: IsaError) -> Self {
         Error::Isa(e)
+    }
+}
+
+impl From<crate::CheckpointError> for Error {
+    fn from(e: crate::CheckpointError) -> Self {
+        Error::Checkpoint(e)
     }
 }

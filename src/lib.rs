@@ -36,15 +36,19 @@
 //! # Ok::<(), adagrad::Error>(())
 //! ```
 
+mod checkpoint;
 mod config;
 mod error;
 mod optimizer;
 mod parallel;
 
-pub use adagrad_kernels::{EpsPlacement, Float, Hyper, Isa, IsaError, Kernels, Precision};
-pub use config::{Config, Parallelism};
+pub use adagrad_kernels::{
+    CopyOut, EpsPlacement, Float, Grad, Hyper, Isa, IsaError, Kernels, NoCopy, Precision, bf16, f16,
+};
+pub use checkpoint::{CheckpointError, FORMAT_VERSION, MAGIC};
+pub use config::{Config, NonFinite, Parallelism};
 pub use error::Error;
-pub use optimizer::Adagrad;
+pub use optimizer::{Adagrad, StepOutcome};
 pub use parallel::{ALIGN, GRAIN, PARALLEL_THRESHOLD};
 
 /// The kernel crate, for direct use of one path (tests, benchmarks, custom loops).

@@ -1,9 +1,22 @@
 //! The optimizer: state per tensor, the step count, and the step itself.
 
 use crate::config::validate_value;
-use crate::parallel::Seg;
-use crate::{Config, Error, Parallelism};
-use adagrad_kernels::{Float, Hyper, Isa, Kernels};
+use crate::parallel::{GRAIN, Seg};
+use crate::{Config, Error, NonFinite, Parallelism};
+use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, Kernels, NoCopy};
+use rayon::prelude::*;
+
+/// What a step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Parameters and state were updated and the step count advanced.
+    Applied,
+    /// [`NonFinite::SkipStep`]: `non_finite` gradient elements were NaN or ±∞, so nothing changed.
+    Skipped {
+        /// How many gradient elements were non-finite.
+        non_finite: usize,
+    },
+}
 
 /// Adagrad over a fixed list of parameter tensors of type `T` (`f32` or `f64`).
 ///
@@ -23,10 +36,10 @@ use adagrad_kernels::{Float, Hyper, Isa, Kernels};
 /// ```
 #[derive(Debug)]
 pub struct Adagrad<T: Float> {
-    config: Config,
+    pub(crate) config: Config,
     kernels: Kernels,
-    state: Vec<Vec<T>>,
-    step: u64,
+    pub(crate) state: Vec<Vec<T>>,
+    pub(crate) step: u64,
 }
 
 impl<T: Float> Adagrad<T> {
@@ -47,15 +60,87 @@ impl<T: Float> Adagrad<T> {
         })
     }
 
-    /// One step over every tensor: `params[i]` and `grads[i]` must have the length of tensor `i`.
+    /// One step over every tensor: `params[i]` and `grads[i]` must have the length of tensor `i`. Gradients are
+    /// `T`, or for f32 parameters also [`bf16`](crate::bf16) / [`f16`](crate::f16) (widened exactly).
     ///
-    /// On any mismatch, returns the error and changes nothing.
-    pub fn step(&mut self, params: &mut [&mut [T]], grads: &[&[T]]) -> Result<(), Error> {
+    /// On any mismatch, returns the error and changes nothing. With [`NonFinite::SkipStep`] a step whose
+    /// gradients hold NaN or ±∞ changes nothing and returns [`StepOutcome::Skipped`].
+    pub fn step<G: Grad<T>>(
+        &mut self,
+        params: &mut [&mut [T]],
+        grads: &[&[G]],
+    ) -> Result<StepOutcome, Error> {
+        self.step_with::<G, NoCopy>(params, grads, None, None)
+    }
+
+    /// One step of an optimizer that holds a single tensor.
+    ///
+    /// ```
+    /// use adagrad::{Adagrad, Config};
+    /// let mut p = vec![1.0f32; 4];
+    /// let mut opt = Adagrad::<f32>::new(Config::default().lr(0.5), &[4]).unwrap();
+    /// opt.step_flat(&mut p, &[1.0; 4]).unwrap();
+    /// assert_eq!(p, [0.5; 4]); // 1 − 0.5·1/(√1 + 1e-10), and 1 + 1e-10 rounds to 1 in f32
+    /// ```
+    pub fn step_flat<G: Grad<T>>(
+        &mut self,
+        params: &mut [T],
+        grads: &[G],
+    ) -> Result<StepOutcome, Error> {
+        self.step(&mut [params], &[grads])
+    }
+
+    /// The general step: gradients in format `G`, optionally divided by `grad_scale` inside the fused pass
+    /// (bit-identical to dividing first; PyTorch's `grad_scale`), and optionally the updated parameters written,
+    /// rounded to `O` ([`bf16`](crate::bf16) or [`f16`](crate::f16)), into `copy_out` in the same pass.
+    ///
+    /// ```
+    /// use adagrad::{Adagrad, Config, bf16};
+    /// // CPU-offloaded step: bf16 gradients in, f32 master weights and state kept, bf16 weights out.
+    /// let mut master = vec![1.0f32; 8];
+    /// let grads = vec![bf16::from_f32(1024.0); 8]; // scaled by a loss scale of 2048
+    /// let mut weights = vec![bf16::ZERO; 8];
+    /// let mut opt = Adagrad::<f32>::new(Config::default().lr(0.1), &[8])?;
+    /// opt.step_with(&mut [&mut master], &[&grads], Some(&mut [&mut weights]), Some(2048.0))?;
+    /// assert_eq!(master[0], 0.9);
+    /// assert_eq!(opt.state()[0][0], 0.25); // (1024 / 2048)²
+    /// assert_eq!(weights[0], bf16::from_f32(0.9));
+    /// # Ok::<(), adagrad::Error>(())
+    /// ```
+    pub fn step_with<G: Grad<T>, O: CopyOut<T>>(
+        &mut self,
+        params: &mut [&mut [T]],
+        grads: &[&[G]],
+        copy_out: Option<&mut [&mut [O]]>,
+        grad_scale: Option<f64>,
+    ) -> Result<StepOutcome, Error> {
         self.check(params, grads)?;
-        let h = self.hyper(self.step + 1);
+        let out: &mut [&mut [O]] = match copy_out {
+            Some(out) if O::KIND != 0 => {
+                self.check_out(out)?;
+                out
+            }
+            _ => &mut [],
+        };
+        let mut h = self.hyper(self.step + 1);
+        if let Some(scale) = grad_scale {
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(Error::InvalidGradScale(scale));
+            }
+            h = h.with_grad_scale(scale);
+        }
+        if self.config.non_finite != NonFinite::Propagate {
+            let count = self.count_non_finite(grads);
+            if count > 0 {
+                return match self.config.non_finite {
+                    NonFinite::Error => Err(Error::NonFiniteGradient { count }),
+                    _ => Ok(StepOutcome::Skipped { non_finite: count }),
+                };
+            }
+        }
         let pr = self.config.precision;
         let threshold = self.config.parallel_threshold;
-        let seg = Seg::new(params, grads, &mut self.state);
+        let seg = Seg::new(params, grads, &mut self.state, out);
         let k = &self.kernels;
         match &self.config.parallelism {
             Parallelism::Sequential => seg.run(k, &h, pr, 1, threshold),
@@ -70,23 +155,10 @@ impl<T: Float> Adagrad<T> {
             }
         }
         self.step += 1;
-        Ok(())
+        Ok(StepOutcome::Applied)
     }
 
-    /// One step of an optimizer that holds a single tensor.
-    ///
-    /// ```
-    /// use adagrad::{Adagrad, Config};
-    /// let mut p = vec![1.0f32; 4];
-    /// let mut opt = Adagrad::<f32>::new(Config::default().lr(0.5), &[4]).unwrap();
-    /// opt.step_flat(&mut p, &[1.0; 4]).unwrap();
-    /// assert_eq!(p, [0.5; 4]); // 1 − 0.5·1/(√1 + 1e-10), and 1 + 1e-10 rounds to 1 in f32
-    /// ```
-    pub fn step_flat(&mut self, params: &mut [T], grads: &[T]) -> Result<(), Error> {
-        self.step(&mut [params], &[grads])
-    }
-
-    fn check(&self, params: &[&mut [T]], grads: &[&[T]]) -> Result<(), Error> {
+    fn check<G>(&self, params: &[&mut [T]], grads: &[&[G]]) -> Result<(), Error> {
         let expected = self.state.len();
         if params.len() != expected || grads.len() != expected {
             return Err(Error::TensorCount {
@@ -106,6 +178,44 @@ impl<T: Float> Adagrad<T> {
             }
         }
         Ok(())
+    }
+
+    fn check_out<O>(&self, out: &[&mut [O]]) -> Result<(), Error> {
+        if out.len() != self.state.len() {
+            return Err(Error::CopyOutCount {
+                expected: self.state.len(),
+                got: out.len(),
+            });
+        }
+        for (tensor, (o, s)) in out.iter().zip(&self.state).enumerate() {
+            if o.len() != s.len() {
+                return Err(Error::CopyOutLength {
+                    tensor,
+                    expected: s.len(),
+                    got: o.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts NaN and ±∞ gradient elements, on the optimizer's threads for large steps.
+    fn count_non_finite<G: Grad<T>>(&self, grads: &[&[G]]) -> usize {
+        let count = |g: &[G]| g.iter().filter(|x| !x.widen().is_finite()).count();
+        let total: usize = grads.iter().map(|g| g.len()).sum();
+        let parallel = || {
+            grads
+                .par_iter()
+                .flat_map(|g| g.par_chunks(GRAIN))
+                .map(count)
+                .sum()
+        };
+        match &self.config.parallelism {
+            _ if total < self.config.parallel_threshold => grads.iter().map(|g| count(g)).sum(),
+            Parallelism::Sequential => grads.iter().map(|g| count(g)).sum(),
+            Parallelism::Global => parallel(),
+            Parallelism::Pool(pool) => pool.install(parallel),
+        }
     }
 
     /// The hyperparameters of step `t` (1-based), rounded to `T`.

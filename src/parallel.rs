@@ -6,7 +6,7 @@
 //! allocation, only re-borrows, so a step can recurse with `rayon::join` down to pieces of about
 //! [`GRAIN`] elements: small tensors end up batched in one task, huge ones split across all threads.
 
-use adagrad_kernels::{Float, Hyper, Kernels, Precision};
+use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Kernels, Precision};
 
 /// Split points within a tensor are multiples of this many elements (the widest unrolled body: 4 × 16 lanes).
 pub const ALIGN: usize = 64;
@@ -17,40 +17,56 @@ pub const PARALLEL_THRESHOLD: usize = 1 << 16;
 /// several pieces).
 pub const GRAIN: usize = 1 << 15;
 
-/// A piece of one tensor.
-pub(crate) struct Part<'x, T> {
+/// A piece of one tensor, with its copy-out piece when there is one.
+pub(crate) struct Part<'x, T, G, O> {
     p: &'x mut [T],
-    g: &'x [T],
+    g: &'x [G],
     s: &'x mut [T],
+    out: Option<&'x mut [O]>,
 }
 
-impl<'x, T> Part<'x, T> {
-    fn split_at(self, at: usize) -> (Part<'x, T>, Part<'x, T>) {
+impl<'x, T, G, O> Part<'x, T, G, O> {
+    fn len(&self) -> usize {
+        self.p.len()
+    }
+
+    fn split_at(self, at: usize) -> (Self, Self) {
         let (p0, p1) = self.p.split_at_mut(at);
         let (g0, g1) = self.g.split_at(at);
         let (s0, s1) = self.s.split_at_mut(at);
+        let (o0, o1) = match self.out {
+            Some(o) => {
+                let (a, b) = o.split_at_mut(at);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
         (
             Part {
                 p: p0,
                 g: g0,
                 s: s0,
+                out: o0,
             },
             Part {
                 p: p1,
                 g: g1,
                 s: s1,
+                out: o1,
             },
         )
     }
 }
 
-/// A contiguous run of a step's elements: `head`, then whole tensors, then `tail`.
-pub(crate) struct Seg<'x, 'b, T> {
-    head: Option<Part<'x, T>>,
+/// A contiguous run of a step's elements: `head`, then whole tensors, then `tail`. `out` is empty when the step
+/// has no copy-out, else it has one slice per tensor.
+pub(crate) struct Seg<'x, 'b, 'c, T, G, O> {
+    head: Option<Part<'x, T, G, O>>,
     p: &'x mut [&'b mut [T]],
-    g: &'x [&'x [T]],
+    g: &'x [&'x [G]],
     s: &'x mut [Vec<T>],
-    tail: Option<Part<'x, T>>,
+    out: &'x mut [&'c mut [O]],
+    tail: Option<Part<'x, T, G, O>>,
     len: usize,
 }
 
@@ -59,15 +75,21 @@ fn align(at: usize) -> usize {
     at - at % ALIGN
 }
 
-impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
-    /// Every tensor, whole. The caller has checked that the lengths agree.
-    pub(crate) fn new(p: &'x mut [&'b mut [T]], g: &'x [&'x [T]], s: &'x mut [Vec<T>]) -> Self {
+impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>> Seg<'x, 'b, 'c, T, G, O> {
+    /// Every tensor, whole. The caller has checked that the counts and lengths agree.
+    pub(crate) fn new(
+        p: &'x mut [&'b mut [T]],
+        g: &'x [&'x [G]],
+        s: &'x mut [Vec<T>],
+        out: &'x mut [&'c mut [O]],
+    ) -> Self {
         let len = s.iter().map(Vec::len).sum();
         Seg {
             head: None,
             p,
             g,
             s,
+            out,
             tail: None,
             len,
         }
@@ -84,18 +106,20 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
             p,
             g,
             s,
+            out,
             tail,
             len,
         } = self;
-        let head_len = head.as_ref().map_or(0, |h| h.p.len());
+        let head_len = head.as_ref().map_or(0, Part::len);
         if at < head_len {
             let (h0, h1) = head.expect("at < head_len").split_at(align(at));
-            let left_len = h0.p.len();
+            let left_len = h0.len();
             let left = Seg {
                 head: Some(h0),
                 p: &mut [],
                 g: &[],
                 s: &mut [],
+                out: &mut [],
                 tail: None,
                 len: left_len,
             };
@@ -104,6 +128,7 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
                 p,
                 g,
                 s,
+                out,
                 tail,
                 len: len - left_len,
             };
@@ -117,14 +142,16 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
         }
         if i == s.len() {
             // The point is in the tail.
-            let tail = tail.expect("split point beyond the segment");
-            let (t0, t1) = tail.split_at(align(at - before));
-            let left_len = before + t0.p.len();
+            let (t0, t1) = tail
+                .expect("split point beyond the segment")
+                .split_at(align(at - before));
+            let left_len = before + t0.len();
             let left = Seg {
                 head,
                 p,
                 g,
                 s,
+                out,
                 tail: Some(t0),
                 len: left_len,
             };
@@ -133,6 +160,7 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
                 p: &mut [],
                 g: &[],
                 s: &mut [],
+                out: &mut [],
                 tail: None,
                 len: len - left_len,
             };
@@ -145,18 +173,27 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
         let (pi, p1) = p1.split_first_mut().expect("i < len");
         let (gi, g1) = g1.split_first().expect("i < len");
         let (si, s1) = s1.split_first_mut().expect("i < len");
+        let (o0, oi, o1) = if out.is_empty() {
+            (&mut [][..], None, &mut [][..])
+        } else {
+            let (o0, o1) = out.split_at_mut(i);
+            let (oi, o1) = o1.split_first_mut().expect("one copy-out slice per tensor");
+            (o0, Some(&mut **oi), o1)
+        };
         let whole = Part {
             p: pi,
             g: gi,
             s: si.as_mut_slice(),
+            out: oi,
         };
         let (m0, m1) = whole.split_at(align(at - before));
-        let left_len = before + m0.p.len();
+        let left_len = before + m0.len();
         let left = Seg {
             head,
             p: p0,
             g: g0,
             s: s0,
+            out: o0,
             tail: Some(m0),
             len: left_len,
         };
@@ -165,6 +202,7 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
             p: p1,
             g: g1,
             s: s1,
+            out: o1,
             tail,
             len: len - left_len,
         };
@@ -178,22 +216,29 @@ impl<'x, 'b, T: Float> Seg<'x, 'b, T> {
             p,
             g,
             s,
+            out,
             tail,
             ..
         } = self;
-        let mut one = |part: Part<'_, T>| {
-            k.update(part.p, part.g, part.s, h, pr)
+        let one = |part: Part<'_, T, G, O>| {
+            k.update_with(part.p, part.g, part.s, part.out, h, pr)
                 .expect("lengths checked before the step");
         };
-        head.map(&mut one);
+        if let Some(part) = head {
+            one(part);
+        }
+        let mut outs = out.iter_mut();
         for ((p, g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
             one(Part {
                 p,
                 g,
                 s: s.as_mut_slice(),
+                out: outs.next().map(|o| &mut **o),
             });
         }
-        tail.map(one);
+        if let Some(part) = tail {
+            one(part);
+        }
     }
 
     /// Splits in halves down to about `grain` elements, each half on `rayon::join`.

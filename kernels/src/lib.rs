@@ -109,6 +109,8 @@ pub trait Float:
     fn mul_add(self, a: Self, b: Self) -> Self;
     /// IEEE square root.
     fn sqrt(self) -> Self;
+    /// Neither NaN nor ±∞.
+    fn is_finite(self) -> bool;
     /// Picks this type's entry of a kernel table.
     #[doc(hidden)]
     fn entry(k: &Kernels) -> &dispatch::Entry<Self>;
@@ -136,6 +138,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
             }
             #[inline(always)]
             fn entry(k: &Kernels) -> &dispatch::Entry<Self> {

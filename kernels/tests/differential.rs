@@ -119,10 +119,10 @@ impl<T: TestFloat> Case<T> {
         let s = (0..total)
             .map(|i| {
                 if i % 5 == 0 {
-                    T::ZERO
+                    <T as Float>::ZERO
                 } else {
                     let v: T = value(rng, special);
-                    if v < T::ZERO { -v } else { v }
+                    if v < <T as Float>::ZERO { -v } else { v }
                 }
             })
             .collect();
@@ -150,12 +150,16 @@ fn same_bits<T: TestFloat>(a: T, b: T) -> bool {
     a.bits() == b.bits() || (a.is_nan() && b.is_nan())
 }
 
+/// Weight decay and maximize on and off; three (lr, lr_decay, eps) sets including lr = 0; with and without a
+/// gradient scale.
 fn hypers<T: Float>(placement: EpsPlacement, t: u64) -> Vec<Hyper<T>> {
     let mut v = Vec::new();
     for &wd in &[0.0, 0.1] {
         for &maximize in &[false, true] {
             for &(lr, decay, eps) in &[(0.01, 0.0, 1e-10), (0.1, 0.01, 1e-8), (0.0, 0.0, 1e-7)] {
-                v.push(Hyper::new(lr, decay, t, wd, eps, maximize, placement));
+                let h = Hyper::new(lr, decay, t, wd, eps, maximize, placement);
+                v.push(h);
+                v.push(h.with_grad_scale(if maximize { 3.0 } else { 65536.0 }));
             }
         }
     }
@@ -277,10 +281,13 @@ fn fast<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
                     // The update in f64 from the inputs this step saw.
                     let mut g = fast.g[i].to_f64();
                     let p0 = before[i].to_f64();
+                    if let Some(scale) = h.grad_scale {
+                        g = (fast.g[i] / scale).to_f64();
+                    }
                     if h.maximize {
                         g = -g;
                     }
-                    if h.weight_decay != T::ZERO {
+                    if h.weight_decay != <T as Float>::ZERO {
                         g = T::from_f64(p0)
                             .mul_add(h.weight_decay, T::from_f64(g))
                             .to_f64();
@@ -312,13 +319,13 @@ fn fast<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
     }
     // g = 0 with G = 0 gives exactly the Exact update (no 0·∞), on every lane and the tail.
     for h in &hypers::<T>(placement, 1) {
-        if h.weight_decay != T::ZERO {
+        if h.weight_decay != <T as Float>::ZERO {
             continue; // with weight decay the effective gradient is not zero
         }
         for len in [1, 5, 16, 37, 64] {
             let mut p: Vec<T> = (0..len).map(|i| T::from_f64(i as f64 - 3.5)).collect();
-            p[0] = -T::ZERO;
-            let (g, mut s) = (vec![T::ZERO; len], vec![T::ZERO; len]);
+            p[0] = -<T as Float>::ZERO;
+            let (g, mut s) = (vec![<T as Float>::ZERO; len], vec![<T as Float>::ZERO; len]);
             let (mut pe, mut se) = (p.clone(), s.clone());
             k.update(&mut p, &g, &mut s, h, Precision::Fast).unwrap();
             k.update(&mut pe, &g, &mut se, h, Precision::Exact).unwrap();
