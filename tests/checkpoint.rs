@@ -291,10 +291,10 @@ fn crash_while_saving_never_corrupts() {
                 continue;
             }
             let mut o = Adagrad::<f32>::new(Config::default(), &CRASH_SIZES).unwrap();
-            if let Ok(bytes) = std::fs::read(&p) {
-                if o.load_bytes(&bytes).is_ok() {
-                    assert_consistent(&o);
-                }
+            if let Ok(bytes) = std::fs::read(&p)
+                && o.load_bytes(&bytes).is_ok()
+            {
+                assert_consistent(&o);
             }
             std::fs::remove_file(&p).unwrap();
         }
