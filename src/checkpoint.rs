@@ -460,7 +460,9 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
         let (body, tail) = b.split_at(b.len() - 4);
         let stored = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
         let computed = crc32fast::hash(body);
-        if stored != computed {
+        // Under the fuzzer (cargo-fuzz sets `cfg(fuzzing)`) a wrong checksum is let through, so that it can reach
+        // the checks behind it; it cannot forge CRCs.
+        if stored != computed && !cfg!(fuzzing) {
             return Err(CheckpointError::Checksum { stored, computed });
         }
         // Whole and intact: now does it fit this optimizer?

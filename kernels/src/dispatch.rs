@@ -1,6 +1,7 @@
 //! Which path runs: CPU detection (once, cached), the `ADAGRAD_ISA` override, and the kernel table that can only
 //! be built for a path the CPU supports.
 
+use crate::lanes::Mode;
 use crate::{CopyOut, Float, Grad, Hyper, LengthMismatch, NoCopy, Precision, arch, reference};
 use std::fmt;
 use std::str::FromStr;
@@ -8,16 +9,13 @@ use std::sync::OnceLock;
 
 /// A type-erased update entry point: gradients and copy-out behind raw pointers, their formats fixed by the table
 /// slot. Callers must guarantee the ISA, equal lengths, and that the pointers match the slot's formats.
-pub(crate) type RawFn<T> = unsafe fn(&mut [T], *const (), &mut [T], *mut (), &Hyper<T>, Precision);
-/// A same-traffic stream entry point. Callers must guarantee the ISA and equal slice lengths.
-pub(crate) type StreamFn<T> = unsafe fn(&mut [T], &[T], &mut [T]);
+pub(crate) type RawFn<T> = unsafe fn(&mut [T], *const (), &mut [T], *mut (), &Hyper<T>, Mode);
 
-/// One dtype's entry points of a path: `update[grad kind][copy-out kind]` and the stream.
+/// One dtype's entry points of a path, `update[grad kind][copy-out kind]`.
 #[doc(hidden)]
 #[derive(Clone, Copy)]
 pub struct Entry<T> {
     update: [[RawFn<T>; 3]; 3],
-    stream: StreamFn<T>,
 }
 
 /// One path's entry points, implemented by one zero-sized type per ISA file.
@@ -31,11 +29,9 @@ pub(crate) trait Path {
         s: &mut [f32],
         out: &mut [O],
         h: &Hyper<f32>,
-        pr: Precision,
+        mode: Mode,
     );
-    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision);
-    unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]);
-    unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]);
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode);
 }
 
 /// The scalar path: the reference, element by element.
@@ -48,25 +44,33 @@ impl Path for Scalar {
         s: &mut [f32],
         out: &mut [O],
         h: &Hyper<f32>,
-        _: Precision,
+        mode: Mode,
     ) {
-        reference::mixed_same_len(p, g, s, out, h)
+        match mode {
+            Mode::Stream => scalar_stream(p, g, s, out),
+            _ => reference::mixed_same_len(p, g, s, out, h),
+        }
     }
-    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, _: Precision) {
-        reference::mixed_same_len::<f64, f64, NoCopy>(p, g, s, &mut [], h)
-    }
-    unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
-        scalar_stream(p, g, s)
-    }
-    unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
-        scalar_stream(p, g, s)
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode) {
+        match mode {
+            Mode::Stream => scalar_stream::<f64, f64, NoCopy>(p, g, s, &mut []),
+            _ => reference::mixed_same_len::<f64, f64, NoCopy>(p, g, s, &mut [], h),
+        }
     }
 }
 
-fn scalar_stream<T: Float>(p: &mut [T], g: &[T], s: &mut [T]) {
-    for ((p, &g), s) in p.iter_mut().zip(g).zip(s.iter_mut()) {
-        *p = *p + g;
-        *s = *s + g;
+fn scalar_stream<T: Float, G: Grad<T>, O: CopyOut<T>>(
+    p: &mut [T],
+    g: &[G],
+    s: &mut [T],
+    out: &mut [O],
+) {
+    for (i, ((p, &g), s)) in p.iter_mut().zip(g).zip(s.iter_mut()).enumerate() {
+        *p = *p + g.widen();
+        *s = *s + g.widen();
+        if O::KIND != 0 {
+            out[i] = O::narrow(*p);
+        }
     }
 }
 
@@ -81,14 +85,14 @@ unsafe fn raw32<P: Path, G: Grad<f32>, O: CopyOut<f32>>(
     s: &mut [f32],
     out: *mut (),
     h: &Hyper<f32>,
-    pr: Precision,
+    mode: Mode,
 ) {
     let n = p.len();
     // SAFETY: this function's contract.
     unsafe {
         let g = std::slice::from_raw_parts(g.cast::<G>(), n);
         let out = std::slice::from_raw_parts_mut(out.cast::<O>(), if O::KIND == 0 { 0 } else { n });
-        P::f32(p, g, s, out, h, pr)
+        P::f32(p, g, s, out, h, mode)
     }
 }
 
@@ -102,7 +106,7 @@ unsafe fn raw64<P: Path>(
     s: &mut [f64],
     _: *mut (),
     h: &Hyper<f64>,
-    pr: Precision,
+    mode: Mode,
 ) {
     // SAFETY: this function's contract.
     unsafe {
@@ -111,7 +115,7 @@ unsafe fn raw64<P: Path>(
             std::slice::from_raw_parts(g.cast::<f64>(), p.len()),
             s,
             h,
-            pr,
+            mode,
         )
     }
 }
@@ -140,12 +144,10 @@ fn table<P: Path>(isa: Isa) -> Kernels {
                     raw32::<P, f16, f16>,
                 ],
             ],
-            stream: P::stream_f32,
         },
         // f64 has one format pair; every slot holds it (the others are unreachable through `Grad`/`CopyOut`).
         f64: Entry {
             update: [[f64_update; 3]; 3],
-            stream: P::stream_f64,
         },
     }
 }
@@ -379,6 +381,24 @@ impl Kernels {
         h: &Hyper<T>,
         precision: Precision,
     ) -> Result<(), LengthMismatch> {
+        let mode = match precision {
+            Precision::Exact => Mode::Exact,
+            Precision::Fast => Mode::Fast,
+        };
+        self.run(params, grads, state, out, h, mode)
+    }
+
+    /// Checks the lengths and calls the table entry of these formats.
+    #[inline]
+    fn run<T: Float, G: Grad<T>, O: CopyOut<T>>(
+        &self,
+        params: &mut [T],
+        grads: &[G],
+        state: &mut [T],
+        out: Option<&mut [O]>,
+        h: &Hyper<T>,
+        mode: Mode,
+    ) -> Result<(), LengthMismatch> {
         LengthMismatch::check(params.len(), grads.len(), state.len())?;
         let (out_kind, out_ptr) = match out {
             Some(o) if O::KIND != 0 => {
@@ -391,7 +411,7 @@ impl Kernels {
         // SAFETY: `self` was built by `Kernels::new`, which checked that the CPU runs `self.isa`; the lengths were
         // checked above; slot [G::KIND][out_kind] was filled for exactly these formats by `table`, and `out_ptr`
         // is only read as a slice when `out_kind` is not 0.
-        unsafe { f(params, grads.as_ptr().cast(), state, out_ptr, h, precision) };
+        unsafe { f(params, grads.as_ptr().cast(), state, out_ptr, h, mode) };
         Ok(())
     }
 
@@ -404,10 +424,19 @@ impl Kernels {
         grads: &[T],
         state: &mut [T],
     ) -> Result<(), LengthMismatch> {
-        LengthMismatch::check(params.len(), grads.len(), state.len())?;
-        let f = T::entry(self).stream;
-        // SAFETY: as in `update`: the CPU runs `self.isa` and the lengths are equal.
-        unsafe { f(params, grads, state) };
-        Ok(())
+        self.stream_with::<T, T, NoCopy>(params, grads, state, None)
+    }
+
+    /// The stream with the traffic of [`Kernels::update_with`]: gradients in format `G` and, when `out` is given,
+    /// the copy-out written too.
+    pub fn stream_with<T: Float, G: Grad<T>, O: CopyOut<T>>(
+        &self,
+        params: &mut [T],
+        grads: &[G],
+        state: &mut [T],
+        out: Option<&mut [O]>,
+    ) -> Result<(), LengthMismatch> {
+        let h = Hyper::new(0.0, 0.0, 1, 0.0, 0.0, false, crate::EpsPlacement::Outside);
+        self.run(params, grads, state, out, &h, Mode::Stream)
     }
 }

@@ -3,7 +3,24 @@
 //! Every SIMD path (portable, AVX2, AVX-512) is this body instantiated with that path's lane type inside a
 //! `#[target_feature]` entry point; the math exists once here and once, scalar, in [`crate::reference`].
 
-use crate::{CopyOut, EpsPlacement, Float, Grad, Hyper, Precision, reference};
+use crate::{CopyOut, EpsPlacement, Float, Grad, Hyper, reference};
+
+/// What a pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The update, bit-identical to the reference.
+    Exact,
+    /// The update with approximate reciprocals (`Precision::Fast`).
+    Fast,
+    /// The same-traffic stream: `p ← p + g`, `s ← s + g` (and the copy-out), the memory traffic of an update with
+    /// trivially cheap arithmetic. Benchmarks use it as the ceiling a memory-bound update can reach.
+    Stream,
+}
+
+/// `Mode` as a const parameter.
+const EXACT: u8 = 0;
+const FAST: u8 = 1;
+const STREAM: u8 = 2;
 
 /// A vector of `N` lanes of `T`. Every method is `unsafe` because the instructions behind it exist only on
 /// CPUs with the type's ISA: callers must have checked it (the lane types are only used inside the
@@ -14,7 +31,7 @@ pub(crate) trait Lanes: Copy {
     const N: usize;
     /// Correct bits of [`Lanes::rsqrt_est`] and [`Lanes::recip_est`].
     const EST_BITS: u32;
-    /// Whether [`Precision::Fast`] is faster than Exact on this lane type; where it is not (a portable build
+    /// Whether [`crate::Precision::Fast`] is faster than Exact on this lane type; where it is not (a portable build
     /// without hardware FMA, where every fused multiply-add is a library call), Fast runs Exact.
     const FAST_PAYS: bool;
     unsafe fn splat(x: Self::T) -> Self;
@@ -84,16 +101,17 @@ pub(crate) unsafe fn update<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>>(
     s: &mut [V::T],
     out: &mut [O],
     h: &Hyper<V::T>,
-    precision: Precision,
+    mode: Mode,
 ) {
     debug_assert!(
         p.len() == g.len() && p.len() == s.len() && (O::KIND == 0 || out.len() == p.len())
     );
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        match precision {
-            Precision::Fast if V::FAST_PAYS => by_decay::<V, G, O, true>(p, g, s, out, h),
-            _ => by_decay::<V, G, O, false>(p, g, s, out, h),
+        match mode {
+            Mode::Stream => body::<V, G, O, STREAM, false, false, false>(p, g, s, out, h),
+            Mode::Fast if V::FAST_PAYS => by_decay::<V, G, O, FAST>(p, g, s, out, h),
+            _ => by_decay::<V, G, O, EXACT>(p, g, s, out, h),
         }
     }
 }
@@ -102,7 +120,7 @@ pub(crate) unsafe fn update<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>>(
 // needs none: it is an XOR with a sign mask.)
 
 #[inline(always)]
-unsafe fn by_decay<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>, const FAST: bool>(
+unsafe fn by_decay<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>, const OP: u8>(
     p: &mut [V::T],
     g: &[G],
     s: &mut [V::T],
@@ -112,21 +130,15 @@ unsafe fn by_decay<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>, const FAST: bool>(
     // SAFETY: forwarded from `update`'s contract.
     unsafe {
         if h.weight_decay != <V::T as Float>::ZERO {
-            by_placement::<V, G, O, FAST, true>(p, g, s, out, h)
+            by_placement::<V, G, O, OP, true>(p, g, s, out, h)
         } else {
-            by_placement::<V, G, O, FAST, false>(p, g, s, out, h)
+            by_placement::<V, G, O, OP, false>(p, g, s, out, h)
         }
     }
 }
 
 #[inline(always)]
-unsafe fn by_placement<
-    V: Lanes,
-    G: Grad<V::T>,
-    O: CopyOut<V::T>,
-    const FAST: bool,
-    const WD: bool,
->(
+unsafe fn by_placement<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>, const OP: u8, const WD: bool>(
     p: &mut [V::T],
     g: &[G],
     s: &mut [V::T],
@@ -136,8 +148,8 @@ unsafe fn by_placement<
     // SAFETY: forwarded from `update`'s contract.
     unsafe {
         match h.eps_placement {
-            EpsPlacement::Outside => by_scale::<V, G, O, FAST, WD, false>(p, g, s, out, h),
-            EpsPlacement::Inside => by_scale::<V, G, O, FAST, WD, true>(p, g, s, out, h),
+            EpsPlacement::Outside => by_scale::<V, G, O, OP, WD, false>(p, g, s, out, h),
+            EpsPlacement::Inside => by_scale::<V, G, O, OP, WD, true>(p, g, s, out, h),
         }
     }
 }
@@ -147,7 +159,7 @@ unsafe fn by_scale<
     V: Lanes,
     G: Grad<V::T>,
     O: CopyOut<V::T>,
-    const FAST: bool,
+    const OP: u8,
     const WD: bool,
     const INSIDE: bool,
 >(
@@ -160,21 +172,22 @@ unsafe fn by_scale<
     // SAFETY: forwarded from `update`'s contract.
     unsafe {
         if h.grad_scale.is_some() {
-            body::<V, G, O, FAST, WD, INSIDE, true>(p, g, s, out, h)
+            body::<V, G, O, OP, WD, INSIDE, true>(p, g, s, out, h)
         } else {
-            body::<V, G, O, FAST, WD, INSIDE, false>(p, g, s, out, h)
+            body::<V, G, O, OP, WD, INSIDE, false>(p, g, s, out, h)
         }
     }
 }
 
 /// The loop: unrolled by [`UNROLL`] vectors, then single vectors, then the tail (through the reference in
-/// Exact mode, through one padded vector in Fast mode so that every element sees the same formula).
+/// Exact mode, through one padded vector in Fast mode so that every element sees the same formula, element by
+/// element in Stream mode).
 #[inline(always)]
 unsafe fn body<
     V: Lanes,
     G: Grad<V::T>,
     O: CopyOut<V::T>,
-    const FAST: bool,
+    const OP: u8,
     const WD: bool,
     const INSIDE: bool,
     const SCALE: bool,
@@ -208,7 +221,7 @@ unsafe fn body<
         };
         // A function, not a closure: a closure would not inherit the entry point's target features and, when
         // not inlined, would call every intrinsic out of line.
-        let step = at::<V, G, O, FAST, WD, INSIDE, SCALE>;
+        let step = at::<V, G, O, OP, WD, INSIDE, SCALE>;
         let mut i = 0;
         while i + UNROLL * V::N <= n {
             for u in 0..UNROLL {
@@ -223,9 +236,13 @@ unsafe fn body<
         if i == n {
             return;
         }
-        if !FAST {
+        if OP != FAST {
             for j in i..n {
-                let (np, ns) = reference::update_one(p[j], g[j].widen(), s[j], h);
+                let (np, ns) = if OP == STREAM {
+                    (p[j] + g[j].widen(), s[j] + g[j].widen())
+                } else {
+                    reference::update_one(p[j], g[j].widen(), s[j], h)
+                };
                 (p[j], s[j]) = (np, ns);
                 if O::KIND != 0 {
                     out[j] = O::narrow(np);
@@ -267,7 +284,7 @@ unsafe fn at<
     V: Lanes,
     G: Grad<V::T>,
     O: CopyOut<V::T>,
-    const FAST: bool,
+    const OP: u8,
     const WD: bool,
     const INSIDE: bool,
     const SCALE: bool,
@@ -281,7 +298,7 @@ unsafe fn at<
 ) {
     // SAFETY: forwarded from the contract.
     unsafe {
-        let (np, ns) = lanes_step::<V, FAST, WD, INSIDE, SCALE>(
+        let (np, ns) = lanes_step::<V, OP, WD, INSIDE, SCALE>(
             V::load(pp.add(i)),
             V::load_grad(gp.add(i)),
             V::load(sp.add(i)),
@@ -299,7 +316,7 @@ unsafe fn at<
 #[inline(always)]
 unsafe fn lanes_step<
     V: Lanes,
-    const FAST: bool,
+    const OP: u8,
     const WD: bool,
     const INSIDE: bool,
     const SCALE: bool,
@@ -311,6 +328,9 @@ unsafe fn lanes_step<
 ) -> (V, V) {
     // SAFETY: the caller guarantees the ISA.
     unsafe {
+        if OP == STREAM {
+            return (p.add(g), s.add(g));
+        }
         let mut g = g;
         if SCALE {
             g = g.div(c.scale);
@@ -321,7 +341,7 @@ unsafe fn lanes_step<
         }
         let s = g.mul_add(g, s);
         let step = c.clr.mul(g);
-        if !FAST {
+        if OP == EXACT {
             let d = if INSIDE {
                 s.add(c.eps).sqrt()
             } else {
@@ -350,48 +370,5 @@ unsafe fn lanes_step<
             y
         };
         (p.sub(step.mul(inv)), s)
-    }
-}
-
-/// The same-traffic stream: reads `p`, `g`, `s` and writes `p ← p + g`, `s ← s + g`, the memory traffic of an
-/// Adagrad step with trivially cheap arithmetic, at the same vector width and unroll. Benchmarks use it as the
-/// ceiling a memory-bound update can reach.
-///
-/// # Safety
-/// The CPU supports `V`'s ISA, and `g.len() == p.len() == s.len()`.
-#[inline(always)]
-pub(crate) unsafe fn stream<V: Lanes>(p: &mut [V::T], g: &[V::T], s: &mut [V::T]) {
-    let n = p.len();
-    let (pp, gp, sp) = (p.as_mut_ptr(), g.as_ptr(), s.as_mut_ptr());
-    // SAFETY: as in `body`: the ISA is supported and every access is in bounds of the three length-n slices.
-    unsafe {
-        let step = stream_at::<V>;
-        let mut i = 0;
-        while i + UNROLL * V::N <= n {
-            for u in 0..UNROLL {
-                step(pp, gp, sp, i + u * V::N);
-            }
-            i += UNROLL * V::N;
-        }
-        while i + V::N <= n {
-            step(pp, gp, sp, i);
-            i += V::N;
-        }
-    }
-    for j in n - n % V::N..n {
-        p[j] = p[j] + g[j];
-        s[j] = s[j] + g[j];
-    }
-}
-
-/// # Safety
-/// The ISA is supported and `i + N` is within the three buffers.
-#[inline(always)]
-unsafe fn stream_at<V: Lanes>(pp: *mut V::T, gp: *const V::T, sp: *mut V::T, i: usize) {
-    // SAFETY: forwarded from the contract.
-    unsafe {
-        let gv = V::load(gp.add(i));
-        V::load(pp.add(i)).add(gv).store(pp.add(i));
-        V::load(sp.add(i)).add(gv).store(sp.add(i));
     }
 }

@@ -4,8 +4,8 @@
 //! points at the bottom, which [`crate::Kernels`] hands out only after checking the CPU.
 
 use crate::dispatch::Path;
-use crate::lanes::{self, Lanes};
-use crate::{CopyOut, Grad, Hyper, NoCopy, Precision};
+use crate::lanes::{self, Lanes, Mode};
+use crate::{CopyOut, Grad, Hyper, NoCopy};
 use core::arch::x86_64::*;
 
 #[derive(Clone, Copy)]
@@ -210,22 +210,14 @@ impl Path for Avx2 {
         s: &mut [f32],
         out: &mut [O],
         h: &Hyper<f32>,
-        pr: Precision,
+        mode: Mode,
     ) {
         // SAFETY: `update_f32`'s contract is this function's.
-        unsafe { update_f32(p, g, s, out, h, pr) }
+        unsafe { update_f32(p, g, s, out, h, mode) }
     }
-    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode) {
         // SAFETY: `update_f64`'s contract is this function's.
-        unsafe { update_f64(p, g, s, h, pr) }
-    }
-    unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
-        // SAFETY: `stream_f32`'s contract is this function's.
-        unsafe { stream_f32(p, g, s) }
-    }
-    unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
-        // SAFETY: `stream_f64`'s contract is this function's.
-        unsafe { stream_f64(p, g, s) }
+        unsafe { update_f64(p, g, s, h, mode) }
     }
 }
 
@@ -238,32 +230,16 @@ unsafe fn update_f32<G: Grad<f32>, O: CopyOut<f32>>(
     s: &mut [f32],
     out: &mut [O],
     h: &Hyper<f32>,
-    pr: Precision,
+    mode: Mode,
 ) {
     // SAFETY: this function's contract is the body's.
-    unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, pr) }
+    unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, mode) }
 }
 
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; the three slices have the same length.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
+unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode) {
     // SAFETY: this function's contract is the body's.
-    unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, pr) }
-}
-
-/// # Safety
-/// The CPU has AVX2, FMA and F16C; the three slices have the same length.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
-    // SAFETY: this function's contract is the body's.
-    unsafe { lanes::stream::<F32s>(p, g, s) }
-}
-
-/// # Safety
-/// The CPU has AVX2, FMA and F16C; the three slices have the same length.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
-    // SAFETY: this function's contract is the body's.
-    unsafe { lanes::stream::<F64s>(p, g, s) }
+    unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, mode) }
 }

@@ -6,8 +6,8 @@
 //! lane, through the same functions the reference uses.
 
 use crate::dispatch::Path;
-use crate::lanes::{self, Lanes};
-use crate::{CopyOut, Grad, Hyper, NoCopy, Precision};
+use crate::lanes::{self, Lanes, Mode};
+use crate::{CopyOut, Grad, Hyper, NoCopy};
 use wide::{f32x8, f64x4};
 
 #[derive(Clone, Copy)]
@@ -193,21 +193,13 @@ impl Path for Portable {
         s: &mut [f32],
         out: &mut [O],
         h: &Hyper<f32>,
-        pr: Precision,
+        mode: Mode,
     ) {
         // SAFETY: the body's contract is this function's.
-        unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, pr) }
+        unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, mode) }
     }
-    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pr: Precision) {
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode) {
         // SAFETY: the body's contract is this function's.
-        unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, pr) }
-    }
-    unsafe fn stream_f32(p: &mut [f32], g: &[f32], s: &mut [f32]) {
-        // SAFETY: the body's contract is this function's.
-        unsafe { lanes::stream::<F32s>(p, g, s) }
-    }
-    unsafe fn stream_f64(p: &mut [f64], g: &[f64], s: &mut [f64]) {
-        // SAFETY: the body's contract is this function's.
-        unsafe { lanes::stream::<F64s>(p, g, s) }
+        unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, mode) }
     }
 }

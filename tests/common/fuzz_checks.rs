@@ -1,0 +1,229 @@
+//! The properties the fuzz targets check, shared with tests/fuzz_regressions.rs (which replays every saved
+//! crashing input) through `#[path]`.
+
+use adagrad::kernels::{EpsPlacement, Hyper, Isa, Kernels, Precision, reference};
+use adagrad::{Adagrad, Config, bf16, f16};
+
+/// Checkpoint loader: arbitrary bytes never panic; a failed load changes nothing; an accepted checkpoint
+/// serializes back to exactly the same bytes (but the CRC, which the loader does not check under the fuzzer).
+pub fn checkpoint(data: &[u8]) {
+    let body = |b: &[u8]| {
+        if cfg!(fuzzing) {
+            b[..b.len().saturating_sub(4)].to_vec()
+        } else {
+            b.to_vec()
+        }
+    };
+    // Small models of both dtypes, so that well-formed inputs can match one.
+    for lens in [&[3usize, 0, 2][..], &[1][..], &[][..]] {
+        let mut a = Adagrad::<f32>::new(Config::default(), lens).unwrap();
+        let before = a.to_checkpoint_bytes();
+        match a.load_bytes(data) {
+            Ok(()) => assert_eq!(
+                body(&a.to_checkpoint_bytes()),
+                body(data),
+                "accepted bytes do not round-trip"
+            ),
+            Err(_) => assert_eq!(
+                a.to_checkpoint_bytes(),
+                before,
+                "a failed load changed the optimizer"
+            ),
+        }
+        let mut b = Adagrad::<f64>::new(Config::default(), lens).unwrap();
+        let before = b.to_checkpoint_bytes();
+        match b.load_bytes(data) {
+            Ok(()) => assert_eq!(
+                body(&b.to_checkpoint_bytes()),
+                body(data),
+                "accepted bytes do not round-trip"
+            ),
+            Err(_) => assert_eq!(
+                b.to_checkpoint_bytes(),
+                before,
+                "a failed load changed the optimizer"
+            ),
+        }
+    }
+}
+
+fn take<const N: usize>(data: &mut &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = N.min(data.len());
+    out[..n].copy_from_slice(&data[..n]);
+    *data = &data[n..];
+    out
+}
+
+/// Kernels: lengths, start offsets, values (any bit pattern), hyperparameters and formats from the bytes; every
+/// available path in Exact mode equals the reference bit for bit (NaN equals NaN).
+pub fn kernels(mut data: &[u8]) {
+    let head = take::<16>(&mut data);
+    let f = |b: u8, scale: f64| {
+        if b < 32 {
+            0.0
+        } else {
+            b as f64 / 255.0 * scale
+        }
+    };
+    let placement = if head[0] & 1 == 0 {
+        EpsPlacement::Outside
+    } else {
+        EpsPlacement::Inside
+    };
+    let maximize = head[0] & 2 != 0;
+    let eps = if head[0] & 4 != 0 {
+        0.0
+    } else {
+        f(head[1], 1e-6)
+    };
+    let h64 = Hyper::<f64>::new(
+        f(head[2], 1.0),
+        f(head[3], 0.1),
+        head[4] as u64 + 1,
+        f(head[5], 0.5),
+        eps,
+        maximize,
+        placement,
+    );
+    let scale = (head[0] & 8 != 0).then(|| 2f64.powi(head[6] as i32 - 128));
+    let h64 = match scale {
+        Some(s) => h64.with_grad_scale(s),
+        None => h64,
+    };
+    let h32 = Hyper::<f32> {
+        clr: h64.clr as f32,
+        weight_decay: h64.weight_decay as f32,
+        eps: h64.eps as f32,
+        maximize,
+        eps_placement: placement,
+        grad_scale: h64.grad_scale.map(|s| s as f32),
+    };
+    let off = (head[7] % 16) as usize;
+    let kind = head[8] % 4;
+    let same32 = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+    };
+    let same64 = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+    };
+    match kind {
+        0 | 1 => {
+            // f32 params/state; kind 1: bf16 gradients with f16 copy-out.
+            let n = data.len() / 12;
+            let v: Vec<[f32; 3]> = (0..n)
+                .map(|i| {
+                    let c = &data[12 * i..12 * i + 12];
+                    let w = |j: usize| f32::from_le_bytes(c[4 * j..4 * j + 4].try_into().unwrap());
+                    [w(0), w(1), w(2).abs()]
+                })
+                .collect();
+            let off = off.min(n);
+            let p: Vec<f32> = v.iter().map(|x| x[0]).collect();
+            let g: Vec<f32> = v.iter().map(|x| x[1]).collect();
+            let s: Vec<f32> = v.iter().map(|x| x[2]).collect();
+            let gb: Vec<bf16> = g
+                .iter()
+                .map(|&x| bf16::from_bits((x.to_bits() >> 16) as u16))
+                .collect();
+            let (mut rp, mut rs) = (p.clone(), s.clone());
+            let mut rout = vec![f16::ZERO; n];
+            if kind == 0 {
+                reference::update(&mut rp[off..], &g[off..], &mut rs[off..], &h32).unwrap();
+            } else {
+                reference::update_mixed(
+                    &mut rp[off..],
+                    &gb[off..],
+                    &mut rs[off..],
+                    Some(&mut rout[off..]),
+                    &h32,
+                )
+                .unwrap();
+            }
+            for isa in Isa::available() {
+                let k = Kernels::new(isa).unwrap();
+                let (mut kp, mut ks) = (p.clone(), s.clone());
+                let mut kout = vec![f16::ZERO; n];
+                if kind == 0 {
+                    k.update(
+                        &mut kp[off..],
+                        &g[off..],
+                        &mut ks[off..],
+                        &h32,
+                        Precision::Exact,
+                    )
+                    .unwrap();
+                } else {
+                    k.update_with(
+                        &mut kp[off..],
+                        &gb[off..],
+                        &mut ks[off..],
+                        Some(&mut kout[off..]),
+                        &h32,
+                        Precision::Exact,
+                    )
+                    .unwrap();
+                }
+                assert!(
+                    same32(&kp, &rp) && same32(&ks, &rs),
+                    "{isa} differs from the reference"
+                );
+                assert!(
+                    kout.iter()
+                        .zip(&rout)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa} copy-out differs"
+                );
+                // Fast mode must not crash and must leave the state exact.
+                let (mut fp, mut fs) = (p.clone(), s.clone());
+                if kind == 0 {
+                    k.update(
+                        &mut fp[off..],
+                        &g[off..],
+                        &mut fs[off..],
+                        &h32,
+                        Precision::Fast,
+                    )
+                    .unwrap();
+                    assert!(same32(&fs, &rs), "{isa} fast changed the state");
+                }
+            }
+        }
+        _ => {
+            let n = data.len() / 24;
+            let v: Vec<[f64; 3]> = (0..n)
+                .map(|i| {
+                    let c = &data[24 * i..24 * i + 24];
+                    let w = |j: usize| f64::from_le_bytes(c[8 * j..8 * j + 8].try_into().unwrap());
+                    [w(0), w(1), w(2).abs()]
+                })
+                .collect();
+            let off = off.min(n);
+            let p: Vec<f64> = v.iter().map(|x| x[0]).collect();
+            let g: Vec<f64> = v.iter().map(|x| x[1]).collect();
+            let s: Vec<f64> = v.iter().map(|x| x[2]).collect();
+            let (mut rp, mut rs) = (p.clone(), s.clone());
+            reference::update(&mut rp[off..], &g[off..], &mut rs[off..], &h64).unwrap();
+            for isa in Isa::available() {
+                let k = Kernels::new(isa).unwrap();
+                let (mut kp, mut ks) = (p.clone(), s.clone());
+                k.update(
+                    &mut kp[off..],
+                    &g[off..],
+                    &mut ks[off..],
+                    &h64,
+                    Precision::Exact,
+                )
+                .unwrap();
+                assert!(
+                    same64(&kp, &rp) && same64(&ks, &rs),
+                    "{isa} differs from the reference"
+                );
+            }
+        }
+    }
+}
