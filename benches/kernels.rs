@@ -5,7 +5,7 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
-use adagrad::kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, Precision};
+use adagrad::kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, NoCopy, Precision, bf16, f16};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
@@ -58,9 +58,43 @@ fn group<T: Float>(c: &mut Criterion) {
     grp.finish();
 }
 
+/// The CPU-offload step: f32 parameters and state with f32 / bf16 / f16 gradients, with and without a 16-bit
+/// copy-out, each with its same-traffic stream, on the best path.
+fn mixed(c: &mut Criterion) {
+    let mut grp = c.benchmark_group("mixed-f32");
+    grp.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    let k = Kernels::best();
+    let h = Hyper::<f32>::new(0.01, 0.0, 1, 0.0, 1e-10, false, EpsPlacement::Outside);
+    for n in [65536, 1 << 20, 1 << 24] {
+        let mut p = vec![0.5f32; n];
+        let mut s = vec![0.1f32; n];
+        let g32: Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 1e-3 - 0.048).collect();
+        let gb: Vec<bf16> = g32.iter().map(|&x| bf16::from_f32(x)).collect();
+        let gh: Vec<f16> = g32.iter().map(|&x| f16::from_f32(x)).collect();
+        let mut ob = vec![bf16::ZERO; n];
+        let mut oh = vec![f16::ZERO; n];
+        let isa = k.isa();
+        let mut bench = |name: &str, bytes: usize, f: &mut dyn FnMut()| {
+            grp.throughput(Throughput::Bytes((bytes * n) as u64));
+            grp.bench_function(BenchmarkId::new(format!("{isa}-{name}"), n), |b| b.iter(&mut *f));
+        };
+        let pr = Precision::Exact;
+        bench("f32-grad", 20, &mut || k.update(&mut p, &g32, &mut s, &h, pr).unwrap());
+        bench("stream-f32-grad", 20, &mut || k.stream(&mut p, &g32, &mut s).unwrap());
+        bench("bf16-grad", 18, &mut || k.update_with::<f32, bf16, NoCopy>(&mut p, &gb, &mut s, None, &h, pr).unwrap());
+        bench("stream-bf16-grad", 18, &mut || k.stream_with::<f32, bf16, NoCopy>(&mut p, &gb, &mut s, None).unwrap());
+        bench("bf16-grad-bf16-out", 20, &mut || k.update_with(&mut p, &gb, &mut s, Some(&mut ob), &h, pr).unwrap());
+        bench("stream-bf16-grad-bf16-out", 20, &mut || k.stream_with(&mut p, &gb, &mut s, Some(&mut ob)).unwrap());
+        bench("f16-grad-f16-out", 20, &mut || k.update_with(&mut p, &gh, &mut s, Some(&mut oh), &h, pr).unwrap());
+        bench("stream-f16-grad-f16-out", 20, &mut || k.stream_with(&mut p, &gh, &mut s, Some(&mut oh)).unwrap());
+    }
+    grp.finish();
+}
+
 fn kernels(c: &mut Criterion) {
     group::<f32>(c);
     group::<f64>(c);
+    mixed(c);
 }
 
 criterion_group!(benches, kernels);

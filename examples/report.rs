@@ -3,13 +3,14 @@
 //!
 //! `cargo run --release --example report [-- --quick] [--json PATH] [--svg PATH]`
 //!
-//! For each row: ns per element, GB/s (5 arrays × element size per element: read param, grad, state; write
-//! param, state), percent of the stream (same size, same threads, same run), and speedup against the portable
+//! Formats: f32, f64, and the CPU-offload step (f32 parameters and state with bf16 gradients, 18 bytes per
+//! element, and with a bf16 copy-out, 20). For each row: ns per element, GB/s (bytes moved per element: read
+//! param, grad, state; write param, state; write the copy-out), percent of the stream (same size, same threads, same run), and speedup against the portable
 //! path. Times are medians of several samples. An SVG plot (GB/s against size, one line per path, the stream
 //! drawn as the ceiling) is written to `target/report.svg` unless `--svg` says otherwise.
 
 use adagrad::kernels::Kernels;
-use adagrad::{Adagrad, Config, Float, Isa, Parallelism, Precision};
+use adagrad::{Adagrad, Config, CopyOut, Float, Grad, Isa, NoCopy, Parallelism, Precision, bf16};
 use plotters::prelude::*;
 use rayon::prelude::*;
 use std::io::Write;
@@ -108,7 +109,9 @@ fn parallelism(threads: usize) -> Parallelism {
     }
 }
 
-fn measure<T: Float>(
+/// Measures one format (parameter type `T`, gradients `G`, copy-out `O`) over every path, size and thread count.
+fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
+    label: &'static str,
     o: &Opts,
     threads_list: &[usize],
     rows: &mut Vec<Row>,
@@ -116,69 +119,61 @@ fn measure<T: Float>(
 ) {
     let sizes: &[usize] = if o.quick { &QUICK_SIZES } else { &SIZES };
     let (samples, min_sample) = if o.quick { (5, 0.002) } else { (11, 0.01) };
-    let bytes = 5 * size_of::<T>();
+    let copy = O::KIND != 0;
+    let bytes = 4 * size_of::<T>() + size_of::<G>() + if copy { size_of::<O>() } else { 0 };
     for &n in sizes {
-        let p0: Vec<T> = (0..n)
-            .map(|i| T::from_f64(0.5 + (i % 13) as f64 * 0.01))
-            .collect();
-        let g: Vec<T> = (0..n)
-            .map(|i| T::from_f64((i % 97) as f64 * 1e-3 - 0.048))
-            .collect();
+        let p0: Vec<T> = (0..n).map(|i| T::from_f64(0.5 + (i % 13) as f64 * 0.01)).collect();
+        let g: Vec<G> = (0..n).map(|i| G::round_from(T::from_f64((i % 97) as f64 * 1e-3 - 0.048))).collect();
         let mut p = p0.clone();
         let mut s = vec![T::from_f64(0.1); n];
+        let mut out: Vec<O> = if copy { vec![O::ZERO_VALUE; n] } else { Vec::new() };
         for &threads in threads_list {
             let par = parallelism(threads);
             // The stream ceiling: same traffic, same split of the work over the same pool.
-            progress(&format!("{} n={n} threads={threads}: stream", T::NAME));
+            progress(&format!("{label} n={n} threads={threads}: stream"));
             let k = Kernels::best();
-            let chunk = adagrad::GRAIN
-                .max(n.div_ceil(threads * 4))
-                .next_multiple_of(adagrad::ALIGN);
+            let chunk = adagrad::GRAIN.max(n.div_ceil(threads * 4)).next_multiple_of(adagrad::ALIGN);
             let mut stream = || match &par {
                 Parallelism::Pool(pool) if n >= adagrad::PARALLEL_THRESHOLD => pool.install(|| {
+                    let outs: Vec<Option<&mut [O]>> = if copy {
+                        out.chunks_mut(chunk).map(Some).collect()
+                    } else {
+                        (0..n.div_ceil(chunk)).map(|_| None).collect()
+                    };
                     p.par_chunks_mut(chunk)
                         .zip(g.par_chunks(chunk))
                         .zip(s.par_chunks_mut(chunk))
-                        .for_each(|((p, g), s)| {
-                            k.stream(p, g, s).unwrap();
-                        })
+                        .zip(outs)
+                        .for_each(|(((p, g), s), o)| k.stream_with(p, g, s, o).unwrap())
                 }),
-                _ => k.stream(&mut p, &g, &mut s).unwrap(),
+                _ => k.stream_with(&mut p, &g, &mut s, copy.then_some(&mut out[..])).unwrap(),
             };
             let t_stream = median_secs(&mut stream, samples, min_sample);
             let mut measured = Vec::new();
-            for (label, isa, pr) in paths() {
-                progress(&format!("{} n={n} threads={threads}: {label}", T::NAME));
+            for (path, isa, pr) in paths() {
+                progress(&format!("{label} n={n} threads={threads}: {path}"));
                 p.copy_from_slice(&p0);
                 s.fill(T::from_f64(0.1));
-                let config = Config::default()
-                    .isa(isa)
-                    .precision(pr)
-                    .parallelism(par.clone());
+                let config = Config::default().isa(isa).precision(pr).parallelism(par.clone());
                 let mut opt = Adagrad::<T>::new(config, &[n]).expect("available path");
-                let t = median_secs(
-                    &mut || {
-                        opt.step_flat(&mut p, &g).unwrap();
-                    },
-                    samples,
-                    min_sample,
-                );
-                measured.push((label, t));
+                let mut step = || {
+                    let outs: Option<&mut [&mut [O]]> = None;
+                    match copy {
+                        true => opt.step_with(&mut [&mut p], &[&g], Some(&mut [&mut out]), None),
+                        false => opt.step_with(&mut [&mut p], &[&g], outs, None),
+                    }
+                    .unwrap();
+                };
+                measured.push((path, median_secs(&mut step, samples, min_sample)));
             }
-            let t_portable = measured
-                .iter()
-                .find(|(l, _)| l == "portable-exact")
-                .map(|&(_, t)| t)
-                .unwrap_or(f64::NAN);
-            for (label, t) in measured
-                .into_iter()
-                .chain([(format!("stream-{}", Kernels::best().isa()), t_stream)])
-            {
+            let t_portable =
+                measured.iter().find(|(l, _)| l == "portable-exact").map(|&(_, t)| t).unwrap_or(f64::NAN);
+            for (path, t) in measured.into_iter().chain([(format!("stream-{}", Kernels::best().isa()), t_stream)]) {
                 rows.push(Row {
-                    dtype: T::NAME,
+                    dtype: label,
                     size: n,
                     threads,
-                    path: label,
+                    path,
                     ns_per_elem: t * 1e9 / n as f64,
                     gbps: (bytes * n) as f64 / t / 1e9,
                     pct_stream: 100.0 * t_stream / t,
@@ -191,8 +186,8 @@ fn measure<T: Float>(
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<5} {:>9} {:>3}  {:<16} {:>9} {:>8} {:>9} {:>9}",
-        "dtype", "size", "thr", "path", "ns/elem", "GB/s", "%stream", "×portable"
+        "\n{:<13} {:>9} {:>3}  {:<16} {:>9} {:>8} {:>9} {:>9}",
+        "format", "size", "thr", "path", "ns/elem", "GB/s", "%stream", "×portable"
     );
     let mut last = ("", 0, 0);
     for r in rows {
@@ -201,7 +196,7 @@ fn print_table(rows: &[Row]) {
         }
         last = (r.dtype, r.size, r.threads);
         println!(
-            "{:<5} {:>9} {:>3}  {:<16} {:>9.3} {:>8.1} {:>8.0}% {:>9.2}",
+            "{:<13} {:>9} {:>3}  {:<16} {:>9.3} {:>8.1} {:>8.0}% {:>9.2}",
             r.dtype, r.size, r.threads, r.path, r.ns_per_elem, r.gbps, r.pct_stream, r.vs_portable
         );
     }
@@ -222,7 +217,7 @@ fn write_json(path: &str, cpu: &str, rows: &[Row]) -> std::io::Result<()> {
         "schema": "adagrad-report/v1",
         "cpu": cpu,
         "best_path": Isa::best().name(),
-        "bytes_per_element": "5 x element size",
+        "bytes_per_element": {"f32": 20, "f64": 40, "f32+bf16g": 18, "f32+bf16g+out": 20},
         "rows": rows,
     });
     std::fs::write(path, serde_json::to_string_pretty(&doc)?)
@@ -328,15 +323,19 @@ fn main() {
         Isa::best()
     );
     println!(
-        "bytes per element: 5 × element size; stream = same traffic, trivial arithmetic, best path"
+        "bytes per element: f32 20, f64 40, f32+bf16g 18, f32+bf16g+out 20; \
+         stream = same traffic, trivial arithmetic, best path"
     );
     let mut rows = Vec::new();
     let mut progress = |what: &str| {
         eprint!("\r\x1b[2Kmeasuring {what}");
         let _ = std::io::stderr().flush();
     };
-    measure::<f32>(&o, &threads_list, &mut rows, &mut progress);
-    measure::<f64>(&o, &threads_list, &mut rows, &mut progress);
+    measure::<f32, f32, NoCopy>("f32", &o, &threads_list, &mut rows, &mut progress);
+    measure::<f64, f64, NoCopy>("f64", &o, &threads_list, &mut rows, &mut progress);
+    // The CPU-offload step: f32 master weights and state, bf16 gradients, with and without a bf16 copy-out.
+    measure::<f32, bf16, NoCopy>("f32+bf16g", &o, &threads_list, &mut rows, &mut progress);
+    measure::<f32, bf16, bf16>("f32+bf16g+out", &o, &threads_list, &mut rows, &mut progress);
     eprintln!("\r\x1b[2Kdone");
     print_table(&rows);
     if let Some(path) = &o.json {

@@ -218,6 +218,8 @@ pub trait Grad<T: Float>: sealed::Sealed + Copy + Send + Sync + fmt::Debug + 'st
     const ZERO_VALUE: Self;
     /// Exact conversion to `T`.
     fn widen(self) -> T;
+    /// Rounds a `T` to this format (to nearest, ties to even; the identity for `T`).
+    fn round_from(x: T) -> Self;
 }
 
 impl Grad<f32> for f32 {
@@ -227,6 +229,10 @@ impl Grad<f32> for f32 {
     fn widen(self) -> f32 {
         self
     }
+    #[inline(always)]
+    fn round_from(x: f32) -> Self {
+        x
+    }
 }
 impl Grad<f64> for f64 {
     const KIND: usize = 0;
@@ -234,6 +240,10 @@ impl Grad<f64> for f64 {
     #[inline(always)]
     fn widen(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn round_from(x: f64) -> Self {
+        x
     }
 }
 impl Grad<f32> for bf16 {
@@ -243,6 +253,10 @@ impl Grad<f32> for bf16 {
     fn widen(self) -> f32 {
         self.to_f32()
     }
+    #[inline(always)]
+    fn round_from(x: f32) -> Self {
+        bf16::from_bits(bf16_bits_rne(x))
+    }
 }
 impl Grad<f32> for f16 {
     const KIND: usize = 2;
@@ -250,6 +264,10 @@ impl Grad<f32> for f16 {
     #[inline(always)]
     fn widen(self) -> f32 {
         self.to_f32()
+    }
+    #[inline(always)]
+    fn round_from(x: f32) -> Self {
+        f16::from_f32(x)
     }
 }
 

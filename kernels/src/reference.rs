@@ -106,15 +106,14 @@ pub(crate) fn mixed_same_len<T: Float, G: Grad<T>, O: CopyOut<T>>(
     out: &mut [O],
     h: &Hyper<T>,
 ) {
-    for (i, ((p, &g), s)) in params
-        .iter_mut()
-        .zip(grads)
-        .zip(state.iter_mut())
-        .enumerate()
-    {
-        (*p, *s) = update_one(*p, g.widen(), *s, h);
-        if O::KIND != 0 {
-            out[i] = O::narrow(*p);
+    if O::KIND == 0 {
+        for ((p, &g), s) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
+            (*p, *s) = update_one(*p, g.widen(), *s, h);
         }
+        return;
+    }
+    for (((p, &g), s), o) in params.iter_mut().zip(grads).zip(state.iter_mut()).zip(out.iter_mut()) {
+        (*p, *s) = update_one(*p, g.widen(), *s, h);
+        *o = O::narrow(*p);
     }
 }
