@@ -62,7 +62,9 @@ fn group<T: Float>(c: &mut Criterion) {
 /// copy-out, each with its same-traffic stream, on the best path.
 fn mixed(c: &mut Criterion) {
     let mut grp = c.benchmark_group("mixed-f32");
-    grp.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    grp.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
     let k = Kernels::best();
     let h = Hyper::<f32>::new(0.01, 0.0, 1, 0.0, 1e-10, false, EpsPlacement::Outside);
     for n in [65536, 1 << 20, 1 << 24] {
@@ -76,17 +78,39 @@ fn mixed(c: &mut Criterion) {
         let isa = k.isa();
         let mut bench = |name: &str, bytes: usize, f: &mut dyn FnMut()| {
             grp.throughput(Throughput::Bytes((bytes * n) as u64));
-            grp.bench_function(BenchmarkId::new(format!("{isa}-{name}"), n), |b| b.iter(&mut *f));
+            grp.bench_function(BenchmarkId::new(format!("{isa}-{name}"), n), |b| {
+                b.iter(&mut *f)
+            });
         };
         let pr = Precision::Exact;
-        bench("f32-grad", 20, &mut || k.update(&mut p, &g32, &mut s, &h, pr).unwrap());
-        bench("stream-f32-grad", 20, &mut || k.stream(&mut p, &g32, &mut s).unwrap());
-        bench("bf16-grad", 18, &mut || k.update_with::<f32, bf16, NoCopy>(&mut p, &gb, &mut s, None, &h, pr).unwrap());
-        bench("stream-bf16-grad", 18, &mut || k.stream_with::<f32, bf16, NoCopy>(&mut p, &gb, &mut s, None).unwrap());
-        bench("bf16-grad-bf16-out", 20, &mut || k.update_with(&mut p, &gb, &mut s, Some(&mut ob), &h, pr).unwrap());
-        bench("stream-bf16-grad-bf16-out", 20, &mut || k.stream_with(&mut p, &gb, &mut s, Some(&mut ob)).unwrap());
-        bench("f16-grad-f16-out", 20, &mut || k.update_with(&mut p, &gh, &mut s, Some(&mut oh), &h, pr).unwrap());
-        bench("stream-f16-grad-f16-out", 20, &mut || k.stream_with(&mut p, &gh, &mut s, Some(&mut oh)).unwrap());
+        bench("f32-grad", 20, &mut || {
+            k.update(&mut p, &g32, &mut s, &h, pr).unwrap()
+        });
+        bench("stream-f32-grad", 20, &mut || {
+            k.stream(&mut p, &g32, &mut s).unwrap()
+        });
+        bench("bf16-grad", 18, &mut || {
+            k.update_with::<f32, bf16, NoCopy>(&mut p, &gb, &mut s, None, &h, pr)
+                .unwrap()
+        });
+        bench("stream-bf16-grad", 18, &mut || {
+            k.stream_with::<f32, bf16, NoCopy>(&mut p, &gb, &mut s, None)
+                .unwrap()
+        });
+        bench("bf16-grad-bf16-out", 20, &mut || {
+            k.update_with(&mut p, &gb, &mut s, Some(&mut ob), &h, pr)
+                .unwrap()
+        });
+        bench("stream-bf16-grad-bf16-out", 20, &mut || {
+            k.stream_with(&mut p, &gb, &mut s, Some(&mut ob)).unwrap()
+        });
+        bench("f16-grad-f16-out", 20, &mut || {
+            k.update_with(&mut p, &gh, &mut s, Some(&mut oh), &h, pr)
+                .unwrap()
+        });
+        bench("stream-f16-grad-f16-out", 20, &mut || {
+            k.stream_with(&mut p, &gh, &mut s, Some(&mut oh)).unwrap()
+        });
     }
     grp.finish();
 }

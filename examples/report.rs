@@ -122,17 +122,27 @@ fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
     let copy = O::KIND != 0;
     let bytes = 4 * size_of::<T>() + size_of::<G>() + if copy { size_of::<O>() } else { 0 };
     for &n in sizes {
-        let p0: Vec<T> = (0..n).map(|i| T::from_f64(0.5 + (i % 13) as f64 * 0.01)).collect();
-        let g: Vec<G> = (0..n).map(|i| G::round_from(T::from_f64((i % 97) as f64 * 1e-3 - 0.048))).collect();
+        let p0: Vec<T> = (0..n)
+            .map(|i| T::from_f64(0.5 + (i % 13) as f64 * 0.01))
+            .collect();
+        let g: Vec<G> = (0..n)
+            .map(|i| G::round_from(T::from_f64((i % 97) as f64 * 1e-3 - 0.048)))
+            .collect();
         let mut p = p0.clone();
         let mut s = vec![T::from_f64(0.1); n];
-        let mut out: Vec<O> = if copy { vec![O::ZERO_VALUE; n] } else { Vec::new() };
+        let mut out: Vec<O> = if copy {
+            vec![O::ZERO_VALUE; n]
+        } else {
+            Vec::new()
+        };
         for &threads in threads_list {
             let par = parallelism(threads);
             // The stream ceiling: same traffic, same split of the work over the same pool.
             progress(&format!("{label} n={n} threads={threads}: stream"));
             let k = Kernels::best();
-            let chunk = adagrad::GRAIN.max(n.div_ceil(threads * 4)).next_multiple_of(adagrad::ALIGN);
+            let chunk = adagrad::GRAIN
+                .max(n.div_ceil(threads * 4))
+                .next_multiple_of(adagrad::ALIGN);
             let mut stream = || match &par {
                 Parallelism::Pool(pool) if n >= adagrad::PARALLEL_THRESHOLD => pool.install(|| {
                     let outs: Vec<Option<&mut [O]>> = if copy {
@@ -146,7 +156,9 @@ fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
                         .zip(outs)
                         .for_each(|(((p, g), s), o)| k.stream_with(p, g, s, o).unwrap())
                 }),
-                _ => k.stream_with(&mut p, &g, &mut s, copy.then_some(&mut out[..])).unwrap(),
+                _ => k
+                    .stream_with(&mut p, &g, &mut s, copy.then_some(&mut out[..]))
+                    .unwrap(),
             };
             let t_stream = median_secs(&mut stream, samples, min_sample);
             let mut measured = Vec::new();
@@ -154,7 +166,10 @@ fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
                 progress(&format!("{label} n={n} threads={threads}: {path}"));
                 p.copy_from_slice(&p0);
                 s.fill(T::from_f64(0.1));
-                let config = Config::default().isa(isa).precision(pr).parallelism(par.clone());
+                let config = Config::default()
+                    .isa(isa)
+                    .precision(pr)
+                    .parallelism(par.clone());
                 let mut opt = Adagrad::<T>::new(config, &[n]).expect("available path");
                 let mut step = || {
                     let outs: Option<&mut [&mut [O]]> = None;
@@ -166,9 +181,15 @@ fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
                 };
                 measured.push((path, median_secs(&mut step, samples, min_sample)));
             }
-            let t_portable =
-                measured.iter().find(|(l, _)| l == "portable-exact").map(|&(_, t)| t).unwrap_or(f64::NAN);
-            for (path, t) in measured.into_iter().chain([(format!("stream-{}", Kernels::best().isa()), t_stream)]) {
+            let t_portable = measured
+                .iter()
+                .find(|(l, _)| l == "portable-exact")
+                .map(|&(_, t)| t)
+                .unwrap_or(f64::NAN);
+            for (path, t) in measured
+                .into_iter()
+                .chain([(format!("stream-{}", Kernels::best().isa()), t_stream)])
+            {
                 rows.push(Row {
                     dtype: label,
                     size: n,

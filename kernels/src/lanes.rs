@@ -224,6 +224,7 @@ unsafe fn body<
         let step = at::<V, G, O, OP, WD, INSIDE, SCALE>;
         let mut i = 0;
         while i + UNROLL * V::N <= n {
+            prefetch::<V, G>(pp, gp, sp, i + PREFETCH_BYTES / size_of::<V::T>(), n);
             for u in 0..UNROLL {
                 step(pp, gp, sp, op, i + u * V::N, &c);
             }
@@ -271,6 +272,27 @@ unsafe fn body<
         s[i..].copy_from_slice(&bs[..rem]);
         if O::KIND != 0 {
             out[i..].copy_from_slice(&bo[..rem]);
+        }
+    }
+}
+
+/// How far ahead of the loop the streams are prefetched.
+const PREFETCH_BYTES: usize = 8192;
+
+/// Asks for the cache lines of the unrolled iteration at element `i` of the three streams (a hint: no effect on
+/// results; the hardware prefetcher alone leaves a single thread short of the memory stream at DRAM sizes).
+#[inline(always)]
+fn prefetch<V: Lanes, G>(pp: *mut V::T, gp: *const G, sp: *mut V::T, i: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if i < n {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        for k in (0..UNROLL * V::N).step_by(64 / size_of::<V::T>()) {
+            // SAFETY: prefetching never faults; the addresses are computed with wrapping arithmetic.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(pp.wrapping_add(i + k).cast());
+                _mm_prefetch::<_MM_HINT_T0>(sp.wrapping_add(i + k).cast());
+                _mm_prefetch::<_MM_HINT_T0>(gp.wrapping_add(i + k).cast());
+            }
         }
     }
 }

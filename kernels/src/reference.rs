@@ -112,7 +112,12 @@ pub(crate) fn mixed_same_len<T: Float, G: Grad<T>, O: CopyOut<T>>(
         }
         return;
     }
-    for (((p, &g), s), o) in params.iter_mut().zip(grads).zip(state.iter_mut()).zip(out.iter_mut()) {
+    for (((p, &g), s), o) in params
+        .iter_mut()
+        .zip(grads)
+        .zip(state.iter_mut())
+        .zip(out.iter_mut())
+    {
         (*p, *s) = update_one(*p, g.widen(), *s, h);
         *o = O::narrow(*p);
     }
