@@ -49,8 +49,9 @@ pub enum EpsPlacement {
 /// `u = clr·g/d`. Its relative error `|u_fast − u| / |u|` is at most [`Precision::fast_bound`] (per dtype),
 /// for denominators `d` in the normal range of the type (for f64 on AVX2 and the portable path: in the normal
 /// range of f32, where the estimate comes from). A zero gradient gives a zero update as in Exact. Non-finite
-/// state or gradients give NaN where Exact may give 0 or ±∞. The scalar path, and the portable path where it
-/// is not faster (f64, or f32 built without hardware FMA), run Exact.
+/// state or gradients give NaN where Exact may give 0 or ±∞. The scalar path, the portable path where it
+/// is not faster (f64, or f32 built without hardware FMA), and steps with a bf16/f16 copy-out (measured no
+/// faster) run Exact.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// IEEE `√` and `÷`; bit-identical to [`reference::update`] on every path. The default.
