@@ -210,7 +210,7 @@ impl<T: Float> Hyper<T> {
     }
 }
 
-/// Gradient formats for parameters of type `T`: `T` itself, and [`bf16`] / [`f16`] for f32 parameters. Widening
+/// Gradient formats for parameters of type `T`: `T` itself, and [`bf16`] / [`f16`](struct@f16) for f32 parameters. Widening
 /// to `T` is exact, so a step with these gradients equals the reference applied to the widened gradients.
 pub trait Grad<T: Float>: sealed::Sealed + Copy + Send + Sync + fmt::Debug + 'static {
     /// 0 for `T`, 1 for bf16, 2 for f16 (selects the kernel table entry).
@@ -277,7 +277,7 @@ impl Grad<f32> for f16 {
 pub struct NoCopy;
 
 /// Formats the updated parameters can be copied out to in the same pass: [`NoCopy`] (none), and [`bf16`] /
-/// [`f16`] for f32 parameters, rounded to nearest, ties to even; NaN stays NaN (quieted), overflow gives ±∞.
+/// [`f16`](struct@f16) for f32 parameters, rounded to nearest, ties to even; NaN stays NaN (quieted), overflow gives ±∞.
 pub trait CopyOut<T: Float>: sealed::Sealed + Copy + Send + Sync + fmt::Debug + 'static {
     /// 0 for none, 1 for bf16, 2 for f16 (selects the kernel table entry).
     const KIND: usize;

@@ -121,12 +121,13 @@ fn check<G: Half, O: Half>(
         pr,
     )
     .unwrap();
+    // A step with a copy-out runs Exact even when Fast is asked for (Fast measured no faster there).
     assert!(
-        same32(&cp, &kp) && same32(&cs, &ks),
-        "{what}: {} copy-out changed the update",
+        same32(&cp, &rp) && same32(&cs, &rs),
+        "{what}: {} with copy-out differs from the reference",
         k.isa()
     );
-    let converted: Vec<O> = kp[off..]
+    let converted: Vec<O> = cp[off..]
         .iter()
         .map(|&x| <O as CopyOut<f32>>::narrow(x))
         .collect();
