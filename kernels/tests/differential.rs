@@ -5,27 +5,11 @@
 //! A path the CPU lacks prints "skipped"; `ADAGRAD_REQUIRE_ISA=avx2,avx512` turns that into a failure.
 
 use adagrad_kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, Precision};
+mod common;
+
+use common::kernels_or_skip;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// The kernels of `isa`, or `None` after printing that the test is skipped (a failure when
-/// `ADAGRAD_REQUIRE_ISA` names it).
-fn kernels_or_skip(isa: Isa, test: &str) -> Option<Kernels> {
-    match Kernels::new(isa) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            let required = std::env::var("ADAGRAD_REQUIRE_ISA").unwrap_or_default();
-            if required
-                .split(',')
-                .any(|r| r.trim().eq_ignore_ascii_case(isa.name()))
-            {
-                panic!("{test}: ADAGRAD_REQUIRE_ISA names {isa}, but: {e}");
-            }
-            eprintln!("{test}: skipped: {e}");
-            None
-        }
-    }
-}
 
 /// Test values for one dtype, generated from f64 and rounded once.
 trait TestFloat: Float {

@@ -6,25 +6,11 @@ use adagrad_kernels::{
     CopyOut, EpsPlacement, Grad, Hyper, Isa, Kernels, NoCopy, Precision, bf16, bf16_bits_rne, f16,
     reference,
 };
+mod common;
+
+use common::kernels_or_skip;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn kernels_or_skip(isa: Isa, test: &str) -> Option<Kernels> {
-    match Kernels::new(isa) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            let required = std::env::var("ADAGRAD_REQUIRE_ISA").unwrap_or_default();
-            if required
-                .split(',')
-                .any(|r| r.trim().eq_ignore_ascii_case(isa.name()))
-            {
-                panic!("{test}: ADAGRAD_REQUIRE_ISA names {isa}, but: {e}");
-            }
-            eprintln!("{test}: skipped: {e}");
-            None
-        }
-    }
-}
 
 /// A 16-bit gradient format with its special values.
 trait Half: Grad<f32> + CopyOut<f32> + PartialEq {

@@ -1,19 +1,47 @@
 //! Property test with shrinking: for arbitrary lengths, offsets, values (any bit pattern) and hyperparameters,
 //! every available path in Exact mode equals the reference bit for bit (NaN equals NaN).
 
-use adagrad_kernels::{EpsPlacement, Hyper, Isa, Kernels, Precision};
+use adagrad_kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, Precision};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
-fn same(a: &[f32], b: &[f32]) -> bool {
-    a.iter()
-        .zip(b)
-        .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+/// Bits equal, or both NaN (compared through f64, which keeps every f32 bit pattern's class and value).
+fn same<T: Float>(a: &[T], b: &[T]) -> bool {
+    a.iter().zip(b).all(|(x, y)| {
+        let (x, y) = (x.to_f64(), y.to_f64());
+        x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+    })
 }
 
-fn same64(a: &[f64], b: &[f64]) -> bool {
-    a.iter()
-        .zip(b)
-        .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+/// Every available path in Exact mode against the reference, on `data` (param, grad, state) from `off`.
+fn all_paths_match<T: Float>(
+    data: &[(T, T, T)],
+    off: usize,
+    h: &Hyper<T>,
+) -> Result<(), TestCaseError> {
+    let off = off.min(data.len());
+    let p: Vec<T> = data.iter().map(|d| d.0).collect();
+    let g: Vec<T> = data.iter().map(|d| d.1).collect();
+    let s: Vec<T> = data
+        .iter()
+        .map(|d| if d.2 < T::ZERO { -d.2 } else { d.2 })
+        .collect();
+    let (mut rp, mut rs) = (p.clone(), s.clone());
+    adagrad_kernels::reference::update(&mut rp[off..], &g[off..], &mut rs[off..], h).unwrap();
+    for isa in Isa::available() {
+        let k = Kernels::new(isa).unwrap();
+        let (mut kp, mut ks) = (p.clone(), s.clone());
+        k.update(
+            &mut kp[off..],
+            &g[off..],
+            &mut ks[off..],
+            h,
+            Precision::Exact,
+        )
+        .unwrap();
+        prop_assert!(same(&kp, &rp) && same(&ks, &rs), "{} differs", isa);
+    }
+    Ok(())
 }
 
 /// Any f32, with ordinary values, zeros, subnormals and non-finite values all likely.
@@ -63,19 +91,7 @@ proptest! {
         off in 0usize..16,
         h in hyper_parts(),
     ) {
-        let h = hyper::<f32>(h);
-        let off = off.min(data.len());
-        let p: Vec<f32> = data.iter().map(|d| d.0).collect();
-        let g: Vec<f32> = data.iter().map(|d| d.1).collect();
-        let s: Vec<f32> = data.iter().map(|d| d.2.abs()).collect();
-        let (mut rp, mut rs) = (p.clone(), s.clone());
-        adagrad_kernels::reference::update(&mut rp[off..], &g[off..], &mut rs[off..], &h).unwrap();
-        for isa in Isa::available() {
-            let k = Kernels::new(isa).unwrap();
-            let (mut kp, mut ks) = (p.clone(), s.clone());
-            k.update(&mut kp[off..], &g[off..], &mut ks[off..], &h, Precision::Exact).unwrap();
-            prop_assert!(same(&kp, &rp) && same(&ks, &rs), "{} differs", isa);
-        }
+        all_paths_match(&data, off, &hyper::<f32>(h))?;
     }
 
     #[test]
@@ -84,19 +100,7 @@ proptest! {
         off in 0usize..16,
         h in hyper_parts(),
     ) {
-        let h = hyper::<f64>(h);
-        let off = off.min(data.len());
-        let p: Vec<f64> = data.iter().map(|d| d.0).collect();
-        let g: Vec<f64> = data.iter().map(|d| d.1).collect();
-        let s: Vec<f64> = data.iter().map(|d| d.2.abs()).collect();
-        let (mut rp, mut rs) = (p.clone(), s.clone());
-        adagrad_kernels::reference::update(&mut rp[off..], &g[off..], &mut rs[off..], &h).unwrap();
-        for isa in Isa::available() {
-            let k = Kernels::new(isa).unwrap();
-            let (mut kp, mut ks) = (p.clone(), s.clone());
-            k.update(&mut kp[off..], &g[off..], &mut ks[off..], &h, Precision::Exact).unwrap();
-            prop_assert!(same64(&kp, &rp) && same64(&ks, &rs), "{} differs", isa);
-        }
+        all_paths_match(&data, off, &hyper::<f64>(h))?;
     }
 
     /// Bad lengths change nothing.
