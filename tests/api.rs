@@ -246,3 +246,52 @@ fn every_path_and_parallelism_gives_the_same_bits() {
         }
     }
 }
+
+/// `ADAGRAD_ISA` picks the path; an unknown or unavailable name is an error naming the accepted values. Run in a
+/// child process, since the environment is process-wide.
+#[test]
+fn adagrad_isa_environment_override() {
+    let run = |value: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "env_override_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ADAGRAD_TEST_ENV_CHILD", "1")
+            .env("ADAGRAD_ISA", value)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "child failed for {value:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(run("scalar").contains("path: scalar"));
+    assert!(run("Portable").contains("path: portable"));
+    let bogus = run("sse9");
+    assert!(
+        bogus.contains("error: unknown ISA \"sse9\"")
+            && bogus.contains("scalar, portable, avx2, avx512"),
+        "{bogus}"
+    );
+    for isa in [Isa::Avx2, Isa::Avx512] {
+        let out = run(isa.name());
+        if isa.is_available() {
+            assert!(out.contains(&format!("path: {isa}")), "{out}");
+        } else {
+            assert!(out.contains("not available on this CPU"), "{out}");
+        }
+    }
+}
+
+/// The child side of `adagrad_isa_environment_override`.
+#[test]
+fn env_override_child() {
+    if std::env::var_os("ADAGRAD_TEST_ENV_CHILD").is_none() {
+        return;
+    }
+    match Adagrad::<f32>::new(Config::default(), &[3]) {
+        Ok(opt) => println!("path: {}", opt.isa()),
+        Err(e) => println!("error: {e}"),
+    }
+}
