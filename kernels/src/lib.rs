@@ -46,8 +46,9 @@ pub enum EpsPlacement {
 /// Newton–Raphson steps).
 ///
 /// Fast mode leaves the state `G` bit-identical to Exact and changes only the size of the update
-/// `u = clr·g/d`. Its relative error `|u_fast − u| / |u|` is at most [`Precision::fast_bound`] (per dtype),
-/// for denominators `d` in the normal range of the type (for f64 on AVX2 and the portable path: in the normal
+/// `u = clr·g/d`. Its relative error `|u_fast − u| / |u|` is at most [`Precision::fast_bound`] (per dtype, the
+/// same for both ε placements; measured worst 1.9·10⁻⁷ for f32 and 4.3·10⁻¹⁶ for f64),
+/// for denominators `d` in the normal range of the type (for f64 on AVX2: in the normal
 /// range of f32, where the estimate comes from). A zero gradient gives a zero update as in Exact. Non-finite
 /// state or gradients give NaN where Exact may give 0 or ±∞. The scalar path, the portable path where it
 /// is not faster (f64, or f32 built without hardware FMA), and steps with a bf16/f16 copy-out (measured no
