@@ -287,6 +287,9 @@ const PREFETCH_BYTES: usize = 8192;
 /// results; the hardware prefetcher alone leaves a single thread short of the memory stream at DRAM sizes).
 #[inline(always)]
 fn prefetch<V: Lanes, G>(pp: *mut V::T, gp: *const G, sp: *mut V::T, i: usize, n: usize) {
+    // Elsewhere the hardware prefetcher is left alone.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (pp, gp, sp, i, n);
     #[cfg(target_arch = "x86_64")]
     if i < n {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
