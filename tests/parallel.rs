@@ -92,23 +92,19 @@ fn any_thread_count_equals_the_reference() {
             &grads,
         );
         for threads in [1, 2, 3, 8] {
-            let got = run(
-                Config::default().parallelism(pool(threads)),
-                sizes,
-                &p0,
-                &grads,
-            );
-            assert_eq!(
-                bits(&got.0),
-                bits(&want.0),
-                "mix {m} ({} tensors) params, {threads} threads",
-                sizes.len()
-            );
-            assert_eq!(
-                bits(&got.1),
-                bits(&want.1),
-                "mix {m} state, {threads} threads"
-            );
+            // The default threshold, and 0 so that even small steps are split.
+            for threshold in [PARALLEL_THRESHOLD, 0] {
+                let config = Config::default()
+                    .parallelism(pool(threads))
+                    .parallel_threshold(threshold);
+                let got = run(config, sizes, &p0, &grads);
+                let what = format!(
+                    "mix {m} ({} tensors), {threads} threads, threshold {threshold}",
+                    sizes.len()
+                );
+                assert_eq!(bits(&got.0), bits(&want.0), "{what}: params");
+                assert_eq!(bits(&got.1), bits(&want.1), "{what}: state");
+            }
         }
         let got = run(Config::default(), sizes, &p0, &grads);
         assert_eq!(bits(&got.0), bits(&want.0), "mix {m}, global pool");
