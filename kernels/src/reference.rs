@@ -58,21 +58,8 @@ pub fn update<T: Float>(
     h: &Hyper<T>,
 ) -> Result<(), LengthMismatch> {
     LengthMismatch::check(params.len(), grads.len(), state.len())?;
-    update_same_len(params, grads, state, h);
+    mixed_same_len::<T, T, NoCopy>(params, grads, state, &mut [], h);
     Ok(())
-}
-
-/// The loop itself; the caller guarantees equal lengths (extra elements of longer slices are ignored).
-#[inline(always)]
-pub(crate) fn update_same_len<T: Float>(
-    params: &mut [T],
-    grads: &[T],
-    state: &mut [T],
-    h: &Hyper<T>,
-) {
-    for ((p, &g), s) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
-        (*p, *s) = update_one(*p, g, *s, h);
-    }
 }
 
 /// The mixed-precision reference: gradients in format `G` widened exactly to `T`, then [`update_one`]; when `out`
