@@ -1,4 +1,6 @@
-//! Single-thread kernel throughput per path, dtype and size, against the reference and the same-traffic stream.
+//! Single-thread kernel throughput per path, dtype and size, against the reference and the independent ceiling
+//! (`adagrad-ceiling`: same-traffic loops sharing no code with the update; every variant is benched, the fastest
+//! is the ceiling).
 //!
 //! `cargo bench --bench kernels` (HTML reports in target/criterion). Throughput is in bytes: 5 arrays × the
 //! element size (read param, grad, state; write param, state).
@@ -6,13 +8,27 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use adagrad::kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, NoCopy, Precision, bf16, f16};
+use adagrad_ceiling::{Ceiling, Format};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
 
 const SIZES: [usize; 5] = [1024, 4096, 65536, 1 << 20, 1 << 24];
 
-fn group<T: Float>(c: &mut Criterion) {
+/// Benches every ceiling variant of `format` at `n` elements, one thread, as `ceiling-<variant>`.
+fn ceiling(
+    grp: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    format: Format,
+    n: usize,
+) {
+    let c = Ceiling::new(format, n, 1);
+    for (name, mut pass) in c.passes() {
+        let id = format!("ceiling-{}", name.replace(' ', "-"));
+        grp.bench_function(BenchmarkId::new(id, n), |b| b.iter(&mut pass));
+    }
+}
+
+fn group<T: Float>(c: &mut Criterion, format: Format) {
     let mut grp = c.benchmark_group(T::NAME);
     grp.warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
@@ -47,19 +63,13 @@ fn group<T: Float>(c: &mut Criterion) {
                 });
             }
         }
-        let k = Kernels::best();
-        grp.bench_function(BenchmarkId::new(format!("stream-{}", k.isa()), n), |b| {
-            b.iter(|| {
-                k.stream(black_box(&mut p), black_box(&g), black_box(&mut s))
-                    .unwrap()
-            })
-        });
+        ceiling(&mut grp, format, n);
     }
     grp.finish();
 }
 
 /// The CPU-offload step: f32 parameters and state with f32 / bf16 / f16 gradients, with and without a 16-bit
-/// copy-out, each with its same-traffic stream, on the best path.
+/// copy-out on the best path, and the ceilings of the bf16 formats.
 fn mixed(c: &mut Criterion) {
     let mut grp = c.benchmark_group("mixed-f32");
     grp.warm_up_time(Duration::from_millis(500))
@@ -86,38 +96,31 @@ fn mixed(c: &mut Criterion) {
         bench("f32-grad", 20, &mut || {
             k.update(&mut p, &g32, &mut s, &h, pr).unwrap()
         });
-        bench("stream-f32-grad", 20, &mut || {
-            k.stream(&mut p, &g32, &mut s).unwrap()
-        });
         bench("bf16-grad", 18, &mut || {
             k.update_with::<f32, bf16, NoCopy>(&mut p, &gb, &mut s, None, &h, pr)
-                .unwrap()
-        });
-        bench("stream-bf16-grad", 18, &mut || {
-            k.stream_with::<f32, bf16, NoCopy>(&mut p, &gb, &mut s, None)
                 .unwrap()
         });
         bench("bf16-grad-bf16-out", 20, &mut || {
             k.update_with(&mut p, &gb, &mut s, Some(&mut ob), &h, pr)
                 .unwrap()
         });
-        bench("stream-bf16-grad-bf16-out", 20, &mut || {
-            k.stream_with(&mut p, &gb, &mut s, Some(&mut ob)).unwrap()
-        });
         bench("f16-grad-f16-out", 20, &mut || {
             k.update_with(&mut p, &gh, &mut s, Some(&mut oh), &h, pr)
                 .unwrap()
         });
-        bench("stream-f16-grad-f16-out", 20, &mut || {
-            k.stream_with(&mut p, &gh, &mut s, Some(&mut oh)).unwrap()
-        });
+    }
+    for n in [65536, 1 << 20, 1 << 24] {
+        grp.throughput(Throughput::Bytes((18 * n) as u64));
+        ceiling(&mut grp, Format::F32Bf16, n);
+        grp.throughput(Throughput::Bytes((20 * n) as u64));
+        ceiling(&mut grp, Format::F32Bf16Out, n);
     }
     grp.finish();
 }
 
 fn kernels(c: &mut Criterion) {
-    group::<f32>(c);
-    group::<f64>(c);
+    group::<f32>(c, Format::F32);
+    group::<f64>(c, Format::F64);
     mixed(c);
 }
 

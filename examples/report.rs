@@ -1,20 +1,20 @@
-//! The roofline report: every available path × dtype × size × threads, against the same-traffic stream measured
-//! in the same run.
+//! The roofline report: every available path × dtype × size × threads, against an independent memory ceiling
+//! measured in the same run (`adagrad-ceiling`: the best of several same-traffic loops that share no code with the
+//! update; the winning variant is printed and stored per row).
 //!
 //! `cargo run --release --example report [-- --quick] [--json PATH] [--svg PATH]`
 //!
 //! Formats: f32, f64, and the CPU-offload step (f32 parameters and state with bf16 gradients, 18 bytes per
 //! element, and with a bf16 copy-out, 20). For each row: ns per element, GB/s (bytes moved per element: read
-//! param, grad, state; write param, state; write the copy-out), percent of the stream (same size, same threads, same run), and speedup against the portable
-//! path. Times are medians of several samples. An SVG plot (GB/s against size, one line per path, the stream
-//! drawn as the ceiling) is written to `target/report.svg` unless `--svg` says otherwise.
+//! //! param, grad, state; write param, state; write the copy-out), percent of the ceiling (same size, same threads,
+//! same run), and speedup against the portable path. Times are medians of several samples. An SVG plot (GB/s
+//! against size, one line per path, the ceiling dashed) is written to `target/report.svg` unless `--svg` says
+//! otherwise.
 
-use adagrad::kernels::Kernels;
 use adagrad::{Adagrad, Config, CopyOut, Float, Grad, Isa, NoCopy, Parallelism, Precision, bf16};
+use adagrad_ceiling::{Ceiling, Format};
 use plotters::prelude::*;
-use rayon::prelude::*;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Instant;
 
 const SIZES: [usize; 5] = [1024, 4096, 65536, 1 << 20, 1 << 24];
@@ -100,18 +100,14 @@ fn parallelism(threads: usize) -> Parallelism {
     if threads == 1 {
         Parallelism::Sequential
     } else {
-        Parallelism::Pool(Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap(),
-        ))
+        Parallelism::Threads(threads)
     }
 }
 
 /// Measures one format (parameter type `T`, gradients `G`, copy-out `O`) over every path, size and thread count.
 fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
     label: &'static str,
+    format: Format,
     o: &Opts,
     threads_list: &[usize],
     rows: &mut Vec<Row>,
@@ -137,30 +133,10 @@ fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
         };
         for &threads in threads_list {
             let par = parallelism(threads);
-            // The stream ceiling: same traffic, same split of the work over the same pool.
-            progress(&format!("{label} n={n} threads={threads}: stream"));
-            let k = Kernels::best();
-            let chunk = adagrad::GRAIN
-                .max(n.div_ceil(threads * 4))
-                .next_multiple_of(adagrad::ALIGN);
-            let mut stream = || match &par {
-                Parallelism::Pool(pool) if n >= adagrad::PARALLEL_THRESHOLD => pool.install(|| {
-                    let outs: Vec<Option<&mut [O]>> = if copy {
-                        out.chunks_mut(chunk).map(Some).collect()
-                    } else {
-                        (0..n.div_ceil(chunk)).map(|_| None).collect()
-                    };
-                    p.par_chunks_mut(chunk)
-                        .zip(g.par_chunks(chunk))
-                        .zip(s.par_chunks_mut(chunk))
-                        .zip(outs)
-                        .for_each(|(((p, g), s), o)| k.stream_with(p, g, s, o).unwrap())
-                }),
-                _ => k
-                    .stream_with(&mut p, &g, &mut s, copy.then_some(&mut out[..]))
-                    .unwrap(),
-            };
-            let t_stream = median_secs(&mut stream, samples, min_sample);
+            // The independent ceiling: same traffic, its own loops, buffers and threads.
+            progress(&format!("{label} n={n} threads={threads}: ceiling"));
+            let ceiling = Ceiling::new(format, n, threads).measure(samples, min_sample);
+            let t_stream = ceiling.secs;
             let mut measured = Vec::new();
             for (path, isa, pr) in paths() {
                 progress(&format!("{label} n={n} threads={threads}: {path}"));
@@ -188,7 +164,7 @@ fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
                 .unwrap_or(f64::NAN);
             for (path, t) in measured
                 .into_iter()
-                .chain([(format!("stream-{}", Kernels::best().isa()), t_stream)])
+                .chain([(format!("ceiling ({})", ceiling.best), t_stream)])
             {
                 rows.push(Row {
                     dtype: label,
@@ -208,7 +184,7 @@ fn measure<T: Float, G: Grad<T>, O: CopyOut<T>>(
 fn print_table(rows: &[Row]) {
     println!(
         "\n{:<13} {:>9} {:>3}  {:<16} {:>9} {:>8} {:>9} {:>9}",
-        "format", "size", "thr", "path", "ns/elem", "GB/s", "%stream", "×portable"
+        "format", "size", "thr", "path", "ns/elem", "GB/s", "%ceiling", "×portable"
     );
     let mut last = ("", 0, 0);
     for r in rows {
@@ -229,13 +205,13 @@ fn write_json(path: &str, cpu: &str, rows: &[Row]) -> std::io::Result<()> {
         .map(|r| {
             serde_json::json!({
                 "dtype": r.dtype, "size": r.size, "threads": r.threads, "path": r.path,
-                "ns_per_elem": r.ns_per_elem, "gb_per_s": r.gbps, "pct_of_stream": r.pct_stream,
+                "ns_per_elem": r.ns_per_elem, "gb_per_s": r.gbps, "pct_of_ceiling": r.pct_stream,
                 "speedup_vs_portable": r.vs_portable,
             })
         })
         .collect();
     let doc = serde_json::json!({
-        "schema": "adagrad-report/v1",
+        "schema": "adagrad-report/v2",
         "cpu": cpu,
         "best_path": Isa::best().name(),
         "bytes_per_element": {"f32": 20, "f64": 40, "f32+bf16g": 18, "f32+bf16g+out": 20},
@@ -244,7 +220,7 @@ fn write_json(path: &str, cpu: &str, rows: &[Row]) -> std::io::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(&doc)?)
 }
 
-/// GB/s against size (log scale), one panel per (dtype, threads), one line per path, the stream dashed.
+/// GB/s against size (log scale), one panel per (dtype, threads), one line per path, the ceiling dashed.
 fn write_svg(
     path: &str,
     rows: &[Row],
@@ -291,7 +267,7 @@ fn write_svg(
                 .map(|r| (r.size as f64, r.gbps))
                 .collect();
             let color = Palette99::pick(i).to_rgba();
-            let is_stream = label.starts_with("stream");
+            let is_stream = label.starts_with("ceiling");
             let style = if is_stream {
                 BLACK.stroke_width(3)
             } else {
@@ -345,18 +321,54 @@ fn main() {
     );
     println!(
         "bytes per element: f32 20, f64 40, f32+bf16g 18, f32+bf16g+out 20; \
-         stream = same traffic, trivial arithmetic, best path"
+         ceiling = best of independent same-traffic loops (adagrad-ceiling)"
     );
+    if let Ok(opt) = Adagrad::<f32>::new(Config::default(), &[0]) {
+        println!(
+            "tuning: {} ({}); threads per parallel step: {}",
+            opt.tuning(),
+            adagrad::Cpu::this(),
+            opt.threads()
+        );
+    }
     let mut rows = Vec::new();
     let mut progress = |what: &str| {
         eprint!("\r\x1b[2Kmeasuring {what}");
         let _ = std::io::stderr().flush();
     };
-    measure::<f32, f32, NoCopy>("f32", &o, &threads_list, &mut rows, &mut progress);
-    measure::<f64, f64, NoCopy>("f64", &o, &threads_list, &mut rows, &mut progress);
+    measure::<f32, f32, NoCopy>(
+        "f32",
+        Format::F32,
+        &o,
+        &threads_list,
+        &mut rows,
+        &mut progress,
+    );
+    measure::<f64, f64, NoCopy>(
+        "f64",
+        Format::F64,
+        &o,
+        &threads_list,
+        &mut rows,
+        &mut progress,
+    );
     // The CPU-offload step: f32 master weights and state, bf16 gradients, with and without a bf16 copy-out.
-    measure::<f32, bf16, NoCopy>("f32+bf16g", &o, &threads_list, &mut rows, &mut progress);
-    measure::<f32, bf16, bf16>("f32+bf16g+out", &o, &threads_list, &mut rows, &mut progress);
+    measure::<f32, bf16, NoCopy>(
+        "f32+bf16g",
+        Format::F32Bf16,
+        &o,
+        &threads_list,
+        &mut rows,
+        &mut progress,
+    );
+    measure::<f32, bf16, bf16>(
+        "f32+bf16g+out",
+        Format::F32Bf16Out,
+        &o,
+        &threads_list,
+        &mut rows,
+        &mut progress,
+    );
     eprintln!("\r\x1b[2Kdone");
     print_table(&rows);
     if let Some(path) = &o.json {

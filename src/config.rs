@@ -1,7 +1,7 @@
 //! Hyperparameters, with PyTorch's names and defaults, and their validation.
 
-use crate::Error;
-use adagrad_kernels::{EpsPlacement, Isa, Precision};
+use crate::{Error, Tuning, TuningSource};
+use adagrad_kernels::{Cpu, EpsPlacement, Isa, Precision};
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,15 +20,25 @@ pub enum NonFinite {
 }
 
 /// Where a step's work runs.
+///
+/// A parallel step is cut into one piece per thread (by element count, across tensor boundaries); the calling
+/// thread takes the first piece itself and waits for the others by spinning briefly, not by sleeping, so a step
+/// of a few tens of microseconds still gains from a second thread. Steps smaller than
+/// [`Tuning::parallel_threshold`] run on the calling thread alone.
 #[derive(Clone, Default)]
 pub enum Parallelism {
     /// On the calling thread only.
     Sequential,
-    /// Rayon's global pool (the default). Steps smaller than [`Config::parallel_threshold`] elements stay on the
-    /// calling thread.
+    /// As many threads as rayon's global pool has (`RAYON_NUM_THREADS`, else one per CPU): the caller plus that
+    /// many minus one helper threads of a pool this crate keeps for the purpose (the default).
     #[default]
     Global,
-    /// A caller-provided pool (for example one sized to the physical cores, or shared with a data loader).
+    /// `n` threads: the caller and `n − 1` helpers from a pool this crate keeps (shared by every optimizer that
+    /// asks for `n`). `Threads(0)` and `Threads(1)` are sequential.
+    Threads(usize),
+    /// A caller-provided rayon pool of `t` threads: the caller and `t − 1` of the pool's threads work on a step
+    /// (one stays free, as the caller takes its share). Prefer [`Parallelism::Threads`] unless the pool is shared
+    /// with other work.
     Pool(Arc<rayon::ThreadPool>),
 }
 
@@ -37,6 +47,7 @@ impl fmt::Debug for Parallelism {
         match self {
             Parallelism::Sequential => f.write_str("Sequential"),
             Parallelism::Global => f.write_str("Global"),
+            Parallelism::Threads(n) => write!(f, "Threads({n})"),
             Parallelism::Pool(p) => write!(f, "Pool({} threads)", p.current_num_threads()),
         }
     }
@@ -74,8 +85,9 @@ pub struct Config {
     pub isa: Option<Isa>,
     /// Where steps run (default: rayon's global pool).
     pub parallelism: Parallelism,
-    /// Steps with fewer elements than this run on the calling thread (default [`crate::PARALLEL_THRESHOLD`]).
-    pub parallel_threshold: usize,
+    /// Performance settings (prefetch distance, parallel threshold, piece size); `None` (default): this CPU's
+    /// entry of the built-in table, with `ADAGRAD_TUNE` applied. They never change results.
+    pub tuning: Option<Tuning>,
     /// What to do with NaN or ±∞ gradients (default: propagate, as PyTorch).
     pub non_finite: NonFinite,
 }
@@ -101,7 +113,7 @@ impl Config {
             precision: Precision::Exact,
             isa: None,
             parallelism: Parallelism::Global,
-            parallel_threshold: crate::PARALLEL_THRESHOLD,
+            tuning: None,
             non_finite: NonFinite::Propagate,
         }
     }
@@ -180,10 +192,22 @@ impl Config {
         self.non_finite = policy;
         self
     }
-    /// Sets [`Config::parallel_threshold`].
-    pub fn parallel_threshold(mut self, elements: usize) -> Self {
-        self.parallel_threshold = elements;
+    /// Sets [`Config::tuning`] (replacing the table and `ADAGRAD_TUNE`).
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = Some(Tuning {
+            source: TuningSource::Config,
+            ..tuning
+        });
         self
+    }
+    /// Sets the tuning's [`Tuning::parallel_threshold`]: the configured tuning's, or else this CPU's table entry's
+    /// (without `ADAGRAD_TUNE`).
+    pub fn parallel_threshold(self, elements: usize) -> Self {
+        let base = self.tuning.unwrap_or_else(|| Tuning::for_cpu(&Cpu::this()));
+        self.tuning(Tuning {
+            parallel_threshold: elements,
+            ..base
+        })
     }
 
     /// Checks every value: each must be finite and not negative, and eps = 0 together with
@@ -197,6 +221,9 @@ impl Config {
             ("eps", self.eps),
         ] {
             validate_value(field, value)?;
+        }
+        if let Some(t) = &self.tuning {
+            t.validate()?;
         }
         if self.eps == 0.0 && self.initial_accumulator_value == 0.0 {
             return Err(Error::InvalidConfig {

@@ -60,6 +60,14 @@ pub enum Error {
     },
     /// The requested kernel path cannot be used.
     Isa(IsaError),
+    /// Memory for this many elements cannot be allocated (or their size overflows the address space). Nothing
+    /// was allocated.
+    Alloc {
+        /// Elements asked for.
+        elements: usize,
+    },
+    /// `ADAGRAD_TUNE` or [`crate::Config::tuning`] holds something unusable (the message says what).
+    InvalidTune(String),
     /// A checkpoint could not be written or read.
     Checkpoint(crate::CheckpointError),
 }
@@ -115,6 +123,10 @@ impl fmt::Display for Error {
                 )
             }
             Error::Isa(e) => write!(f, "{e}"),
+            Error::InvalidTune(m) => write!(f, "invalid tuning: {m}"),
+            Error::Alloc { elements } => {
+                write!(f, "cannot allocate {elements} elements")
+            }
             Error::Checkpoint(e) => write!(f, "checkpoint: {e}"),
         }
     }

@@ -36,20 +36,25 @@
 //! # Ok::<(), adagrad::Error>(())
 //! ```
 
+mod buffer;
 mod checkpoint;
 mod config;
 mod error;
 mod optimizer;
 mod parallel;
+mod tuning;
 
 pub use adagrad_kernels::{
-    CopyOut, EpsPlacement, Float, Grad, Hyper, Isa, IsaError, Kernels, NoCopy, Precision, bf16, f16,
+    CopyOut, Cpu, EpsPlacement, Float, Grad, Hyper, Isa, IsaError, Kernels, NoCopy, Precision,
+    Vendor, bf16, f16,
 };
+pub use buffer::AlignedBuf;
 pub use checkpoint::{CheckpointError, FORMAT_VERSION, MAGIC};
 pub use config::{Config, NonFinite, Parallelism};
 pub use error::Error;
 pub use optimizer::{Adagrad, StepOutcome};
-pub use parallel::{ALIGN, GRAIN, PARALLEL_THRESHOLD};
+pub use parallel::ALIGN;
+pub use tuning::{PARALLEL_THRESHOLD, Tuning, TuningSource};
 
 /// The kernel crate, for direct use of one path (tests, benchmarks, custom loops).
 pub use adagrad_kernels as kernels;

@@ -1,10 +1,12 @@
 //! The optimizer: state per tensor, the step count, and the step itself.
 
 use crate::config::validate_value;
-use crate::parallel::{GRAIN, Seg};
-use crate::{Config, Error, NonFinite, Parallelism};
+use crate::parallel::{Seg, helpers};
+use crate::{AlignedBuf, Config, Error, NonFinite, Parallelism, Tuning};
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, Kernels, NoCopy};
+use rayon::ThreadPool;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// What a step did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +23,8 @@ pub enum StepOutcome {
 /// Adagrad over a fixed list of parameter tensors of type `T` (`f32` or `f64`).
 ///
 /// The kernel path is chosen once, at construction ([`Config::isa`], else `ADAGRAD_ISA`, else the best the CPU
-/// has). Every step checks all counts and lengths before writing anything.
+/// has), and so are the [`Tuning`] and the threads. Every step checks all counts and lengths before writing
+/// anything. The accumulators are [`AlignedBuf`]s (64-byte aligned; huge pages advised from 2 MiB).
 ///
 /// ```
 /// use adagrad::{Adagrad, Config};
@@ -38,23 +41,56 @@ pub enum StepOutcome {
 pub struct Adagrad<T: Float> {
     pub(crate) config: Config,
     kernels: Kernels,
-    pub(crate) state: Vec<Vec<T>>,
+    tuning: Tuning,
+    /// Helper threads (`None`: sequential) and the number of threads a step uses, the caller included.
+    pool: Option<Arc<ThreadPool>>,
+    threads: usize,
+    pub(crate) state: Vec<AlignedBuf<T>>,
     pub(crate) step: u64,
 }
 
 impl<T: Float> Adagrad<T> {
     /// An optimizer for tensors of the given lengths, each accumulator set to `initial_accumulator_value`.
+    ///
+    /// Sizes that cannot be allocated are an [`Error::Alloc`]; an invalid `ADAGRAD_ISA` or `ADAGRAD_TUNE` is an
+    /// error too.
     pub fn new(config: Config, lengths: &[usize]) -> Result<Self, Error> {
         config.validate()?;
         let kernels = match config.isa {
             Some(isa) => Kernels::new(isa)?,
             None => Kernels::from_env()?,
         };
+        let tuning = match config.tuning {
+            Some(t) => t,
+            None => Tuning::detect()?,
+        };
+        let kernels = kernels.with_prefetch(tuning.prefetch);
         let init = T::from_f64(config.initial_accumulator_value);
-        let state = lengths.iter().map(|&n| vec![init; n]).collect();
+        let mut state = Vec::new();
+        state
+            .try_reserve_exact(lengths.len())
+            .map_err(|_| Error::Alloc {
+                elements: lengths.len(),
+            })?;
+        for &n in lengths {
+            state.push(AlignedBuf::filled(n, init)?);
+        }
+        let (pool, threads) = match &config.parallelism {
+            Parallelism::Sequential => (None, 1),
+            Parallelism::Global => {
+                let n = rayon::current_num_threads();
+                (helpers(n), n)
+            }
+            Parallelism::Threads(n) => (helpers(*n), *n),
+            Parallelism::Pool(p) => (Some(p.clone()), p.current_num_threads()),
+        };
+        let threads = if pool.is_some() { threads } else { 1 };
         Ok(Adagrad {
             config,
             kernels,
+            tuning,
+            pool,
+            threads,
             state,
             step: 0,
         })
@@ -139,21 +175,19 @@ impl<T: Float> Adagrad<T> {
             }
         }
         let pr = self.config.precision;
-        let threshold = self.config.parallel_threshold;
         let seg = Seg::new(params, grads, &mut self.state, out);
-        let k = &self.kernels;
-        match &self.config.parallelism {
-            Parallelism::Sequential => seg.run(k, &h, pr, 1, threshold),
-            Parallelism::Global => seg.run(k, &h, pr, rayon::current_num_threads(), threshold),
-            Parallelism::Pool(pool) => {
-                let threads = pool.current_num_threads();
-                if threads <= 1 || seg.len() < threshold {
-                    seg.run(k, &h, pr, 1, threshold);
-                } else {
-                    pool.install(|| seg.run(k, &h, pr, threads, threshold));
-                }
-            }
-        }
+        let pool = self
+            .pool
+            .as_deref()
+            .filter(|_| seg.len() >= self.tuning.parallel_threshold);
+        seg.run(
+            &self.kernels,
+            &h,
+            pr,
+            pool,
+            self.threads,
+            self.tuning.min_piece,
+        );
         self.step += 1;
         Ok(StepOutcome::Applied)
     }
@@ -203,18 +237,15 @@ impl<T: Float> Adagrad<T> {
     fn count_non_finite<G: Grad<T>>(&self, grads: &[&[G]]) -> usize {
         let count = |g: &[G]| g.iter().filter(|x| !x.widen().is_finite()).count();
         let total: usize = grads.iter().map(|g| g.len()).sum();
-        let parallel = || {
-            grads
-                .par_iter()
-                .flat_map(|g| g.par_chunks(GRAIN))
-                .map(count)
-                .sum()
-        };
-        match &self.config.parallelism {
-            _ if total < self.config.parallel_threshold => grads.iter().map(|g| count(g)).sum(),
-            Parallelism::Sequential => grads.iter().map(|g| count(g)).sum(),
-            Parallelism::Global => parallel(),
-            Parallelism::Pool(pool) => pool.install(parallel),
+        match &self.pool {
+            Some(pool) if total >= self.tuning.parallel_threshold => pool.install(|| {
+                grads
+                    .par_iter()
+                    .flat_map(|g| g.par_chunks(self.tuning.min_piece.max(1)))
+                    .map(count)
+                    .sum()
+            }),
+            _ => grads.iter().map(|g| count(g)).sum(),
         }
     }
 
@@ -250,9 +281,26 @@ impl<T: Float> Adagrad<T> {
         self.step
     }
 
-    /// The accumulators G, one vector per tensor.
-    pub fn state(&self) -> &[Vec<T>] {
+    /// The accumulators G, one buffer per tensor.
+    pub fn state(&self) -> &[AlignedBuf<T>] {
         &self.state
+    }
+
+    /// The performance settings every step uses (see [`Tuning`]).
+    ///
+    /// ```
+    /// use adagrad::{Adagrad, Config};
+    /// let opt = Adagrad::<f32>::new(Config::default(), &[10])?;
+    /// println!("{}", opt.tuning()); // e.g. prefetch=0,threshold=65536,piece=16384 (table entry "intel")
+    /// # Ok::<(), adagrad::Error>(())
+    /// ```
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// How many threads a large step runs on, the calling thread included (1: sequential).
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The configuration.

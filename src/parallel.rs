@@ -3,21 +3,19 @@
 //! The tensors of a step are seen as one sequence of elements. A [`Seg`] is a contiguous run of it: an optional
 //! piece of a tensor, whole tensors, and an optional piece of another. Splitting a `Seg` in two (at a point that is
 //! a multiple of [`ALIGN`] from its tensor's start, so only a tensor's last piece has a kernel tail) needs no
-//! allocation, only re-borrows, so a step can recurse with `rayon::join` down to pieces of about
-//! [`GRAIN`] elements: small tensors end up batched in one task, huge ones split across all threads.
+//! allocation, only re-borrows. A parallel step is cut into one piece per thread: the calling thread runs the
+//! first itself, one helper task on the pool runs the rest (split further with `rayon::join`, one piece per
+//! remaining thread), and the caller spins until the helper is done instead of sleeping, so that steps of a few
+//! tens of microseconds still gain from threads. Small tensors end up batched in one piece, huge ones split.
 
+use crate::AlignedBuf;
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Kernels, Precision};
+use rayon::ThreadPool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Split points within a tensor are multiples of this many elements (the widest unrolled body: 4 × 16 lanes).
 pub const ALIGN: usize = 64;
-/// The default [`crate::Config::parallel_threshold`]: below this many elements in a step, the step runs on the
-/// calling thread, as a fork/join costs more than it saves. Chosen from `cargo bench --bench parallel`, group
-/// `crossover-f32` (2 threads always splitting vs one thread, f32, 2-vCPU Xeon): splitting loses up to 32,768
-/// elements (0.62 vs 0.52 ns/element there) and wins from 65,536 (0.42 vs 0.62).
-pub const PARALLEL_THRESHOLD: usize = 1 << 16;
-/// Leaves of the recursion hold about this many elements (or fewer, when that is needed to give every thread
-/// several pieces).
-pub const GRAIN: usize = 1 << 15;
 
 /// A piece of one tensor, with its copy-out piece when there is one.
 pub(crate) struct Part<'x, T, G, O> {
@@ -62,11 +60,11 @@ impl<'x, T, G, O> Part<'x, T, G, O> {
 
 /// A contiguous run of a step's elements: `head`, then whole tensors, then `tail`. `out` is empty when the step
 /// has no copy-out, else it has one slice per tensor.
-pub(crate) struct Seg<'x, 'b, 'c, T, G, O> {
+pub(crate) struct Seg<'x, 'b, 'c, T: Float, G, O> {
     head: Option<Part<'x, T, G, O>>,
     p: &'x mut [&'b mut [T]],
     g: &'x [&'x [G]],
-    s: &'x mut [Vec<T>],
+    s: &'x mut [AlignedBuf<T>],
     out: &'x mut [&'c mut [O]],
     tail: Option<Part<'x, T, G, O>>,
     len: usize,
@@ -82,10 +80,10 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>> Seg<'x, 'b, 'c, T, G, O> {
     pub(crate) fn new(
         p: &'x mut [&'b mut [T]],
         g: &'x [&'x [G]],
-        s: &'x mut [Vec<T>],
+        s: &'x mut [AlignedBuf<T>],
         out: &'x mut [&'c mut [O]],
     ) -> Self {
-        let len = s.iter().map(Vec::len).sum();
+        let len = s.iter().map(|s| s.len()).sum();
         Seg {
             head: None,
             p,
@@ -243,38 +241,103 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>> Seg<'x, 'b, 'c, T, G, O> {
         }
     }
 
-    /// Splits in halves down to about `grain` elements, each half on `rayon::join`.
-    fn run_split(self, k: &Kernels, h: &Hyper<T>, pr: Precision, grain: usize) {
-        if self.len <= grain {
+    /// Runs as `pieces` pieces of about equal element counts, each on `rayon::join`.
+    fn run_split(self, k: &Kernels, h: &Hyper<T>, pr: Precision, pieces: usize) {
+        if pieces <= 1 {
             return self.run_here(k, h, pr);
         }
-        let half = self.len / 2;
-        let (l, r) = self.split(half);
-        if l.len == 0 || r.len == 0 {
-            // Nothing to split at an aligned point (a single short piece).
-            l.run_here(k, h, pr);
-            return r.run_here(k, h, pr);
-        }
+        let left = pieces / 2;
+        let at = (self.len as u128 * left as u128 / pieces as u128) as usize;
+        let (l, r) = self.split(at);
         rayon::join(
-            || l.run_split(k, h, pr, grain),
-            || r.run_split(k, h, pr, grain),
+            || l.run_split(k, h, pr, left),
+            || r.run_split(k, h, pr, pieces - left),
         );
     }
 
-    /// Runs the step: on this thread below `threshold` elements or with one thread, else split for `threads`.
+    /// Runs the step on `threads` threads (the caller and `threads − 1` of `pool`'s), in pieces of at least
+    /// `min_piece` elements; on the calling thread alone when there is no pool, one thread, or one piece.
     pub(crate) fn run(
         self,
         k: &Kernels,
         h: &Hyper<T>,
         pr: Precision,
+        pool: Option<&ThreadPool>,
         threads: usize,
-        threshold: usize,
+        min_piece: usize,
     ) {
-        if threads <= 1 || self.len < threshold {
+        let pieces = threads.min(self.len / min_piece.max(1));
+        let Some(pool) = pool.filter(|_| pieces > 1) else {
             return self.run_here(k, h, pr);
+        };
+        let share = self.len / pieces;
+        let (mine, rest) = self.split(share);
+        if mine.len == 0 || rest.len == 0 {
+            // Nothing to split at an aligned point (one short tensor).
+            mine.run_here(k, h, pr);
+            return rest.run_here(k, h, pr);
         }
-        // At least four pieces per thread for balance, none smaller than an eighth of GRAIN.
-        let grain = GRAIN.min(self.len / (4 * threads)).max(GRAIN / 8);
-        self.run_split(k, h, pr, grain);
+        let done = AtomicBool::new(false);
+        pool.in_place_scope(|scope| {
+            scope.spawn(|_| {
+                let _done = SetOnDrop(&done);
+                rest.run_split(k, h, pr, pieces - 1);
+            });
+            mine.run_here(k, h, pr);
+            wait(&done);
+        });
     }
+}
+
+/// Sets the flag when dropped: on completion and, should the task unwind, then too, so the caller never waits
+/// forever.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Waits for the helper: spinning first (a step's pieces finish within microseconds of each other, and a sleeping
+/// caller would pay a wake-up on every step), yielding the CPU after that.
+fn wait(done: &AtomicBool) {
+    let mut spins = 0u32;
+    while !done.load(Ordering::Acquire) {
+        if spins < SPINS {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Spin iterations before the caller starts yielding (tens of microseconds to a few milliseconds, depending on
+/// the CPU's pause latency).
+const SPINS: u32 = 1 << 15;
+
+/// The helper pool for `threads` threads in all (`threads − 1` workers; the caller is the last), built once per
+/// count and shared. `None` for one thread or fewer, or if the threads cannot be started (the step then runs
+/// on the calling thread).
+pub(crate) fn helpers(threads: usize) -> Option<Arc<ThreadPool>> {
+    /// The pools built so far, by thread count.
+    type Pools = Mutex<Vec<(usize, Arc<ThreadPool>)>>;
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    if threads <= 1 {
+        return None;
+    }
+    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
+    let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = pools.iter().find(|(n, _)| *n == threads) {
+        return Some(p.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads - 1)
+        .thread_name(|i| format!("adagrad-{i}"))
+        .build()
+        .ok()?;
+    let pool = Arc::new(pool);
+    pools.push((threads, pool.clone()));
+    Some(pool)
 }

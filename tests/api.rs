@@ -221,7 +221,7 @@ fn every_path_and_parallelism_gives_the_same_bits() {
         for g in &grads {
             opt.step_flat(&mut p, g).unwrap();
         }
-        (p, opt.state()[0].clone())
+        (p, opt.state()[0].to_vec())
     };
     let want = run(Config::default()
         .isa(Isa::Scalar)

@@ -1,7 +1,7 @@
 //! Which path runs: CPU detection (once, cached), the `ADAGRAD_ISA` override, and the kernel table that can only
 //! be built for a path the CPU supports.
 
-use crate::lanes::Mode;
+use crate::lanes::{Mode, Pass};
 use crate::{CopyOut, Float, Grad, Hyper, LengthMismatch, NoCopy, Precision, arch, reference};
 use std::fmt;
 use std::str::FromStr;
@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 /// A type-erased update entry point: gradients and copy-out behind raw pointers, their formats fixed by the table
 /// slot. Callers must guarantee the ISA, equal lengths, and that the pointers match the slot's formats.
-pub(crate) type RawFn<T> = unsafe fn(&mut [T], *const (), &mut [T], *mut (), &Hyper<T>, Mode);
+pub(crate) type RawFn<T> = unsafe fn(&mut [T], *const (), &mut [T], *mut (), &Hyper<T>, Pass);
 
 /// One dtype's entry points of a path, `update[grad kind][copy-out kind]`.
 #[doc(hidden)]
@@ -29,9 +29,9 @@ pub(crate) trait Path {
         s: &mut [f32],
         out: &mut [O],
         h: &Hyper<f32>,
-        mode: Mode,
+        pass: Pass,
     );
-    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode);
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pass: Pass);
 }
 
 /// The scalar path: the reference, element by element.
@@ -44,33 +44,12 @@ impl Path for Scalar {
         s: &mut [f32],
         out: &mut [O],
         h: &Hyper<f32>,
-        mode: Mode,
+        _: Pass,
     ) {
-        match mode {
-            Mode::Stream => scalar_stream(p, g, s, out),
-            _ => reference::mixed_same_len(p, g, s, out, h),
-        }
+        reference::mixed_same_len(p, g, s, out, h)
     }
-    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode) {
-        match mode {
-            Mode::Stream => scalar_stream::<f64, f64, NoCopy>(p, g, s, &mut []),
-            _ => reference::mixed_same_len::<f64, f64, NoCopy>(p, g, s, &mut [], h),
-        }
-    }
-}
-
-fn scalar_stream<T: Float, G: Grad<T>, O: CopyOut<T>>(
-    p: &mut [T],
-    g: &[G],
-    s: &mut [T],
-    out: &mut [O],
-) {
-    for (i, ((p, &g), s)) in p.iter_mut().zip(g).zip(s.iter_mut()).enumerate() {
-        *p = *p + g.widen();
-        *s = *s + g.widen();
-        if O::KIND != 0 {
-            out[i] = O::narrow(*p);
-        }
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, _: Pass) {
+        reference::mixed_same_len::<f64, f64, NoCopy>(p, g, s, &mut [], h)
     }
 }
 
@@ -85,14 +64,14 @@ unsafe fn raw32<P: Path, G: Grad<f32>, O: CopyOut<f32>>(
     s: &mut [f32],
     out: *mut (),
     h: &Hyper<f32>,
-    mode: Mode,
+    pass: Pass,
 ) {
     let n = p.len();
     // SAFETY: this function's contract.
     unsafe {
         let g = std::slice::from_raw_parts(g.cast::<G>(), n);
         let out = std::slice::from_raw_parts_mut(out.cast::<O>(), if O::KIND == 0 { 0 } else { n });
-        P::f32(p, g, s, out, h, mode)
+        P::f32(p, g, s, out, h, pass)
     }
 }
 
@@ -106,7 +85,7 @@ unsafe fn raw64<P: Path>(
     s: &mut [f64],
     _: *mut (),
     h: &Hyper<f64>,
-    mode: Mode,
+    pass: Pass,
 ) {
     // SAFETY: this function's contract.
     unsafe {
@@ -115,7 +94,7 @@ unsafe fn raw64<P: Path>(
             std::slice::from_raw_parts(g.cast::<f64>(), p.len()),
             s,
             h,
-            mode,
+            pass,
         )
     }
 }
@@ -126,6 +105,7 @@ fn table<P: Path>(isa: Isa) -> Kernels {
     let f64_update: RawFn<f64> = raw64::<P>;
     Kernels {
         isa,
+        prefetch: 0,
         f32: Entry {
             update: [
                 [
@@ -285,17 +265,22 @@ fn has_avx512f() -> bool {
 }
 
 /// The kernel table of one path. It can only be built through [`Kernels::new`], which checks the CPU, so holding
-/// one proves its entry points are safe to call.
+/// one proves its entry points are safe to call. It also carries the software prefetch distance its passes use
+/// ([`Kernels::with_prefetch`]; none by default), a hint that never changes results.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     isa: Isa,
+    prefetch: usize,
     pub(crate) f32: Entry<f32>,
     pub(crate) f64: Entry<f64>,
 }
 
 impl fmt::Debug for Kernels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Kernels").field("isa", &self.isa).finish()
+        f.debug_struct("Kernels")
+            .field("isa", &self.isa)
+            .field("prefetch", &self.prefetch)
+            .finish()
     }
 }
 
@@ -338,6 +323,32 @@ impl Kernels {
     /// The path this table runs.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The same table, asking for cache lines `bytes` ahead of the loop in each stream (0: no software
+    /// prefetch, the hardware prefetcher alone). Results are identical whatever the distance; only speed at
+    /// memory-bound sizes changes, and which distance is best depends on the CPU (see `adagrad::Tuning`). Values
+    /// above [`Kernels::MAX_PREFETCH`] are clamped to it.
+    ///
+    /// ```
+    /// use adagrad_kernels::Kernels;
+    /// let k = Kernels::best().with_prefetch(4096);
+    /// assert_eq!(k.prefetch(), 4096);
+    /// assert_eq!(Kernels::best().prefetch(), 0);
+    /// ```
+    pub fn with_prefetch(self, bytes: usize) -> Kernels {
+        Kernels {
+            prefetch: bytes.min(Self::MAX_PREFETCH),
+            ..self
+        }
+    }
+
+    /// The largest prefetch distance [`Kernels::with_prefetch`] accepts (1 MiB).
+    pub const MAX_PREFETCH: usize = 1 << 20;
+
+    /// The software prefetch distance in bytes (0: none).
+    pub fn prefetch(&self) -> usize {
+        self.prefetch
     }
 
     /// One Adagrad step over `params`, `grads`, `state` (see [`crate::reference`] for the math).
@@ -385,7 +396,11 @@ impl Kernels {
             Precision::Exact => Mode::Exact,
             Precision::Fast => Mode::Fast,
         };
-        self.run(params, grads, state, out, h, mode)
+        let pass = Pass {
+            mode,
+            prefetch: self.prefetch,
+        };
+        self.run(params, grads, state, out, h, pass)
     }
 
     /// Checks the lengths and calls the table entry of these formats.
@@ -397,7 +412,7 @@ impl Kernels {
         state: &mut [T],
         out: Option<&mut [O]>,
         h: &Hyper<T>,
-        mode: Mode,
+        pass: Pass,
     ) -> Result<(), LengthMismatch> {
         LengthMismatch::check(params.len(), grads.len(), state.len())?;
         let (out_kind, out_ptr) = match out {
@@ -411,32 +426,7 @@ impl Kernels {
         // SAFETY: `self` was built by `Kernels::new`, which checked that the CPU runs `self.isa`; the lengths were
         // checked above; slot [G::KIND][out_kind] was filled for exactly these formats by `table`, and `out_ptr`
         // is only read as a slice when `out_kind` is not 0.
-        unsafe { f(params, grads.as_ptr().cast(), state, out_ptr, h, mode) };
+        unsafe { f(params, grads.as_ptr().cast(), state, out_ptr, h, pass) };
         Ok(())
-    }
-
-    /// The same-traffic stream on this path: reads the three slices and writes `params ← params + grads`,
-    /// `state ← state + grads`. It moves exactly the bytes of an update with trivially cheap arithmetic, at the
-    /// same vector width: benchmarks use it as the ceiling of a memory-bound step.
-    pub fn stream<T: Float>(
-        &self,
-        params: &mut [T],
-        grads: &[T],
-        state: &mut [T],
-    ) -> Result<(), LengthMismatch> {
-        self.stream_with::<T, T, NoCopy>(params, grads, state, None)
-    }
-
-    /// The stream with the traffic of [`Kernels::update_with`]: gradients in format `G` and, when `out` is given,
-    /// the copy-out written too.
-    pub fn stream_with<T: Float, G: Grad<T>, O: CopyOut<T>>(
-        &self,
-        params: &mut [T],
-        grads: &[G],
-        state: &mut [T],
-        out: Option<&mut [O]>,
-    ) -> Result<(), LengthMismatch> {
-        let h = Hyper::new(0.0, 0.0, 1, 0.0, 0.0, false, crate::EpsPlacement::Outside);
-        self.run(params, grads, state, out, &h, Mode::Stream)
     }
 }

@@ -12,15 +12,20 @@ pub(crate) enum Mode {
     Exact,
     /// The update with approximate reciprocals (`Precision::Fast`).
     Fast,
-    /// The same-traffic stream: `p ← p + g`, `s ← s + g` (and the copy-out), the memory traffic of an update with
-    /// trivially cheap arithmetic. Benchmarks use it as the ceiling a memory-bound update can reach.
-    Stream,
+}
+
+/// How one pass runs: what it computes, and how far ahead of the loop it asks for cache lines. The prefetch
+/// distance is a hint with no effect on results; it is chosen per CPU (see `Kernels::with_prefetch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pass {
+    pub(crate) mode: Mode,
+    /// Bytes ahead of the current element of each stream; 0: no software prefetch.
+    pub(crate) prefetch: usize,
 }
 
 /// `Mode` as a const parameter.
 const EXACT: u8 = 0;
 const FAST: u8 = 1;
-const STREAM: u8 = 2;
 
 /// A vector of `N` lanes of `T`. Every method is `unsafe` because the instructions behind it exist only on
 /// CPUs with the type's ISA: callers must have checked it (the lane types are only used inside the
@@ -101,21 +106,20 @@ pub(crate) unsafe fn update<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>>(
     s: &mut [V::T],
     out: &mut [O],
     h: &Hyper<V::T>,
-    mode: Mode,
+    pass: Pass,
 ) {
     debug_assert!(
         p.len() == g.len() && p.len() == s.len() && (O::KIND == 0 || out.len() == p.len())
     );
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        match mode {
-            Mode::Stream => body::<V, G, O, STREAM, false, false, false>(p, g, s, out, h),
+        match pass.mode {
             // With a copy-out the conversion competes with the Newton steps for the same ports: measured no
             // faster than Exact (AVX-512) or slower (AVX2), so it runs Exact.
             Mode::Fast if V::FAST_PAYS && O::KIND == 0 => {
-                by_decay::<V, G, O, FAST>(p, g, s, out, h)
+                by_decay::<V, G, O, FAST>(p, g, s, out, h, pass.prefetch)
             }
-            _ => by_decay::<V, G, O, EXACT>(p, g, s, out, h),
+            _ => by_decay::<V, G, O, EXACT>(p, g, s, out, h, pass.prefetch),
         }
     }
 }
@@ -130,13 +134,14 @@ unsafe fn by_decay<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>, const OP: u8>(
     s: &mut [V::T],
     out: &mut [O],
     h: &Hyper<V::T>,
+    pf: usize,
 ) {
     // SAFETY: forwarded from `update`'s contract.
     unsafe {
         if h.weight_decay != <V::T as Float>::ZERO {
-            by_placement::<V, G, O, OP, true>(p, g, s, out, h)
+            by_placement::<V, G, O, OP, true>(p, g, s, out, h, pf)
         } else {
-            by_placement::<V, G, O, OP, false>(p, g, s, out, h)
+            by_placement::<V, G, O, OP, false>(p, g, s, out, h, pf)
         }
     }
 }
@@ -148,12 +153,13 @@ unsafe fn by_placement<V: Lanes, G: Grad<V::T>, O: CopyOut<V::T>, const OP: u8, 
     s: &mut [V::T],
     out: &mut [O],
     h: &Hyper<V::T>,
+    pf: usize,
 ) {
     // SAFETY: forwarded from `update`'s contract.
     unsafe {
         match h.eps_placement {
-            EpsPlacement::Outside => by_scale::<V, G, O, OP, WD, false>(p, g, s, out, h),
-            EpsPlacement::Inside => by_scale::<V, G, O, OP, WD, true>(p, g, s, out, h),
+            EpsPlacement::Outside => by_scale::<V, G, O, OP, WD, false>(p, g, s, out, h, pf),
+            EpsPlacement::Inside => by_scale::<V, G, O, OP, WD, true>(p, g, s, out, h, pf),
         }
     }
 }
@@ -172,20 +178,21 @@ unsafe fn by_scale<
     s: &mut [V::T],
     out: &mut [O],
     h: &Hyper<V::T>,
+    pf: usize,
 ) {
     // SAFETY: forwarded from `update`'s contract.
     unsafe {
         if h.grad_scale.is_some() {
-            body::<V, G, O, OP, WD, INSIDE, true>(p, g, s, out, h)
+            body::<V, G, O, OP, WD, INSIDE, true>(p, g, s, out, h, pf)
         } else {
-            body::<V, G, O, OP, WD, INSIDE, false>(p, g, s, out, h)
+            body::<V, G, O, OP, WD, INSIDE, false>(p, g, s, out, h, pf)
         }
     }
 }
 
 /// The loop: unrolled by [`UNROLL`] vectors, then single vectors, then the tail (through the reference in
-/// Exact mode, through one padded vector in Fast mode so that every element sees the same formula, element by
-/// element in Stream mode).
+/// Exact mode, through one padded vector in Fast mode so that every element sees the same formula). `pf` is the
+/// software prefetch distance in bytes (0: none).
 #[inline(always)]
 unsafe fn body<
     V: Lanes,
@@ -201,6 +208,7 @@ unsafe fn body<
     s: &mut [V::T],
     out: &mut [O],
     h: &Hyper<V::T>,
+    pf: usize,
 ) {
     let n = p.len();
     let (pp, gp, sp, op) = (p.as_mut_ptr(), g.as_ptr(), s.as_mut_ptr(), out.as_mut_ptr());
@@ -227,8 +235,17 @@ unsafe fn body<
         // not inlined, would call every intrinsic out of line.
         let step = at::<V, G, O, OP, WD, INSIDE, SCALE>;
         let mut i = 0;
+        if pf != 0 {
+            let ahead = pf / size_of::<V::T>();
+            while i + UNROLL * V::N <= n {
+                prefetch::<V, G>(pp, gp, sp, i + ahead, n);
+                for u in 0..UNROLL {
+                    step(pp, gp, sp, op, i + u * V::N, &c);
+                }
+                i += UNROLL * V::N;
+            }
+        }
         while i + UNROLL * V::N <= n {
-            prefetch::<V, G>(pp, gp, sp, i + PREFETCH_BYTES / size_of::<V::T>(), n);
             for u in 0..UNROLL {
                 step(pp, gp, sp, op, i + u * V::N, &c);
             }
@@ -243,11 +260,7 @@ unsafe fn body<
         }
         if OP != FAST {
             for j in i..n {
-                let (np, ns) = if OP == STREAM {
-                    (p[j] + g[j].widen(), s[j] + g[j].widen())
-                } else {
-                    reference::update_one(p[j], g[j].widen(), s[j], h)
-                };
+                let (np, ns) = reference::update_one(p[j], g[j].widen(), s[j], h);
                 (p[j], s[j]) = (np, ns);
                 if O::KIND != 0 {
                     out[j] = O::narrow(np);
@@ -280,11 +293,8 @@ unsafe fn body<
     }
 }
 
-/// How far ahead of the loop the streams are prefetched.
-const PREFETCH_BYTES: usize = 8192;
-
 /// Asks for the cache lines of the unrolled iteration at element `i` of the three streams (a hint: no effect on
-/// results; the hardware prefetcher alone leaves a single thread short of the memory stream at DRAM sizes).
+/// results). Whether it helps depends on the CPU's hardware prefetcher: the distance is chosen per CPU.
 #[inline(always)]
 fn prefetch<V: Lanes, G>(pp: *mut V::T, gp: *const G, sp: *mut V::T, i: usize, n: usize) {
     // Elsewhere the hardware prefetcher is left alone.
@@ -357,9 +367,6 @@ unsafe fn lanes_step<
 ) -> (V, V) {
     // SAFETY: the caller guarantees the ISA.
     unsafe {
-        if OP == STREAM {
-            return (p.add(g), s.add(g));
-        }
         let mut g = g;
         if SCALE {
             g = g.div(c.scale);

@@ -22,10 +22,12 @@
 //! println!("ran on {}", k.isa());
 //! ```
 mod arch;
+mod cpu;
 mod dispatch;
 mod lanes;
 pub mod reference;
 
+pub use cpu::{Cpu, Vendor};
 pub use dispatch::{Isa, IsaError, Kernels};
 pub use half::{bf16, f16};
 

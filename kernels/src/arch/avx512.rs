@@ -5,7 +5,7 @@
 //! The sign flip uses integer XOR, as `_mm512_xor_ps` would need AVX-512DQ.
 
 use crate::dispatch::Path;
-use crate::lanes::{self, Lanes, Mode};
+use crate::lanes::{self, Lanes, Pass};
 use crate::{CopyOut, Grad, Hyper, NoCopy};
 use core::arch::x86_64::*;
 
@@ -218,14 +218,14 @@ impl Path for Avx512 {
         s: &mut [f32],
         out: &mut [O],
         h: &Hyper<f32>,
-        mode: Mode,
+        pass: Pass,
     ) {
         // SAFETY: `update_f32`'s contract is this function's.
-        unsafe { update_f32(p, g, s, out, h, mode) }
+        unsafe { update_f32(p, g, s, out, h, pass) }
     }
-    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode) {
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pass: Pass) {
         // SAFETY: `update_f64`'s contract is this function's.
-        unsafe { update_f64(p, g, s, h, mode) }
+        unsafe { update_f64(p, g, s, h, pass) }
     }
 }
 
@@ -238,16 +238,16 @@ unsafe fn update_f32<G: Grad<f32>, O: CopyOut<f32>>(
     s: &mut [f32],
     out: &mut [O],
     h: &Hyper<f32>,
-    mode: Mode,
+    pass: Pass,
 ) {
     // SAFETY: this function's contract is the body's.
-    unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, mode) }
+    unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, pass) }
 }
 
 /// # Safety
 /// The CPU has AVX-512F; the three slices have the same length.
 #[target_feature(enable = "avx512f")]
-unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode) {
+unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pass: Pass) {
     // SAFETY: this function's contract is the body's.
-    unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, mode) }
+    unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, pass) }
 }

@@ -6,7 +6,7 @@
 //! lane, through the same functions the reference uses.
 
 use crate::dispatch::Path;
-use crate::lanes::{self, Lanes, Mode};
+use crate::lanes::{self, Lanes, Pass};
 use crate::{CopyOut, Grad, Hyper, NoCopy};
 use wide::{f32x8, f64x4};
 
@@ -193,13 +193,13 @@ impl Path for Portable {
         s: &mut [f32],
         out: &mut [O],
         h: &Hyper<f32>,
-        mode: Mode,
+        pass: Pass,
     ) {
         // SAFETY: the body's contract is this function's.
-        unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, mode) }
+        unsafe { lanes::update::<F32s, G, O>(p, g, s, out, h, pass) }
     }
-    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, mode: Mode) {
+    unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pass: Pass) {
         // SAFETY: the body's contract is this function's.
-        unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, mode) }
+        unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, pass) }
     }
 }

@@ -1,0 +1,291 @@
+//! Calibration: measures, on this CPU, the choices [`adagrad::Tuning`] makes, in interleaved rounds (every
+//! variant once per round, in turn; medians of per-round ratios against the first variant), and prints the
+//! `ADAGRAD_TUNE` setting the measurements favour next to this CPU's table entry.
+//!
+//! `cargo run --release --example calibrate [-- --quick] [--json PATH]`
+//!
+//! 1. Software prefetch distance (0 = none, 2, 4, 8, 16 KiB) at 1M and 16M elements, f32 and f64, 1 thread,
+//!    and 16M on all threads.
+//! 2. Threads: one thread against all, with the parallel threshold at 0, from 8K to 256K elements (f32 and f64):
+//!    where a parallel step starts to pay.
+//! 3. Buffers: the crate's `AlignedBuf` (64-byte aligned, 2 MiB aligned and advised for huge pages from 2 MiB)
+//!    against `Vec` for parameters, gradients and state, at 1M and 16M elements.
+//!
+//! Every variant computes the same bits; only time differs.
+
+use adagrad::{Adagrad, AlignedBuf, Config, Cpu, Float, Parallelism, Tuning};
+use std::time::Instant;
+
+type Pass<'a> = Box<dyn FnMut() + 'a>;
+
+/// Seconds per call of `f`: the median of 3 samples of about `secs` seconds each.
+fn time(f: &mut dyn FnMut(), secs: f64) -> f64 {
+    f();
+    let t0 = Instant::now();
+    f();
+    let one = t0.elapsed().as_secs_f64().max(1e-9);
+    let iters = ((secs / 3.0 / one).ceil() as usize).clamp(1, 1 << 20);
+    let mut v: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[1]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Interleaved rounds over `variants`; returns (name, median ns per element, median of per-round speedups over
+/// the first variant, min, max).
+fn ab(
+    variants: &mut [(String, Pass<'_>)],
+    n: usize,
+    rounds: usize,
+    secs: f64,
+) -> Vec<(String, f64, f64, f64, f64)> {
+    let mut t = vec![Vec::new(); variants.len()];
+    for r in 0..rounds {
+        // Alternate the order each round so that neither end of the round is favoured.
+        let order: Vec<usize> = if r % 2 == 0 {
+            (0..variants.len()).collect()
+        } else {
+            (0..variants.len()).rev().collect()
+        };
+        for i in order {
+            t[i].push(time(&mut variants[i].1, secs));
+        }
+    }
+    variants
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let ratios: Vec<f64> = t[0].iter().zip(&t[i]).map(|(a, b)| a / b).collect();
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            (
+                name.clone(),
+                median(t[i].clone()) * 1e9 / n as f64,
+                median(ratios),
+                lo,
+                hi,
+            )
+        })
+        .collect()
+}
+
+/// Buffers of one size: parameters, gradients, state.
+fn arrays<T: Float>(n: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+    (
+        (0..n)
+            .map(|i| T::from_f64(0.5 + (i % 13) as f64 * 0.01))
+            .collect(),
+        (0..n)
+            .map(|i| T::from_f64((i % 97) as f64 * 1e-3 - 0.048))
+            .collect(),
+        vec![T::from_f64(0.1); n],
+    )
+}
+
+struct Out {
+    lines: Vec<String>,
+    json: Vec<serde_json::Value>,
+}
+
+impl Out {
+    fn section(
+        &mut self,
+        experiment: &str,
+        dtype: &str,
+        n: usize,
+        threads: usize,
+        rows: &[(String, f64, f64, f64, f64)],
+    ) {
+        for (name, ns, ratio, lo, hi) in rows {
+            let line = format!(
+                "{experiment:<9} {dtype:<4} n={n:>9} thr={threads}  {name:<22} {ns:>7.3} ns/el  vs first {ratio:>5.2}x ({lo:.2}..{hi:.2})"
+            );
+            println!("{line}");
+            self.lines.push(line);
+            self.json.push(serde_json::json!({
+                "experiment": experiment, "dtype": dtype, "n": n, "threads": threads, "variant": name,
+                "ns_per_elem": ns, "speedup_vs_first": ratio, "speedup_min": lo, "speedup_max": hi,
+            }));
+        }
+    }
+}
+
+fn tuned(base: Tuning, prefetch: usize, threshold: usize) -> Tuning {
+    Tuning {
+        prefetch,
+        parallel_threshold: threshold,
+        ..base
+    }
+}
+
+fn prefetch_experiment<T: Float>(
+    out: &mut Out,
+    n: usize,
+    threads: usize,
+    rounds: usize,
+    secs: f64,
+) {
+    let base = Tuning::for_cpu(&Cpu::this());
+    let (p0, g, _) = arrays::<T>(n);
+    let mut variants: Vec<(String, Pass<'_>)> = Vec::new();
+    for pf in [0usize, 2048, 4096, 8192, 16384] {
+        let par = if threads == 1 {
+            Parallelism::Sequential
+        } else {
+            Parallelism::Threads(threads)
+        };
+        let config = Config::default()
+            .initial_accumulator_value(0.1)
+            .parallelism(par)
+            .tuning(tuned(base, pf, 0));
+        let mut opt = Adagrad::<T>::new(config, &[n]).expect("valid");
+        let mut p = p0.clone();
+        let g = &g;
+        variants.push((
+            format!("prefetch={pf}"),
+            Box::new(move || {
+                opt.step_flat(&mut p, g).expect("lengths match");
+            }),
+        ));
+    }
+    let rows = ab(&mut variants, n, rounds, secs);
+    out.section("prefetch", T::NAME, n, threads, &rows);
+}
+
+fn threads_experiment<T: Float>(out: &mut Out, n: usize, threads: usize, rounds: usize, secs: f64) {
+    let base = Tuning::for_cpu(&Cpu::this());
+    let (p0, g, _) = arrays::<T>(n);
+    let mut variants: Vec<(String, Pass<'_>)> = Vec::new();
+    for t in [1, threads] {
+        let par = if t == 1 {
+            Parallelism::Sequential
+        } else {
+            Parallelism::Threads(t)
+        };
+        let config = Config::default()
+            .initial_accumulator_value(0.1)
+            .parallelism(par)
+            .tuning(tuned(base, base.prefetch, 0));
+        let mut opt = Adagrad::<T>::new(config, &[n]).expect("valid");
+        let mut p = p0.clone();
+        let g = &g;
+        variants.push((
+            format!("threads={t}"),
+            Box::new(move || {
+                opt.step_flat(&mut p, g).expect("lengths match");
+            }),
+        ));
+    }
+    let rows = ab(&mut variants, n, rounds, secs);
+    out.section("threads", T::NAME, n, threads, &rows);
+}
+
+fn buffers_experiment<T: Float>(out: &mut Out, n: usize, rounds: usize, secs: f64) {
+    let (p0, g0, _) = arrays::<T>(n);
+    let k = adagrad::Kernels::best().with_prefetch(Tuning::for_cpu(&Cpu::this()).prefetch);
+    let h = adagrad::Hyper::<T>::new(
+        0.01,
+        0.0,
+        1,
+        0.0,
+        1e-10,
+        false,
+        adagrad::EpsPlacement::Outside,
+    );
+    let pr = adagrad::Precision::Exact;
+    let (mut vp, vg, mut vs) = (p0.clone(), g0.clone(), vec![T::from_f64(0.1); n]);
+    let mut ap = AlignedBuf::from_slice(&p0).expect("memory");
+    let ag = AlignedBuf::from_slice(&g0).expect("memory");
+    let mut as_ = AlignedBuf::filled(n, T::from_f64(0.1)).expect("memory");
+    let mut variants: Vec<(String, Pass<'_>)> = vec![
+        (
+            "Vec".into(),
+            Box::new(|| k.update(&mut vp, &vg, &mut vs, &h, pr).expect("lengths")),
+        ),
+        (
+            "AlignedBuf".into(),
+            Box::new(|| k.update(&mut ap, &ag, &mut as_, &h, pr).expect("lengths")),
+        ),
+    ];
+    let rows = ab(&mut variants, n, rounds, secs);
+    out.section("buffers", T::NAME, n, 1, &rows);
+}
+
+fn main() {
+    let mut quick = false;
+    let mut json = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--json" => json = args.next(),
+            _ => {
+                eprintln!("usage: calibrate [--quick] [--json PATH]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let (rounds, secs) = if quick { (5, 0.03) } else { (9, 0.06) };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("CPU: {cpu} ({}), {threads} threads", Cpu::this());
+    println!("table entry: {}", Tuning::for_cpu(&Cpu::this()));
+    println!(
+        "rounds: {rounds}, ~{secs} s per variant per round; ratios > 1: faster than the first variant\n"
+    );
+    let mut out = Out {
+        lines: Vec::new(),
+        json: Vec::new(),
+    };
+    for n in [1usize << 20, 1 << 24] {
+        prefetch_experiment::<f32>(&mut out, n, 1, rounds, secs);
+        prefetch_experiment::<f64>(&mut out, n, 1, rounds, secs);
+    }
+    if threads > 1 {
+        prefetch_experiment::<f32>(&mut out, 1 << 24, threads, rounds, secs);
+        prefetch_experiment::<f64>(&mut out, 1 << 24, threads, rounds, secs);
+        for n in [8192usize, 16384, 32768, 65536, 131072, 262144] {
+            threads_experiment::<f32>(&mut out, n, threads, rounds, secs);
+            threads_experiment::<f64>(&mut out, n, threads, rounds, secs);
+        }
+    }
+    for n in [1usize << 20, 1 << 24] {
+        buffers_experiment::<f32>(&mut out, n, rounds, secs);
+        buffers_experiment::<f64>(&mut out, n, rounds, secs);
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "schema": "adagrad-calibrate/v1",
+            "cpu": cpu,
+            "cpuid": Cpu::this().to_string(),
+            "threads": threads,
+            "table_entry": Tuning::for_cpu(&Cpu::this()).to_string(),
+            "rounds": rounds,
+            "rows": out.json,
+        });
+        match std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")) {
+            Ok(()) => println!("\nJSON: {path}"),
+            Err(e) => eprintln!("calibrate: cannot write {path}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! [`AlignedBuf`]: the crate's own allocation for accumulators, offered to users for parameters and gradients.
+//!
+//! Cache-line (64-byte) aligned, so no vector load of the kernels straddles two lines at a buffer's start; from
+//! [`AlignedBuf::HUGE`] bytes on, aligned to 2 MiB and, on Linux, advised for transparent huge pages
+//! (`madvise(MADV_HUGEPAGE)`), so that a large table is mapped with a few hundred TLB entries instead of tens of
+//! thousands. Allocation is fallible: a size that cannot be allocated is an [`Error::Alloc`], never a panic or
+//! an abort.
+
+use crate::Error;
+use adagrad_kernels::Float;
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+/// A fixed-length, aligned, heap-allocated array of `T` (see the module documentation).
+///
+/// ```
+/// use adagrad::AlignedBuf;
+/// let mut w = AlignedBuf::<f32>::filled(1000, 0.5)?;
+/// assert_eq!(w.as_ptr() as usize % 64, 0);
+/// w[3] = 1.0;
+/// assert_eq!(w[..4], [0.5, 0.5, 0.5, 1.0]);
+/// # Ok::<(), adagrad::Error>(())
+/// ```
+pub struct AlignedBuf<T: Float> {
+    ptr: NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: an AlignedBuf owns its elements exclusively, like a Vec<T>; T is Send + Sync (Float's bounds).
+unsafe impl<T: Float> Send for AlignedBuf<T> {}
+// SAFETY: as above; shared access only hands out &[T].
+unsafe impl<T: Float> Sync for AlignedBuf<T> {}
+
+impl<T: Float> AlignedBuf<T> {
+    /// From this many bytes on, buffers are 2 MiB aligned and advised for transparent huge pages.
+    pub const HUGE: usize = 2 << 20;
+    /// The alignment of every buffer below [`AlignedBuf::HUGE`] bytes (one cache line).
+    pub const ALIGN: usize = 64;
+
+    fn layout(len: usize) -> Result<Layout, Error> {
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .ok_or(Error::Alloc { elements: len })?;
+        let align = if bytes >= Self::HUGE {
+            Self::HUGE
+        } else {
+            Self::ALIGN
+        };
+        Layout::from_size_align(bytes, align).map_err(|_| Error::Alloc { elements: len })
+    }
+
+    /// `len` copies of `value`, or [`Error::Alloc`] if that much memory cannot be had.
+    pub fn filled(len: usize, value: T) -> Result<Self, Error> {
+        let layout = Self::layout(len)?;
+        if layout.size() == 0 {
+            return Ok(AlignedBuf {
+                ptr: NonNull::dangling(),
+                len,
+            });
+        }
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc::alloc(layout) };
+        let ptr = NonNull::new(raw.cast::<T>()).ok_or(Error::Alloc { elements: len })?;
+        advise_huge(raw, layout);
+        // SAFETY: `ptr` is valid for `len` writes of T (allocated with T's size, alignment ≥ T's).
+        unsafe {
+            for i in 0..len {
+                ptr.as_ptr().add(i).write(value);
+            }
+        }
+        Ok(AlignedBuf { ptr, len })
+    }
+
+    /// A copy of `data`, or [`Error::Alloc`].
+    pub fn from_slice(data: &[T]) -> Result<Self, Error> {
+        let mut b = Self::filled(data.len(), T::ZERO)?;
+        b.copy_from_slice(data);
+        Ok(b)
+    }
+
+    /// The elements.
+    pub fn as_slice(&self) -> &[T] {
+        self
+    }
+
+    /// The elements, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge(ptr: *mut u8, layout: Layout) {
+    if layout.align() >= 2 << 20 {
+        // SAFETY: [ptr, ptr + size) is one allocation of ours; madvise only changes how the kernel backs it
+        // (a failure leaves it as it was, so the result is ignored).
+        unsafe {
+            libc::madvise(ptr.cast(), layout.size(), libc::MADV_HUGEPAGE);
+        }
+    }
+}
+#[cfg(not(target_os = "linux"))]
+fn advise_huge(_: *mut u8, _: Layout) {}
+
+impl<T: Float> Drop for AlignedBuf<T> {
+    fn drop(&mut self) {
+        if let Ok(layout) = Self::layout(self.len)
+            && layout.size() != 0
+        {
+            // SAFETY: allocated in `filled` with this same layout (a function of `len` alone).
+            unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), layout) }
+        }
+    }
+}
+
+impl<T: Float> Deref for AlignedBuf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` is valid for `len` initialized elements (or dangling and aligned with len 0).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Float> DerefMut for AlignedBuf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Float> fmt::Debug for AlignedBuf<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: Float> PartialEq for AlignedBuf<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Float, const N: usize> PartialEq<[T; N]> for AlignedBuf<T> {
+    fn eq(&self, other: &[T; N]) -> bool {
+        **self == *other
+    }
+}
+
+impl<T: Float> PartialEq<[T]> for AlignedBuf<T> {
+    fn eq(&self, other: &[T]) -> bool {
+        **self == *other
+    }
+}
+
+impl<T: Float> PartialEq<Vec<T>> for AlignedBuf<T> {
+    fn eq(&self, other: &Vec<T>) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Float> std::borrow::Borrow<[T]> for AlignedBuf<T> {
+    fn borrow(&self) -> &[T] {
+        self
+    }
+}
+
+impl<'a, T: Float> IntoIterator for &'a AlignedBuf<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
