@@ -6,14 +6,16 @@
 //!
 //! 1. Software prefetch distance (0 = none, 2, 4, 8, 16 KiB) at 1M and 16M elements, f32 and f64, 1 thread,
 //!    and 16M on all threads.
-//! 2. Threads: one thread against all, with the parallel threshold at 0, from 8K to 256K elements (f32 and f64):
-//!    where a parallel step starts to pay.
+//! 2. Threads: one thread against all, with the parallel threshold at 0 and pieces down to 1,024 elements, from 8K
+//!    to 256K elements (f32 and f64): where a parallel step starts to pay.
 //! 3. Buffers: the crate's `AlignedBuf` (64-byte aligned, 2 MiB aligned and advised for huge pages from 2 MiB)
 //!    against `Vec` for parameters, gradients and state, at 1M and 16M elements.
 //!
-//! Every variant computes the same bits; only time differs.
+//! 4. Vector width: AVX-512 against AVX2, Exact and Fast, one thread, 4K to 16M elements (where both exist).
+//!
+//! Every variant computes the same bits (Fast: the same bits on one path); only time differs.
 
-use adagrad::{Adagrad, AlignedBuf, Config, Cpu, Float, Parallelism, Tuning};
+use adagrad::{Adagrad, AlignedBuf, Config, Cpu, Float, Isa, Parallelism, Precision, Tuning};
 use std::time::Instant;
 
 type Pass<'a> = Box<dyn FnMut() + 'a>;
@@ -174,10 +176,14 @@ fn threads_experiment<T: Float>(out: &mut Out, n: usize, threads: usize, rounds:
         } else {
             Parallelism::Threads(t)
         };
+        // Threshold 0 and pieces down to 1,024 elements, so that every size is split and the crossover shows.
         let config = Config::default()
             .initial_accumulator_value(0.1)
             .parallelism(par)
-            .tuning(tuned(base, base.prefetch, 0));
+            .tuning(Tuning {
+                min_piece: 1024,
+                ..tuned(base, base.prefetch, 0)
+            });
         let mut opt = Adagrad::<T>::new(config, &[n]).expect("valid");
         let mut p = p0.clone();
         let g = &g;
@@ -190,6 +196,29 @@ fn threads_experiment<T: Float>(out: &mut Out, n: usize, threads: usize, rounds:
     }
     let rows = ab(&mut variants, n, rounds, secs);
     out.section("threads", T::NAME, n, threads, &rows);
+}
+
+fn width_experiment<T: Float>(out: &mut Out, n: usize, pr: Precision, rounds: usize, secs: f64) {
+    let (p0, g, _) = arrays::<T>(n);
+    let mut variants: Vec<(String, Pass<'_>)> = Vec::new();
+    for isa in [Isa::Avx512, Isa::Avx2] {
+        let config = Config::default()
+            .initial_accumulator_value(0.1)
+            .parallelism(Parallelism::Sequential)
+            .precision(pr)
+            .isa(isa);
+        let mut opt = Adagrad::<T>::new(config, &[n]).expect("available");
+        let mut p = p0.clone();
+        let g = &g;
+        variants.push((
+            format!("{isa} {pr:?}"),
+            Box::new(move || {
+                opt.step_flat(&mut p, g).expect("lengths match");
+            }),
+        ));
+    }
+    let rows = ab(&mut variants, n, rounds, secs);
+    out.section("width", T::NAME, n, 1, &rows);
 }
 
 fn buffers_experiment<T: Float>(out: &mut Out, n: usize, rounds: usize, secs: f64) {
@@ -267,6 +296,14 @@ fn main() {
         for n in [8192usize, 16384, 32768, 65536, 131072, 262144] {
             threads_experiment::<f32>(&mut out, n, threads, rounds, secs);
             threads_experiment::<f64>(&mut out, n, threads, rounds, secs);
+        }
+    }
+    if Isa::Avx512.is_available() {
+        for pr in [Precision::Exact, Precision::Fast] {
+            for n in [4096usize, 65536, 1 << 20, 1 << 24] {
+                width_experiment::<f32>(&mut out, n, pr, rounds, secs);
+                width_experiment::<f64>(&mut out, n, pr, rounds, secs);
+            }
         }
     }
     for n in [1usize << 20, 1 << 24] {

@@ -54,6 +54,11 @@ pub enum CheckpointError {
     },
     /// The first bytes are not [`MAGIC`]: not a checkpoint.
     BadMagic,
+    /// The path is not a regular file (a directory, FIFO, device, socket): nothing was read.
+    NotAFile {
+        /// The path.
+        path: String,
+    },
     /// A format version this crate cannot read.
     UnsupportedVersion(u32),
     /// The data ends before the size its header declares.
@@ -114,6 +119,9 @@ impl fmt::Display for CheckpointError {
         match self {
             CheckpointError::Io { message, .. } => write!(f, "I/O error: {message}"),
             CheckpointError::BadMagic => write!(f, "not an adagrad checkpoint (bad magic)"),
+            CheckpointError::NotAFile { path } => {
+                write!(f, "{path} is not a regular file; nothing was read")
+            }
             CheckpointError::UnsupportedVersion(v) => {
                 write!(
                     f,
@@ -355,24 +363,81 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
     /// lengths; on any error nothing changes.
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        let mut file = File::open(path).map_err(|e| io_err("opening", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| io_err("reading", path, e))?
-            .len();
-        // The size this optimizer's checkpoint has: never read (or allocate) more than that, whatever the file says.
-        let expected = self.to_checkpoint_len();
-        if len > expected {
-            return Err(CheckpointError::TrailingBytes {
-                expected,
-                actual: len,
+        // Only a regular file is read: a FIFO could block forever at open, a character device or a proc file
+        // could report length 0 and never end.
+        let meta = fs::metadata(path).map_err(|e| io_err("inspecting", path, e))?;
+        if !meta.is_file() {
+            return Err(CheckpointError::NotAFile {
+                path: path.display().to_string(),
             }
             .into());
         }
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut bytes)
+        let file = File::open(path).map_err(|e| io_err("opening", path, e))?;
+        // The size this optimizer's checkpoint has: never read (or allocate) more than that plus one byte (to see
+        // an excess), whatever the file's metadata says.
+        let expected = self.to_checkpoint_len();
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact((expected + 1).min(meta.len().saturating_add(1)) as usize)
+            .map_err(|_| CheckpointError::Io {
+                kind: io::ErrorKind::OutOfMemory,
+                message: format!("reading {}: out of memory", path.display()),
+            })?;
+        file.take(expected + 1)
+            .read_to_end(&mut bytes)
             .map_err(|e| io_err("reading", path, e))?;
+        if bytes.len() as u64 > expected {
+            // A bigger file: say why, from its header, as `load_bytes` would (another dtype, other tensors).
+            return Err(self
+                .header_mismatch(&bytes)
+                .unwrap_or(CheckpointError::TrailingBytes {
+                    expected,
+                    actual: meta.len().max(bytes.len() as u64),
+                })
+                .into());
+        }
         self.load_bytes(&bytes)
+    }
+
+    /// For a file larger than this optimizer's checkpoint: the header's first disagreement with this optimizer
+    /// (dtype, tensor count, a tensor's length), if the header is readable.
+    fn header_mismatch(&self, b: &[u8]) -> Option<CheckpointError> {
+        if b.len() < FIXED || b[..8] != MAGIC {
+            return None;
+        }
+        let version = u32::from_le_bytes(b[8..12].try_into().ok()?);
+        if version != FORMAT_VERSION {
+            return Some(CheckpointError::UnsupportedVersion(version));
+        }
+        let elem = b[12];
+        if (elem == 4 || elem == 8) && elem as usize != size_of::<T>() {
+            return Some(CheckpointError::DtypeMismatch {
+                file: elem,
+                expected: size_of::<T>() as u8,
+            });
+        }
+        let count = u64_at(b, 72);
+        if count != self.state.len() as u64 {
+            return Some(CheckpointError::TensorCount {
+                file: count,
+                expected: self.state.len(),
+            });
+        }
+        for (tensor, s) in self.state.iter().enumerate() {
+            let at = FIXED + 8 * tensor;
+            if at + 8 > b.len() {
+                return None;
+            }
+            let file = u64_at(b, at);
+            if file != s.len() as u64 {
+                return Some(CheckpointError::TensorLength {
+                    tensor,
+                    file,
+                    expected: s.len(),
+                });
+            }
+        }
+        None
     }
 
     fn to_checkpoint_len(&self) -> u64 {
@@ -527,10 +592,17 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
         c.weight_decay = f64_at(b, 40);
         c.initial_accumulator_value = f64_at(b, 48);
         c.eps = f64_at(b, 56);
-        c.validate().map_err(|e| CheckpointError::BadField {
-            field: "hyperparameters",
-            detail: e.to_string(),
-        })?;
+        c.validate_for::<T>()
+            .map_err(|e| CheckpointError::BadField {
+                field: "hyperparameters",
+                detail: e.to_string(),
+            })?;
+        if u64_at(b, 64) == u64::MAX {
+            return Err(CheckpointError::BadField {
+                field: "step count",
+                detail: "u64::MAX: no further step could be counted".into(),
+            });
+        }
         Ok(c)
     }
 }

@@ -237,6 +237,47 @@ impl Config {
     }
 }
 
+impl Config {
+    /// [`Config::validate`], then every value as the kernels of an `Adagrad<T>` will use it, rounded to `T`:
+    /// `lr`, `weight_decay`, `initial_accumulator_value` and `eps` must stay finite (1e39 is +∞ in f32), and
+    /// `eps` and `initial_accumulator_value` must not both round to 0 (1e-50 is 0 in f32: 0/0 at the first step).
+    ///
+    /// ```
+    /// use adagrad::Config;
+    /// assert!(Config::default().lr(1e39).validate_for::<f64>().is_ok());
+    /// assert!(Config::default().lr(1e39).validate_for::<f32>().is_err());
+    /// assert!(Config::default().eps(1e-50).validate_for::<f32>().is_err());
+    /// ```
+    pub fn validate_for<T: adagrad_kernels::Float>(&self) -> Result<(), Error> {
+        self.validate()?;
+        for (field, value) in [
+            ("lr", self.lr),
+            ("weight_decay", self.weight_decay),
+            ("initial_accumulator_value", self.initial_accumulator_value),
+            ("eps", self.eps),
+        ] {
+            if !T::from_f64(value).is_finite() {
+                return Err(Error::InvalidConfig {
+                    field,
+                    value,
+                    reason: "overflows to infinity in the parameter type",
+                });
+            }
+        }
+        if T::from_f64(self.eps) == T::ZERO
+            && T::from_f64(self.initial_accumulator_value) == T::ZERO
+        {
+            return Err(Error::InvalidConfig {
+                field: "eps",
+                value: self.eps,
+                reason: "eps and initial_accumulator_value both round to 0 in the parameter type, so an element \
+                         whose gradient is 0 would compute 0/0 = NaN; make one of them larger",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A hyperparameter must be finite and not negative.
 pub(crate) fn validate_value(field: &'static str, value: f64) -> Result<(), Error> {
     let reason = if value.is_nan() {

@@ -58,6 +58,8 @@ pub enum Error {
         /// How many elements.
         count: usize,
     },
+    /// The step count is at `u64::MAX` and cannot advance; the step was not applied.
+    StepCountOverflow,
     /// The requested kernel path cannot be used.
     Isa(IsaError),
     /// Memory for this many elements cannot be allocated (or their size overflows the address space). Nothing
@@ -124,6 +126,9 @@ impl fmt::Display for Error {
             }
             Error::Isa(e) => write!(f, "{e}"),
             Error::InvalidTune(m) => write!(f, "invalid tuning: {m}"),
+            Error::StepCountOverflow => {
+                write!(f, "the step count is at u64::MAX and cannot advance")
+            }
             Error::Alloc { elements } => {
                 write!(f, "cannot allocate {elements} elements")
             }

@@ -23,7 +23,7 @@ pub enum StepOutcome {
 /// Adagrad over a fixed list of parameter tensors of type `T` (`f32` or `f64`).
 ///
 /// The kernel path is chosen once, at construction ([`Config::isa`], else `ADAGRAD_ISA`, else the best the CPU
-/// has), and so are the [`Tuning`] and the threads. Every step checks all counts and lengths before writing
+/// has — AVX2 rather than AVX-512 where [`Tuning::avx512`] says so), and so are the [`Tuning`] and the threads. Every step checks all counts and lengths before writing
 /// anything. The accumulators are [`AlignedBuf`]s (64-byte aligned; huge pages advised from 2 MiB).
 ///
 /// ```
@@ -55,14 +55,18 @@ impl<T: Float> Adagrad<T> {
     /// Sizes that cannot be allocated are an [`Error::Alloc`]; an invalid `ADAGRAD_ISA` or `ADAGRAD_TUNE` is an
     /// error too.
     pub fn new(config: Config, lengths: &[usize]) -> Result<Self, Error> {
-        config.validate()?;
-        let kernels = match config.isa {
-            Some(isa) => Kernels::new(isa)?,
-            None => Kernels::from_env()?,
-        };
+        config.validate_for::<T>()?;
         let tuning = match config.tuning {
             Some(t) => t,
             None => Tuning::detect()?,
+        };
+        let kernels = match (config.isa, Isa::from_env()?) {
+            (Some(isa), _) | (None, Some(isa)) => Kernels::new(isa)?,
+            // The default: the best path, or AVX2 where the tuning says 256-bit vectors are faster.
+            (None, None) if !tuning.avx512 && Isa::best() == Isa::Avx512 => {
+                Kernels::new(Isa::Avx2)?
+            }
+            (None, None) => Kernels::best(),
         };
         let kernels = kernels.with_prefetch(tuning.prefetch);
         let init = T::from_f64(config.initial_accumulator_value);
@@ -158,15 +162,18 @@ impl<T: Float> Adagrad<T> {
             }
             _ => &mut [],
         };
-        let mut h = self.hyper(self.step + 1);
+        let t = self.step.checked_add(1).ok_or(Error::StepCountOverflow)?;
+        let mut h = self.hyper(t);
         if let Some(scale) = grad_scale {
-            if !(scale.is_finite() && scale > 0.0) {
+            // Judged as the kernels will use it: rounded to T (1e-50 is positive in f64 and 0 in f32).
+            let rounded = T::from_f64(scale);
+            if !(rounded.is_finite() && rounded > T::ZERO) {
                 return Err(Error::InvalidGradScale(scale));
             }
             h = h.with_grad_scale(scale);
         }
         if self.config.non_finite != NonFinite::Propagate {
-            let count = self.count_non_finite(grads);
+            let count = self.count_non_finite(grads, h.grad_scale);
             if count > 0 {
                 return match self.config.non_finite {
                     NonFinite::Error => Err(Error::NonFiniteGradient { count }),
@@ -176,17 +183,19 @@ impl<T: Float> Adagrad<T> {
         }
         let pr = self.config.precision;
         let seg = Seg::new(params, grads, &mut self.state, out);
+        // Thresholds and piece sizes count f32 elements; an f64 element is about four times the work.
+        let weight = Tuning::weight::<T>();
         let pool = self
             .pool
             .as_deref()
-            .filter(|_| seg.len() >= self.tuning.parallel_threshold);
+            .filter(|_| seg.len().saturating_mul(weight) >= self.tuning.parallel_threshold);
         seg.run(
             &self.kernels,
             &h,
             pr,
             pool,
             self.threads,
-            self.tuning.min_piece,
+            self.tuning.min_piece.div_ceil(weight),
         );
         self.step += 1;
         Ok(StepOutcome::Applied)
@@ -234,17 +243,27 @@ impl<T: Float> Adagrad<T> {
     }
 
     /// Counts NaN and ±∞ gradient elements, on the optimizer's threads for large steps.
-    fn count_non_finite<G: Grad<T>>(&self, grads: &[&[G]]) -> usize {
-        let count = |g: &[G]| g.iter().filter(|x| !x.widen().is_finite()).count();
+    /// The gradient judged is the one the update uses: divided by the gradient scale (in `T`, as the kernels
+    /// divide), so a finite gradient that unscaling makes infinite counts too.
+    fn count_non_finite<G: Grad<T>>(&self, grads: &[&[G]], scale: Option<T>) -> usize {
+        let count = |g: &[G]| match scale {
+            Some(sc) => g.iter().filter(|x| !(x.widen() / sc).is_finite()).count(),
+            None => g.iter().filter(|x| !x.widen().is_finite()).count(),
+        };
         let total: usize = grads.iter().map(|g| g.len()).sum();
         match &self.pool {
-            Some(pool) if total >= self.tuning.parallel_threshold => pool.install(|| {
-                grads
-                    .par_iter()
-                    .flat_map(|g| g.par_chunks(self.tuning.min_piece.max(1)))
-                    .map(count)
-                    .sum()
-            }),
+            Some(pool)
+                if total.saturating_mul(Tuning::weight::<T>())
+                    >= self.tuning.parallel_threshold =>
+            {
+                pool.install(|| {
+                    grads
+                        .par_iter()
+                        .flat_map(|g| g.par_chunks(self.tuning.min_piece.max(1)))
+                        .map(count)
+                        .sum()
+                })
+            }
             _ => grads.iter().map(|g| count(g)).sum(),
         }
     }
@@ -267,6 +286,11 @@ impl<T: Float> Adagrad<T> {
     /// is refused and nothing changes.
     pub fn set_lr(&mut self, lr: f64) -> Result<(), Error> {
         validate_value("lr", lr)?;
+        Config {
+            lr,
+            ..self.config.clone()
+        }
+        .validate_for::<T>()?;
         self.config.lr = lr;
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! 1. the table below, keyed on the CPU's vendor and family ([`Tuning::for_cpu`]), each entry backed by a
 //!    measurement (`docs/results/`, and `cargo run --release --example calibrate` to repeat it);
 //! 2. then `ADAGRAD_TUNE` (for example `ADAGRAD_TUNE=prefetch=0,threshold=65536,piece=16384`) overrides any of
-//!    them for every optimizer built afterwards;
+//!    them for every optimizer built afterwards (keys `prefetch`, `threshold`, `piece`, `avx512`);
 //! 3. an explicit [`crate::Config::tuning`] replaces both.
 //!
 //! [`crate::Adagrad::tuning`] says what an optimizer uses.
@@ -21,10 +21,16 @@ pub struct Tuning {
     /// Software prefetch distance in bytes ahead of the loop, in each of the step's streams; 0: none (the
     /// hardware prefetcher alone). At most [`Kernels::MAX_PREFETCH`].
     pub prefetch: usize,
-    /// Steps with fewer elements than this run on the calling thread only.
+    /// Steps with fewer elements than this run on the calling thread only. Counted in f32 elements: an f64
+    /// element counts as [`Tuning::weight`] (4), as its square root and divide take about 3.5 times as long.
     pub parallel_threshold: usize,
-    /// A parallel step is cut into one piece per thread, but never into pieces smaller than this many elements.
+    /// A parallel step is cut into one piece per thread, but never into pieces smaller than this many (f32)
+    /// elements.
     pub min_piece: usize,
+    /// Whether the default path may be AVX-512 where the CPU has it; `false`: AVX2 (256-bit) is used instead,
+    /// because on this CPU the exact step, bound by the square-root and divide unit in cache, runs faster on
+    /// 256-bit vectors. Only the default changes: `Config::isa` and `ADAGRAD_ISA` still force any path.
+    pub avx512: bool,
     /// Where these values come from.
     pub source: TuningSource,
 }
@@ -54,36 +60,55 @@ impl fmt::Display for Tuning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "prefetch={},threshold={},piece={} ({})",
-            self.prefetch, self.parallel_threshold, self.min_piece, self.source
+            "prefetch={},threshold={},piece={},avx512={} ({})",
+            self.prefetch,
+            self.parallel_threshold,
+            self.min_piece,
+            u8::from(self.avx512),
+            self.source
         )
     }
 }
 
-/// The default [`Tuning::parallel_threshold`] of every table entry: below 65,536 elements a step runs on the
-/// calling thread (see [`Tuning::for_cpu`] for the measurements).
+/// The conservative [`Tuning::parallel_threshold`] of the table entries without thread measurements: below
+/// 65,536 elements a step runs on the calling thread (see [`Tuning::for_cpu`]).
 pub const PARALLEL_THRESHOLD: usize = 1 << 16;
 
 impl Tuning {
     /// The table entry for `cpu`.
     ///
-    /// | entry | CPUs | prefetch | threshold | piece | measured |
-    /// |---|---|---:|---:|---:|---|
-    /// | `intel` | Intel family 6 (Core, Xeon) | 0 | 65,536 | 16,384 | Sapphire Rapids, `docs/results/calibrate-intel-spr.txt` |
-    /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | Zen 4: a 8 KiB prefetch cost 25–30% at 16M elements (issue 10) |
-    /// | `other` | anything else | 0 | 65,536 | 16,384 | the hardware prefetcher alone: no hint is the safe default |
+    /// | entry | CPUs | prefetch | threshold | piece | avx512 | measured |
+    /// |---|---|---:|---:|---:|---|---|
+    /// | `intel` | Intel family 6 (Core, Xeon) | 4096 | 16,384 | 8,192 | no | Sapphire Rapids (2 vCPUs): `docs/results/` |
+    /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements (issue 10); threads and widths not yet measured here |
+    /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | not measured: the hardware prefetcher alone, the conservative threshold |
+    ///
+    /// On the Sapphire Rapids VM (interleaved rounds, medians of per-round ratios): a 2–8 KiB prefetch is 1.08–1.15×
+    /// faster at 16M elements (f32 and f64, one and two threads) and 2–3% slower at 1M (f32); two threads are
+    /// 1.05× at 8,192 f32 elements, 1.39× at 16,384, 1.64× at 32,768 and 1.78× at 65,536 (f64: 1.62× already at
+    /// 8,192). Against PyTorch in the same run, AVX2 gave 1.22 ns/element for f64 in cache where AVX-512 gave
+    /// 1.34, and 0.33 against 0.37–0.38 for f32 (`docs/results/vs-torch-*.json`).
     pub fn for_cpu(cpu: &Cpu) -> Tuning {
-        let (name, prefetch) = match (cpu.vendor, cpu.family) {
-            (Vendor::Intel, 6) => ("intel", 0),
-            (Vendor::Amd, 0x17..=0x1A) => ("amd-zen", 0),
-            _ => ("other", 0),
+        let (name, prefetch, parallel_threshold, min_piece, avx512) = match (cpu.vendor, cpu.family)
+        {
+            (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false),
+            (Vendor::Amd, 0x17..=0x1A) => ("amd-zen", 0, PARALLEL_THRESHOLD, 1 << 14, true),
+            _ => ("other", 0, PARALLEL_THRESHOLD, 1 << 14, true),
         };
         Tuning {
             prefetch,
-            parallel_threshold: PARALLEL_THRESHOLD,
-            min_piece: 1 << 14,
+            parallel_threshold,
+            min_piece,
+            avx512,
             source: TuningSource::Table(name),
         }
+    }
+
+    /// How many f32 elements one element of `T` counts as in [`Tuning::parallel_threshold`] and
+    /// [`Tuning::min_piece`]: 1 for f32, 4 for f64 (an exact f64 element costs 3.4–3.7 times an f32 one in cache,
+    /// `docs/results/calibrate-intel-spr.txt`).
+    pub fn weight<T: adagrad_kernels::Float>() -> usize {
+        if size_of::<T>() == 8 { 4 } else { 1 }
     }
 
     /// This CPU's table entry, with `ADAGRAD_TUNE` applied when it is set. An unreadable or invalid
@@ -103,7 +128,8 @@ impl Tuning {
     }
 
     /// These values with overrides in `ADAGRAD_TUNE`'s syntax: comma-separated `key=value` pairs, keys
-    /// `prefetch` (bytes, 0 = none), `threshold` and `piece` (elements), values decimal integers.
+    /// `prefetch` (bytes, 0 = none), `threshold` and `piece` (elements), `avx512` (0 or 1), values decimal
+    /// integers.
     ///
     /// ```
     /// use adagrad::{Cpu, Tuning};
@@ -116,7 +142,7 @@ impl Tuning {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let Some((key, value)) = item.split_once('=') else {
                 return Err(Error::InvalidTune(format!(
-                    "{item:?} is not key=value (keys: prefetch, threshold, piece)"
+                    "{item:?} is not key=value (keys: prefetch, threshold, piece, avx512)"
                 )));
             };
             let (key, value) = (key.trim(), value.trim());
@@ -138,9 +164,13 @@ impl Tuning {
                     return Err(Error::InvalidTune("piece=0: at least 1 element".into()));
                 }
                 "piece" => self.min_piece = n,
+                "avx512" if n <= 1 => self.avx512 = n == 1,
+                "avx512" => {
+                    return Err(Error::InvalidTune(format!("avx512={n}: 0 or 1")));
+                }
                 _ => {
                     return Err(Error::InvalidTune(format!(
-                        "unknown key {key:?} (keys: prefetch, threshold, piece)"
+                        "unknown key {key:?} (keys: prefetch, threshold, piece, avx512)"
                     )));
                 }
             }

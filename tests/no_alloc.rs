@@ -54,7 +54,7 @@ fn allocations(par: Parallelism, sizes: &[usize]) -> usize {
 #[test]
 fn steps_allocate_nothing_on_the_calling_thread_and_one_task_on_threads() {
     let big: Vec<usize> = (0..64).map(|i| 1000 + i * 5000).chain([1 << 20]).collect();
-    let small = [1000, 20_000, 30_000]; // below the parallel threshold
+    let small = [1000, 2000, 3000]; // below every table entry's parallel threshold
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
             .num_threads(3)

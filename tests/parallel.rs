@@ -1,7 +1,7 @@
 //! Threads and multi-tensor steps: bit-identical to the reference for any thread count and any grouping of the
 //! same elements into tensors.
 
-use adagrad::{Adagrad, Config, Isa, PARALLEL_THRESHOLD, Parallelism};
+use adagrad::{Adagrad, Config, Cpu, Isa, PARALLEL_THRESHOLD, Parallelism, Tuning};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -149,6 +149,60 @@ fn any_grouping_into_tensors_gives_the_same_bits() {
                 sizes.len()
             );
             assert_eq!(bits(&got.1), bits(&want.1));
+        }
+    }
+}
+
+/// Every tuning gives the same bits: prefetch distances, piece sizes (from 1 element, so pieces split inside
+/// tensors at every aligned point), thresholds, on one to eight threads, own pools and a caller's pool.
+#[test]
+fn any_tuning_gives_the_same_bits() {
+    let sizes = [0, 70_000, 5, 130_001, 64, 0, 200_000];
+    let total: usize = sizes.iter().sum();
+    let (p0, grads) = inputs(total, 3, 77);
+    let want = run(
+        Config::default()
+            .isa(Isa::Scalar)
+            .parallelism(Parallelism::Sequential),
+        &sizes,
+        &p0,
+        &grads,
+    );
+    let base = Tuning::for_cpu(&Cpu::this());
+    for (i, (prefetch, piece, threshold)) in [
+        (0, 16_384, PARALLEL_THRESHOLD),
+        (8192, 16_384, 0),
+        (64, 1, 0),
+        (4096, 1000, 100_000),
+        (1 << 20, 64, 0),
+        (0, usize::MAX, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tuning = Tuning {
+            prefetch,
+            min_piece: piece,
+            parallel_threshold: threshold,
+            ..base
+        };
+        for par in [
+            Parallelism::Sequential,
+            Parallelism::Threads(2),
+            Parallelism::Threads(3),
+            Parallelism::Threads(8),
+            pool(2),
+            Parallelism::Global,
+        ] {
+            let what = format!("tuning {i} ({tuning}), {par:?}");
+            let got = run(
+                Config::default().parallelism(par).tuning(tuning),
+                &sizes,
+                &p0,
+                &grads,
+            );
+            assert_eq!(bits(&got.0), bits(&want.0), "{what}: params");
+            assert_eq!(bits(&got.1), bits(&want.1), "{what}: state");
         }
     }
 }

@@ -186,16 +186,21 @@ impl Isa {
     ///
     /// An unknown name, or a path this CPU lacks, is an error, never a silent fallback.
     pub fn from_env() -> Result<Option<Isa>, IsaError> {
-        match std::env::var("ADAGRAD_ISA") {
-            Ok(v) if !v.trim().is_empty() => {
-                let isa: Isa = v.parse()?;
-                if isa.is_available() {
-                    Ok(Some(isa))
-                } else {
-                    Err(IsaError::Unavailable(isa))
-                }
-            }
-            _ => Ok(None),
+        let Some(v) = std::env::var_os("ADAGRAD_ISA") else {
+            return Ok(None);
+        };
+        // A value that is not UTF-8 is not one of the names either: an error, not a silent fallback.
+        let v = v
+            .into_string()
+            .map_err(|v| IsaError::Unknown(v.to_string_lossy().into_owned()))?;
+        if v.trim().is_empty() {
+            return Ok(None);
+        }
+        let isa: Isa = v.parse()?;
+        if isa.is_available() {
+            Ok(Some(isa))
+        } else {
+            Err(IsaError::Unavailable(isa))
         }
     }
 }

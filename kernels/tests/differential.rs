@@ -204,9 +204,11 @@ fn exact<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
     };
     let mut rng = StdRng::seed_from_u64(0x5eed ^ isa as u64);
     let hs = hypers::<T>(placement, 3);
-    // Every length 0..=300 at a start offset that cycles through 0..16, with special values mixed in.
+    // Every length 0..=300 at a start offset that cycles through 0..16, with special values mixed in, and the
+    // software prefetch (a separate loop in the body) off and at several distances.
     for len in 0..=300 {
         let case = Case::<T>::new(&mut rng, len, len % 16, 0.1);
+        let k = k.with_prefetch(PREFETCH[len % PREFETCH.len()]);
         compare_exact(&k, &case, &mut rng, &hs[len % hs.len()], 2, 0.1);
     }
     // Every offset 0..16 for a few lengths, every hyperparameter set.
@@ -223,12 +225,19 @@ fn exact<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
         let case = Case::<T>::new(&mut rng, 257, 3, 0.0);
         compare_exact(&k, &case, &mut rng, h, 50, 0.0);
     }
-    // Large lengths: multiples of the unroll width (4 vectors of up to 16 lanes) and ±1.
+    // Large lengths: multiples of the unroll width (4 vectors of up to 16 lanes) and ±1, every prefetch distance.
     for &len in &[4096, 4095, 4097, 65536 + 64, 65535] {
-        let case = Case::<T>::new(&mut rng, len, 5, 0.01);
-        compare_exact(&k, &case, &mut rng, &hs[len % hs.len()], 3, 0.01);
+        for pf in PREFETCH {
+            let case = Case::<T>::new(&mut rng, len, 5, 0.01);
+            let k = k.with_prefetch(pf);
+            compare_exact(&k, &case, &mut rng, &hs[len % hs.len()], 3, 0.01);
+        }
     }
 }
+
+/// Software prefetch distances the exact tests sweep: none, less than one unrolled iteration, the table's
+/// values, and past the end of most buffers.
+const PREFETCH: [usize; 5] = [0, 64, 4096, 8192, 1 << 20];
 
 /// Fast mode: the state is bit-identical to Exact; each parameter is within the documented bound of the
 /// update computed in f64, plus one unit of the final rounding.
