@@ -7,13 +7,14 @@
 //! an abort.
 
 use crate::Error;
-use adagrad_kernels::Float;
+use bytemuck::Pod;
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
-/// A fixed-length, aligned, heap-allocated array of `T` (see the module documentation).
+/// A fixed-length, aligned, heap-allocated array of `T` (see the module documentation): parameters, gradients
+/// (f32, f64, and with `half`'s types bf16 and f16), accumulators, copy-outs.
 ///
 /// ```
 /// use adagrad::AlignedBuf;
@@ -23,17 +24,17 @@ use std::ptr::NonNull;
 /// assert_eq!(w[..4], [0.5, 0.5, 0.5, 1.0]);
 /// # Ok::<(), adagrad::Error>(())
 /// ```
-pub struct AlignedBuf<T: Float> {
+pub struct AlignedBuf<T: Pod> {
     ptr: NonNull<T>,
     len: usize,
 }
 
-// SAFETY: an AlignedBuf owns its elements exclusively, like a Vec<T>; T is Send + Sync (Float's bounds).
-unsafe impl<T: Float> Send for AlignedBuf<T> {}
+// SAFETY: an AlignedBuf owns its elements exclusively, like a Vec<T>; T is plain data (Pod), which is Send.
+unsafe impl<T: Pod + Send> Send for AlignedBuf<T> {}
 // SAFETY: as above; shared access only hands out &[T].
-unsafe impl<T: Float> Sync for AlignedBuf<T> {}
+unsafe impl<T: Pod + Sync> Sync for AlignedBuf<T> {}
 
-impl<T: Float> AlignedBuf<T> {
+impl<T: Pod> AlignedBuf<T> {
     /// From this many bytes on, buffers are 2 MiB aligned and advised for transparent huge pages.
     pub const HUGE: usize = 2 << 20;
     /// The alignment of every buffer below [`AlignedBuf::HUGE`] bytes (one cache line).
@@ -75,7 +76,7 @@ impl<T: Float> AlignedBuf<T> {
 
     /// A copy of `data`, or [`Error::Alloc`].
     pub fn from_slice(data: &[T]) -> Result<Self, Error> {
-        let mut b = Self::filled(data.len(), T::ZERO)?;
+        let mut b = Self::filled(data.len(), T::zeroed())?;
         b.copy_from_slice(data);
         Ok(b)
     }
@@ -104,7 +105,7 @@ fn advise_huge(ptr: *mut u8, layout: Layout) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge(_: *mut u8, _: Layout) {}
 
-impl<T: Float> Drop for AlignedBuf<T> {
+impl<T: Pod> Drop for AlignedBuf<T> {
     fn drop(&mut self) {
         if let Ok(layout) = Self::layout(self.len)
             && layout.size() != 0
@@ -115,7 +116,7 @@ impl<T: Float> Drop for AlignedBuf<T> {
     }
 }
 
-impl<T: Float> Deref for AlignedBuf<T> {
+impl<T: Pod> Deref for AlignedBuf<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         // SAFETY: `ptr` is valid for `len` initialized elements (or dangling and aligned with len 0).
@@ -123,50 +124,50 @@ impl<T: Float> Deref for AlignedBuf<T> {
     }
 }
 
-impl<T: Float> DerefMut for AlignedBuf<T> {
+impl<T: Pod> DerefMut for AlignedBuf<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         // SAFETY: as in `deref`, and `&mut self` is exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
-impl<T: Float> fmt::Debug for AlignedBuf<T> {
+impl<T: Pod + fmt::Debug> fmt::Debug for AlignedBuf<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
 }
 
-impl<T: Float> PartialEq for AlignedBuf<T> {
+impl<T: Pod + PartialEq> PartialEq for AlignedBuf<T> {
     fn eq(&self, other: &Self) -> bool {
         **self == **other
     }
 }
 
-impl<T: Float, const N: usize> PartialEq<[T; N]> for AlignedBuf<T> {
+impl<T: Pod + PartialEq, const N: usize> PartialEq<[T; N]> for AlignedBuf<T> {
     fn eq(&self, other: &[T; N]) -> bool {
         **self == *other
     }
 }
 
-impl<T: Float> PartialEq<[T]> for AlignedBuf<T> {
+impl<T: Pod + PartialEq> PartialEq<[T]> for AlignedBuf<T> {
     fn eq(&self, other: &[T]) -> bool {
         **self == *other
     }
 }
 
-impl<T: Float> PartialEq<Vec<T>> for AlignedBuf<T> {
+impl<T: Pod + PartialEq> PartialEq<Vec<T>> for AlignedBuf<T> {
     fn eq(&self, other: &Vec<T>) -> bool {
         **self == **other
     }
 }
 
-impl<T: Float> std::borrow::Borrow<[T]> for AlignedBuf<T> {
+impl<T: Pod> std::borrow::Borrow<[T]> for AlignedBuf<T> {
     fn borrow(&self) -> &[T] {
         self
     }
 }
 
-impl<'a, T: Float> IntoIterator for &'a AlignedBuf<T> {
+impl<'a, T: Pod> IntoIterator for &'a AlignedBuf<T> {
     type Item = &'a T;
     type IntoIter = std::slice::Iter<'a, T>;
     fn into_iter(self) -> Self::IntoIter {

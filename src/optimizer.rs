@@ -1,19 +1,16 @@
 //! The optimizer: state per tensor, the step count, and the step itself.
 
 use crate::config::validate_value;
-use crate::parallel::{Seg, helpers};
-use crate::{AlignedBuf, Config, Error, NonFinite, Parallelism, Tuning};
-use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, Kernels, NoCopy};
-use rayon::ThreadPool;
-use rayon::prelude::*;
-use std::sync::Arc;
+use crate::functional::{self, Executor};
+use crate::{AlignedBuf, Config, Error, Tuning};
+use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, NoCopy};
 
 /// What a step did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepOutcome {
     /// Parameters and state were updated and the step count advanced.
     Applied,
-    /// [`NonFinite::SkipStep`]: `non_finite` gradient elements were NaN or ±∞, so nothing changed.
+    /// [`crate::NonFinite::SkipStep`]: `non_finite` gradient elements were NaN or ±∞, so nothing changed.
     Skipped {
         /// How many gradient elements were non-finite.
         non_finite: usize,
@@ -40,11 +37,7 @@ pub enum StepOutcome {
 #[derive(Debug)]
 pub struct Adagrad<T: Float> {
     pub(crate) config: Config,
-    kernels: Kernels,
-    tuning: Tuning,
-    /// Helper threads (`None`: sequential) and the number of threads a step uses, the caller included.
-    pool: Option<Arc<ThreadPool>>,
-    threads: usize,
+    exec: Executor,
     pub(crate) state: Vec<AlignedBuf<T>>,
     pub(crate) step: u64,
 }
@@ -56,19 +49,7 @@ impl<T: Float> Adagrad<T> {
     /// error too.
     pub fn new(config: Config, lengths: &[usize]) -> Result<Self, Error> {
         config.validate_for::<T>()?;
-        let tuning = match config.tuning {
-            Some(t) => t,
-            None => Tuning::detect()?,
-        };
-        let kernels = match (config.isa, Isa::from_env()?) {
-            (Some(isa), _) | (None, Some(isa)) => Kernels::new(isa)?,
-            // The default: the best path, or AVX2 where the tuning says 256-bit vectors are faster.
-            (None, None) if !tuning.avx512 && Isa::best() == Isa::Avx512 => {
-                Kernels::new(Isa::Avx2)?
-            }
-            (None, None) => Kernels::best(),
-        };
-        let kernels = kernels.with_prefetch(tuning.prefetch);
+        let exec = Executor::new(&config)?;
         let init = T::from_f64(config.initial_accumulator_value);
         let mut state = Vec::new();
         state
@@ -79,22 +60,9 @@ impl<T: Float> Adagrad<T> {
         for &n in lengths {
             state.push(AlignedBuf::filled(n, init)?);
         }
-        let (pool, threads) = match &config.parallelism {
-            Parallelism::Sequential => (None, 1),
-            Parallelism::Global => {
-                let n = rayon::current_num_threads();
-                (helpers(n), n)
-            }
-            Parallelism::Threads(n) => (helpers(*n), *n),
-            Parallelism::Pool(p) => (Some(p.clone()), p.current_num_threads()),
-        };
-        let threads = if pool.is_some() { threads } else { 1 };
         Ok(Adagrad {
             config,
-            kernels,
-            tuning,
-            pool,
-            threads,
+            exec,
             state,
             step: 0,
         })
@@ -154,118 +122,21 @@ impl<T: Float> Adagrad<T> {
         copy_out: Option<&mut [&mut [O]]>,
         grad_scale: Option<f64>,
     ) -> Result<StepOutcome, Error> {
-        self.check(params, grads)?;
-        let out: &mut [&mut [O]] = match copy_out {
-            Some(out) if O::KIND != 0 => {
-                self.check_out(out)?;
-                out
-            }
-            _ => &mut [],
-        };
         let t = self.step.checked_add(1).ok_or(Error::StepCountOverflow)?;
-        let mut h = self.hyper(t);
-        if let Some(scale) = grad_scale {
-            // Judged as the kernels will use it: rounded to T (1e-50 is positive in f64 and 0 in f32).
-            let rounded = T::from_f64(scale);
-            if !(rounded.is_finite() && rounded > T::ZERO) {
-                return Err(Error::InvalidGradScale(scale));
-            }
-            h = h.with_grad_scale(scale);
+        let outcome = functional::run(
+            &self.exec,
+            &self.config,
+            t,
+            params,
+            grads,
+            &mut self.state,
+            copy_out,
+            grad_scale,
+        )?;
+        if outcome == StepOutcome::Applied {
+            self.step = t;
         }
-        if self.config.non_finite != NonFinite::Propagate {
-            let count = self.count_non_finite(grads, h.grad_scale);
-            if count > 0 {
-                return match self.config.non_finite {
-                    NonFinite::Error => Err(Error::NonFiniteGradient { count }),
-                    _ => Ok(StepOutcome::Skipped { non_finite: count }),
-                };
-            }
-        }
-        let pr = self.config.precision;
-        let seg = Seg::new(params, grads, &mut self.state, out);
-        // Thresholds and piece sizes count f32 elements; an f64 element is about four times the work.
-        let weight = Tuning::weight::<T>();
-        let pool = self
-            .pool
-            .as_deref()
-            .filter(|_| seg.len().saturating_mul(weight) >= self.tuning.parallel_threshold);
-        seg.run(
-            &self.kernels,
-            &h,
-            pr,
-            pool,
-            self.threads,
-            self.tuning.min_piece.div_ceil(weight),
-        );
-        self.step += 1;
-        Ok(StepOutcome::Applied)
-    }
-
-    fn check<G>(&self, params: &[&mut [T]], grads: &[&[G]]) -> Result<(), Error> {
-        let expected = self.state.len();
-        if params.len() != expected || grads.len() != expected {
-            return Err(Error::TensorCount {
-                expected,
-                params: params.len(),
-                grads: grads.len(),
-            });
-        }
-        for (tensor, ((p, g), s)) in params.iter().zip(grads).zip(&self.state).enumerate() {
-            if p.len() != s.len() || g.len() != s.len() {
-                return Err(Error::Length {
-                    tensor,
-                    expected: s.len(),
-                    params: p.len(),
-                    grads: g.len(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn check_out<O>(&self, out: &[&mut [O]]) -> Result<(), Error> {
-        if out.len() != self.state.len() {
-            return Err(Error::CopyOutCount {
-                expected: self.state.len(),
-                got: out.len(),
-            });
-        }
-        for (tensor, (o, s)) in out.iter().zip(&self.state).enumerate() {
-            if o.len() != s.len() {
-                return Err(Error::CopyOutLength {
-                    tensor,
-                    expected: s.len(),
-                    got: o.len(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Counts NaN and ±∞ gradient elements, on the optimizer's threads for large steps.
-    /// The gradient judged is the one the update uses: divided by the gradient scale (in `T`, as the kernels
-    /// divide), so a finite gradient that unscaling makes infinite counts too.
-    fn count_non_finite<G: Grad<T>>(&self, grads: &[&[G]], scale: Option<T>) -> usize {
-        let count = |g: &[G]| match scale {
-            Some(sc) => g.iter().filter(|x| !(x.widen() / sc).is_finite()).count(),
-            None => g.iter().filter(|x| !x.widen().is_finite()).count(),
-        };
-        let total: usize = grads.iter().map(|g| g.len()).sum();
-        match &self.pool {
-            Some(pool)
-                if total.saturating_mul(Tuning::weight::<T>())
-                    >= self.tuning.parallel_threshold =>
-            {
-                pool.install(|| {
-                    grads
-                        .par_iter()
-                        .flat_map(|g| g.par_chunks(self.tuning.min_piece.max(1)))
-                        .map(count)
-                        .sum()
-                })
-            }
-            _ => grads.iter().map(|g| count(g)).sum(),
-        }
+        Ok(outcome)
     }
 
     /// The hyperparameters of step `t` (1-based), rounded to `T`.
@@ -319,12 +190,17 @@ impl<T: Float> Adagrad<T> {
     /// # Ok::<(), adagrad::Error>(())
     /// ```
     pub fn tuning(&self) -> Tuning {
-        self.tuning
+        self.exec.tuning()
     }
 
     /// How many threads a large step runs on, the calling thread included (1: sequential).
     pub fn threads(&self) -> usize {
-        self.threads
+        self.exec.threads()
+    }
+
+    /// What the steps run on (path, tuning, threads), for [`functional::step`] calls alongside this optimizer.
+    pub fn executor(&self) -> &Executor {
+        &self.exec
     }
 
     /// The configuration.
@@ -334,6 +210,6 @@ impl<T: Float> Adagrad<T> {
 
     /// The kernel path every step runs.
     pub fn isa(&self) -> Isa {
-        self.kernels.isa()
+        self.exec.isa()
     }
 }

@@ -8,7 +8,7 @@
 //! remaining thread), and the caller spins until the helper is done instead of sleeping, so that steps of a few
 //! tens of microseconds still gain from threads. Small tensors end up batched in one piece, huge ones split.
 
-use crate::AlignedBuf;
+use crate::functional::StateSlice;
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Kernels, Precision};
 use rayon::ThreadPool;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,11 +60,11 @@ impl<'x, T, G, O> Part<'x, T, G, O> {
 
 /// A contiguous run of a step's elements: `head`, then whole tensors, then `tail`. `out` is empty when the step
 /// has no copy-out, else it has one slice per tensor.
-pub(crate) struct Seg<'x, 'b, 'c, T: Float, G, O> {
+pub(crate) struct Seg<'x, 'b, 'c, T: Float, G, O, S> {
     head: Option<Part<'x, T, G, O>>,
     p: &'x mut [&'b mut [T]],
     g: &'x [&'x [G]],
-    s: &'x mut [AlignedBuf<T>],
+    s: &'x mut [S],
     out: &'x mut [&'c mut [O]],
     tail: Option<Part<'x, T, G, O>>,
     len: usize,
@@ -75,12 +75,14 @@ fn align(at: usize) -> usize {
     at - at % ALIGN
 }
 
-impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>> Seg<'x, 'b, 'c, T, G, O> {
+impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>
+    Seg<'x, 'b, 'c, T, G, O, S>
+{
     /// Every tensor, whole. The caller has checked that the counts and lengths agree.
     pub(crate) fn new(
         p: &'x mut [&'b mut [T]],
         g: &'x [&'x [G]],
-        s: &'x mut [AlignedBuf<T>],
+        s: &'x mut [S],
         out: &'x mut [&'c mut [O]],
     ) -> Self {
         let len = s.iter().map(|s| s.len()).sum();
@@ -183,7 +185,7 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>> Seg<'x, 'b, 'c, T, G, O> {
         let whole = Part {
             p: pi,
             g: gi,
-            s: si.as_mut_slice(),
+            s: si.slice(),
             out: oi,
         };
         let (m0, m1) = whole.split_at(align(at - before));
@@ -232,7 +234,7 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>> Seg<'x, 'b, 'c, T, G, O> {
             one(Part {
                 p,
                 g,
-                s: s.as_mut_slice(),
+                s: s.slice(),
                 out: outs.next().map(|o| &mut **o),
             });
         }

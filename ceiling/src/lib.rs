@@ -488,7 +488,8 @@ pub type Checked = (String, Vec<f32>, Vec<f32>, Vec<u16>);
 pub struct Ceiling {
     format: Format,
     n: usize,
-    team: Team,
+    /// One team per thread count tried: `threads`, and 1 (a step may run on one thread, so may the ceiling).
+    teams: Vec<Team>,
 }
 
 /// A measured ceiling: the fastest variant and its median seconds per pass, with every variant's time.
@@ -503,12 +504,18 @@ pub struct Measured {
 }
 
 impl Ceiling {
-    /// A ceiling for `n` elements of `format` on `threads` threads (its own, started now).
+    /// A ceiling for `n` elements of `format` on up to `threads` threads (its own, started now): every variant
+    /// runs on `threads` threads and, when that is more than one, also on one (for small sizes one thread is
+    /// faster, and what bounds a step must be at least as fast as any way of running it).
     pub fn new(format: Format, n: usize, threads: usize) -> Ceiling {
+        let mut counts = vec![threads.max(1)];
+        if threads > 1 {
+            counts.push(1);
+        }
         Ceiling {
             format,
             n,
-            team: Team::new(threads.max(1)),
+            teams: counts.into_iter().map(Team::new).collect(),
         }
     }
 
@@ -544,11 +551,16 @@ impl Ceiling {
         let mut out: Vec<(String, Box<dyn FnMut() + '_>)> = Vec::new();
         for aligned in [false, true] {
             let a = Arc::new(Arrays::<E, W>::new(self.n, aligned, copy));
-            for (name, f) in variants::<E, W>() {
-                let mem = if aligned { "aligned" } else { "vec" };
-                let a = a.clone();
-                let team = &self.team;
-                out.push((format!("{name} {mem}"), Box::new(move || a.pass(f, team))));
+            for team in &self.teams {
+                for (name, f) in variants::<E, W>() {
+                    let mem = if aligned { "aligned" } else { "vec" };
+                    let a = a.clone();
+                    let t = team.threads();
+                    out.push((
+                        format!("{name} {mem} {t}T"),
+                        Box::new(move || a.pass(f, team)),
+                    ));
+                }
             }
         }
         out
@@ -599,6 +611,10 @@ mod tests {
     fn measure_returns_the_fastest() {
         let m = Ceiling::new(Format::F64, 4096, 2).measure(3, 1e-4);
         assert!(m.all.iter().all(|(_, t)| *t >= m.secs && t.is_finite()));
-        assert!(m.all.len() >= 6);
+        assert!(m.all.len() >= 12);
+        assert!(
+            m.all.iter().any(|(n, _)| n.ends_with(" 1T"))
+                && m.all.iter().any(|(n, _)| n.ends_with(" 2T"))
+        );
     }
 }

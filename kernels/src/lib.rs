@@ -83,6 +83,7 @@ mod sealed {
 /// The parameter types the kernels support: `f32` and `f64`.
 pub trait Float:
     sealed::Sealed
+    + bytemuck::Pod
     + Copy
     + PartialEq
     + PartialOrd
@@ -215,7 +216,9 @@ impl<T: Float> Hyper<T> {
 
 /// Gradient formats for parameters of type `T`: `T` itself, and [`bf16`] / [`f16`](struct@f16) for f32 parameters. Widening
 /// to `T` is exact, so a step with these gradients equals the reference applied to the widened gradients.
-pub trait Grad<T: Float>: sealed::Sealed + Copy + Send + Sync + fmt::Debug + 'static {
+pub trait Grad<T: Float>:
+    sealed::Sealed + bytemuck::Pod + Copy + Send + Sync + fmt::Debug + 'static
+{
     /// 0 for `T`, 1 for bf16, 2 for f16 (selects the kernel table entry).
     const KIND: usize;
     /// Zero in this format.

@@ -1,0 +1,65 @@
+"""Print the README's performance tables (markdown) from the stored raw results in this folder.
+
+Usage: ``python3 docs/results/tables.py`` from the repository root. Every number in the README's performance
+section is printed by this script from the JSON files written by ``examples/vs_torch.rs``,
+``examples/report.rs`` and ``examples/calibrate.rs``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def load(name: str) -> dict:
+    """One stored result file."""
+    return json.loads((HERE / name).read_text())
+
+
+def vs_torch(name: str) -> None:
+    """The crate against torch._fused_adagrad_: one row per configuration."""
+    d = load(name)
+    print(f"`{name}`: {d['cpu']} ({d['cpuid']}), crate path {d['crate_path']}, torch {d['torch']}, "
+          f"{d['rounds']} rounds\n")
+    print("| dtype | elements | threads | torch ns/el | crate ns/el | torch/crate (median, range) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in d["rows"]:
+        n = f"{r['tensors']} × {r['elements']:,}" if r["tensors"] > 1 else f"{r['elements']:,}"
+        print(f"| {r['dtype'].replace('float', 'f')} | {n} | {r['threads']} | {r['torch_ns_per_elem']:.3f} | "
+              f"{r['crate_ns_per_elem']:.3f} | **{r['ratio']:.2f}×** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) |")
+    print()
+
+
+def report(name: str) -> None:
+    """The roofline report: ns per element and percent of the independent ceiling, per path."""
+    d = load(name)
+    print(f"`{name}`: {d['cpu']}, default path {d.get('default_path', '?')}\n")
+    rows = d["rows"]
+    keys = sorted({(r["dtype"], r["size"], r["threads"]) for r in rows},
+                  key=lambda k: (["f32", "f64", "f32+bf16g", "f32+bf16g+out"].index(k[0]), k[1], k[2]))
+    paths = [p for p in dict.fromkeys(r["path"] for r in rows) if not p.startswith("ceiling")]
+    print("| format | elements | threads | " + " | ".join(paths) + " | ceiling (variant) |")
+    print("|---|---:|---:|" + "---:|" * (len(paths) + 1))
+    for k in keys:
+        cells = []
+        ceiling = ""
+        for r in rows:
+            if (r["dtype"], r["size"], r["threads"]) != k:
+                continue
+            if r["path"].startswith("ceiling"):
+                ceiling = f"{r['ns_per_elem']:.3f} ({r['path'][9:-1]})"
+        for p in paths:
+            r = next((r for r in rows if (r["dtype"], r["size"], r["threads"], r["path"]) == (*k, p)), None)
+            cells.append("" if r is None else f"{r['ns_per_elem']:.3f} ({r['pct_of_ceiling']:.0f}%)")
+        print(f"| {k[0]} | {k[1]:,} | {k[2]} | " + " | ".join(cells) + f" | {ceiling} |")
+    print()
+
+
+if __name__ == "__main__":
+    for f in ("vs-torch-intel-spr.json", "vs-torch-intel-spr-avx2.json", "vs-torch-intel-spr-avx512.json"):
+        if (HERE / f).exists():
+            vs_torch(f)
+    if (HERE / "report-intel-spr.json").exists():
+        report("report-intel-spr.json")

@@ -1,0 +1,284 @@
+//! The functional step: one multi-tensor Adagrad step over caller-owned parameters, gradients and accumulators.
+//!
+//! Frameworks own their state tensors (PyTorch keeps `sum` per parameter in the optimizer's `state`); this is the
+//! entry point for them, and the one [`crate::Adagrad`] itself uses on its own state: the same validation, the same
+//! threads, the same bits. An [`Executor`] holds what is resolved once (kernel path, tuning, threads); the
+//! [`Config`] holds the hyperparameters, and the step number `t` (1-based) is the caller's.
+//!
+//! ```
+//! use adagrad::{functional, Config, Executor};
+//! let config = Config::default().lr(0.1);
+//! let exec = Executor::new(&config)?;
+//! let (mut w, mut b) = (vec![1.0f32; 3], vec![0.0f32; 1]);
+//! let (mut sw, mut sb) = (vec![0.0f32; 3], vec![0.0f32; 1]); // the caller's accumulators
+//! functional::step(
+//!     &exec, &config, 1,
+//!     &mut [&mut w, &mut b], &[&[0.5, -0.5, 0.0], &[2.0]], &mut [&mut sw, &mut sb],
+//!     None::<&mut [&mut [adagrad::bf16]]>, None,
+//! )?;
+//! assert_eq!((w, b, sw, sb), (vec![0.9, 1.1, 1.0], vec![-0.1], vec![0.25, 0.25, 0.0], vec![4.0]));
+//! # Ok::<(), adagrad::Error>(())
+//! ```
+
+use crate::parallel::{Seg, helpers};
+use crate::{AlignedBuf, Config, Error, NonFinite, Parallelism, StepOutcome, Tuning};
+use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, Kernels};
+use rayon::ThreadPool;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// What a step runs on, resolved once from a [`Config`]: the kernel path ([`Config::isa`], else `ADAGRAD_ISA`,
+/// else the best path — AVX2 rather than AVX-512 where [`Tuning::avx512`] says so), the [`Tuning`]
+/// ([`Config::tuning`], else this CPU's table entry with `ADAGRAD_TUNE`), and the threads
+/// ([`Config::parallelism`]).
+#[derive(Clone, Debug)]
+pub struct Executor {
+    kernels: Kernels,
+    tuning: Tuning,
+    /// Helper threads (`None`: sequential) and the number of threads a step uses, the caller included.
+    pool: Option<Arc<ThreadPool>>,
+    threads: usize,
+}
+
+impl Executor {
+    /// Resolves the path, tuning and threads of `config`. An invalid `ADAGRAD_ISA` or `ADAGRAD_TUNE`, an unavailable
+    /// path or an invalid tuning is an error.
+    pub fn new(config: &Config) -> Result<Executor, Error> {
+        let tuning = match config.tuning {
+            Some(t) => {
+                t.validate()?;
+                t
+            }
+            None => Tuning::detect()?,
+        };
+        let kernels = match (config.isa, Isa::from_env()?) {
+            (Some(isa), _) | (None, Some(isa)) => Kernels::new(isa)?,
+            (None, None) if !tuning.avx512 && Isa::best() == Isa::Avx512 => {
+                Kernels::new(Isa::Avx2)?
+            }
+            (None, None) => Kernels::best(),
+        }
+        .with_prefetch(tuning.prefetch);
+        let (pool, threads) = match &config.parallelism {
+            Parallelism::Sequential => (None, 1),
+            Parallelism::Global => {
+                let n = rayon::current_num_threads();
+                (helpers(n), n)
+            }
+            Parallelism::Threads(n) => (helpers(*n), *n),
+            Parallelism::Pool(p) => (Some(p.clone()), p.current_num_threads()),
+        };
+        let threads = if pool.is_some() { threads } else { 1 };
+        Ok(Executor {
+            kernels,
+            tuning,
+            pool,
+            threads,
+        })
+    }
+
+    /// The kernel path.
+    pub fn isa(&self) -> Isa {
+        self.kernels.isa()
+    }
+
+    /// The performance settings.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// Threads a large step runs on, the caller included (1: sequential).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+/// Accumulator storage a step can run on: the caller's slices or the optimizer's own buffers.
+pub(crate) trait StateSlice<T>: Send {
+    fn len(&self) -> usize;
+    fn slice(&mut self) -> &mut [T];
+}
+
+impl<T: Float> StateSlice<T> for &mut [T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn slice(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+impl<T: Float> StateSlice<T> for AlignedBuf<T> {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn slice(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+/// One step `t` (1-based: the learning rate decays as `lr / (1 + (t − 1)·lr_decay)`) over `params`, `grads` and
+/// the caller's accumulators `state`, one slice of each per tensor, all of a tensor's the same length; optionally
+/// gradients divided by `grad_scale` and the updated parameters written rounded to `O` into `copy_out`.
+///
+/// Everything is validated first (the configuration as `T` holds it, `t ≥ 1`, counts, lengths, the scale, and
+/// under [`NonFinite::SkipStep`]/[`NonFinite::Error`] the unscaled gradients); on error, or on a skipped step,
+/// nothing is written. Bit-identical to [`crate::Adagrad::step_with`] with the same inputs.
+#[allow(clippy::too_many_arguments)]
+pub fn step<T: Float, G: Grad<T>, O: CopyOut<T>>(
+    exec: &Executor,
+    config: &Config,
+    t: u64,
+    params: &mut [&mut [T]],
+    grads: &[&[G]],
+    state: &mut [&mut [T]],
+    copy_out: Option<&mut [&mut [O]]>,
+    grad_scale: Option<f64>,
+) -> Result<StepOutcome, Error> {
+    config.validate_for::<T>()?;
+    run(exec, config, t, params, grads, state, copy_out, grad_scale)
+}
+
+/// [`step`] on any accumulator storage, with the configuration already validated.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>(
+    exec: &Executor,
+    config: &Config,
+    t: u64,
+    params: &mut [&mut [T]],
+    grads: &[&[G]],
+    state: &mut [S],
+    copy_out: Option<&mut [&mut [O]]>,
+    grad_scale: Option<f64>,
+) -> Result<StepOutcome, Error> {
+    if t == 0 {
+        return Err(Error::InvalidConfig {
+            field: "step",
+            value: 0.0,
+            reason: "steps are counted from 1",
+        });
+    }
+    check(params, grads, state)?;
+    let out: &mut [&mut [O]] = match copy_out {
+        Some(out) if O::KIND != 0 => {
+            check_out(out, state)?;
+            out
+        }
+        _ => &mut [],
+    };
+    let mut h = Hyper::<T>::new(
+        config.lr,
+        config.lr_decay,
+        t,
+        config.weight_decay,
+        config.eps,
+        config.maximize,
+        config.eps_placement,
+    );
+    if let Some(scale) = grad_scale {
+        // Judged as the kernels will use it: rounded to T (1e-50 is positive in f64 and 0 in f32).
+        let rounded = T::from_f64(scale);
+        if !(rounded.is_finite() && rounded > T::ZERO) {
+            return Err(Error::InvalidGradScale(scale));
+        }
+        h = h.with_grad_scale(scale);
+    }
+    if config.non_finite != NonFinite::Propagate {
+        let count = count_non_finite(exec, grads, h.grad_scale);
+        if count > 0 {
+            return match config.non_finite {
+                NonFinite::Error => Err(Error::NonFiniteGradient { count }),
+                _ => Ok(StepOutcome::Skipped { non_finite: count }),
+            };
+        }
+    }
+    let seg = Seg::new(params, grads, state, out);
+    // Thresholds and piece sizes count f32 elements; an f64 element is about four times the work.
+    let weight = Tuning::weight::<T>();
+    let pool = exec
+        .pool
+        .as_deref()
+        .filter(|_| seg.len().saturating_mul(weight) >= exec.tuning.parallel_threshold);
+    seg.run(
+        &exec.kernels,
+        &h,
+        config.precision,
+        pool,
+        exec.threads,
+        exec.tuning.min_piece.div_ceil(weight),
+    );
+    Ok(StepOutcome::Applied)
+}
+
+fn check<T, G, S: StateSlice<T>>(
+    params: &[&mut [T]],
+    grads: &[&[G]],
+    state: &[S],
+) -> Result<(), Error> {
+    let expected = state.len();
+    if params.len() != expected || grads.len() != expected {
+        return Err(Error::TensorCount {
+            expected,
+            params: params.len(),
+            grads: grads.len(),
+        });
+    }
+    for (tensor, ((p, g), s)) in params.iter().zip(grads).zip(state).enumerate() {
+        if p.len() != s.len() || g.len() != s.len() {
+            return Err(Error::Length {
+                tensor,
+                expected: s.len(),
+                params: p.len(),
+                grads: g.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_out<T, O, S: StateSlice<T>>(out: &[&mut [O]], state: &[S]) -> Result<(), Error> {
+    if out.len() != state.len() {
+        return Err(Error::CopyOutCount {
+            expected: state.len(),
+            got: out.len(),
+        });
+    }
+    for (tensor, (o, s)) in out.iter().zip(state).enumerate() {
+        if o.len() != s.len() {
+            return Err(Error::CopyOutLength {
+                tensor,
+                expected: s.len(),
+                got: o.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Counts NaN and ±∞ gradient elements as the update will use them (divided by the gradient scale, in `T`), on
+/// the executor's threads for large steps.
+fn count_non_finite<T: Float, G: Grad<T>>(
+    exec: &Executor,
+    grads: &[&[G]],
+    scale: Option<T>,
+) -> usize {
+    let count = |g: &[G]| match scale {
+        Some(sc) => g.iter().filter(|x| !(x.widen() / sc).is_finite()).count(),
+        None => g.iter().filter(|x| !x.widen().is_finite()).count(),
+    };
+    let total: usize = grads.iter().map(|g| g.len()).sum();
+    match &exec.pool {
+        Some(pool)
+            if total.saturating_mul(Tuning::weight::<T>()) >= exec.tuning.parallel_threshold =>
+        {
+            pool.install(|| {
+                grads
+                    .par_iter()
+                    .flat_map(|g| g.par_chunks(exec.tuning.min_piece.max(1)))
+                    .map(count)
+                    .sum()
+            })
+        }
+        _ => grads.iter().map(|g| count(g)).sum(),
+    }
+}
