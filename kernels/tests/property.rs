@@ -1,9 +1,10 @@
 //! Property test with shrinking: for arbitrary lengths, offsets, values (any bit pattern) and hyperparameters,
 //! every available path in Exact mode equals the reference bit for bit (NaN equals NaN).
 
-use adagrad_kernels::{EpsPlacement, Float, Hyper, Isa, Kernels, Precision};
+use adagrad_kernels::{EpsPlacement, Float, Hyper, Kernels, Precision};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+mod common;
 
 /// Bits equal, or both NaN (compared through f64, which keeps every f32 bit pattern's class and value).
 fn same<T: Float>(a: &[T], b: &[T]) -> bool {
@@ -28,7 +29,7 @@ fn all_paths_match<T: Float>(
         .collect();
     let (mut rp, mut rs) = (p.clone(), s.clone());
     adagrad_kernels::reference::update(&mut rp[off..], &g[off..], &mut rs[off..], h).unwrap();
-    for isa in Isa::available() {
+    for isa in common::paths("property") {
         let k = Kernels::new(isa).unwrap();
         let (mut kp, mut ks) = (p.clone(), s.clone());
         k.update(
@@ -109,7 +110,7 @@ proptest! {
         prop_assume!(!(a == b && b == c));
         let (mut p, g, mut s) = (vec![1.0f32; a], vec![1.0f32; b], vec![1.0f32; c]);
         let h = Hyper::<f32>::new(0.1, 0.0, 1, 0.0, 1e-10, false, EpsPlacement::Outside);
-        for isa in Isa::available() {
+        for isa in common::paths("property") {
             let k = Kernels::new(isa).unwrap();
             prop_assert!(k.update(&mut p, &g, &mut s, &h, Precision::Exact).is_err());
             prop_assert!(k.update(&mut p, &g, &mut s, &h, Precision::Fast).is_err());

@@ -26,11 +26,29 @@ fn load_or_unchanged<T: Float + bytemuck::Pod>(data: &[u8], lens: &[usize]) {
     let mut opt = Adagrad::<T>::new(Config::default(), lens).unwrap();
     let before = opt.to_checkpoint_bytes();
     match opt.load_bytes(data) {
-        Ok(()) => assert_eq!(
-            body(&opt.to_checkpoint_bytes()),
-            body(data),
-            "accepted bytes do not round-trip"
-        ),
+        Ok(()) => {
+            assert_eq!(
+                body(&opt.to_checkpoint_bytes()),
+                body(data),
+                "accepted bytes do not round-trip"
+            );
+            // Whatever was loaded, the following steps return Ok or a typed error, never panic; an error changes
+            // nothing (issue 13: a forged step count used to overflow on the next step).
+            let mut params: Vec<Vec<T>> = lens.iter().map(|&n| vec![T::from_f64(0.5); n]).collect();
+            let grads: Vec<Vec<T>> = lens.iter().map(|&n| vec![T::from_f64(0.25); n]).collect();
+            for _ in 0..2 {
+                let snapshot = opt.to_checkpoint_bytes();
+                let mut ps: Vec<&mut [T]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+                let gs: Vec<&[T]> = grads.iter().map(|g| g.as_slice()).collect();
+                if opt.step(&mut ps, &gs).is_err() {
+                    assert_eq!(
+                        opt.to_checkpoint_bytes(),
+                        snapshot,
+                        "a failed step changed the optimizer"
+                    );
+                }
+            }
+        }
         Err(_) => assert_eq!(
             opt.to_checkpoint_bytes(),
             before,
@@ -134,7 +152,7 @@ pub fn kernels(mut data: &[u8]) {
                 )
                 .unwrap();
             }
-            for isa in Isa::available() {
+            for isa in paths() {
                 let k = Kernels::new(isa).unwrap();
                 let (mut kp, mut ks) = (p.clone(), s.clone());
                 let mut kout = vec![f16::ZERO; n];
@@ -198,7 +216,7 @@ pub fn kernels(mut data: &[u8]) {
             let s: Vec<f64> = v.iter().map(|x| x[2]).collect();
             let (mut rp, mut rs) = (p.clone(), s.clone());
             reference::update(&mut rp[off..], &g[off..], &mut rs[off..], &h64).unwrap();
-            for isa in Isa::available() {
+            for isa in paths() {
                 let k = Kernels::new(isa).unwrap();
                 let (mut kp, mut ks) = (p.clone(), s.clone());
                 k.update(
@@ -216,4 +234,19 @@ pub fn kernels(mut data: &[u8]) {
             }
         }
     }
+}
+
+/// Every path this CPU runs; a path `ADAGRAD_REQUIRE_ISA` names but the CPU lacks is a failure, not a skip.
+fn paths() -> Vec<Isa> {
+    let required = std::env::var("ADAGRAD_REQUIRE_ISA").unwrap_or_default();
+    for isa in Isa::ALL {
+        let named = required
+            .split(',')
+            .any(|r| r.trim().eq_ignore_ascii_case(isa.name()));
+        assert!(
+            !named || isa.is_available(),
+            "ADAGRAD_REQUIRE_ISA names {isa}, which this CPU lacks"
+        );
+    }
+    Isa::available().collect()
 }

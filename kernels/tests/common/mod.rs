@@ -1,9 +1,10 @@
-//! Helpers shared by the kernel test files.
+//! Helpers shared by the kernel test files (and, through `#[path]`, by the crate's tests).
 
 use adagrad_kernels::{Isa, Kernels};
 
-/// The kernels of `isa`, or `None` after printing that the test is skipped (a failure when
-/// `ADAGRAD_REQUIRE_ISA` names it).
+/// The kernels of `isa`, or `None` after reporting that the test is skipped — a failure when
+/// `ADAGRAD_REQUIRE_ISA` names the path. Skips are printed and appended to `target/tmp/skipped-isa.txt`, which
+/// `.ci/run` shows after the tests (cargo hides the output of passing tests).
 pub fn kernels_or_skip(isa: Isa, test: &str) -> Option<Kernels> {
     match Kernels::new(isa) {
         Ok(k) => Some(k),
@@ -15,8 +16,29 @@ pub fn kernels_or_skip(isa: Isa, test: &str) -> Option<Kernels> {
             {
                 panic!("{test}: ADAGRAD_REQUIRE_ISA names {isa}, but: {e}");
             }
-            eprintln!("{test}: skipped: {e}");
+            let line = format!("{test}: skipped {isa}: {e}");
+            println!("{line}");
+            eprintln!("{line}");
+            let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-isa.txt");
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
             None
         }
     }
+}
+
+/// Every path this CPU runs, for tests that loop over paths; a path `ADAGRAD_REQUIRE_ISA` names but the CPU lacks
+/// fails the test, and every other missing path is reported as skipped.
+#[allow(dead_code)]
+pub fn paths(test: &str) -> Vec<Isa> {
+    Isa::ALL
+        .into_iter()
+        .filter(|&isa| kernels_or_skip(isa, test).is_some())
+        .collect()
 }
