@@ -71,7 +71,7 @@ impl<T: Float> Adagrad<T> {
     /// One step over every tensor: `params[i]` and `grads[i]` must have the length of tensor `i`. Gradients are
     /// `T`, or for f32 parameters also [`bf16`](crate::bf16) / [`f16`](crate::f16) (widened exactly).
     ///
-    /// On any mismatch, returns the error and changes nothing. With [`NonFinite::SkipStep`] a step whose
+    /// On any mismatch, returns the error and changes nothing. With [`crate::NonFinite::SkipStep`] a step whose
     /// gradients hold NaN or ±∞ changes nothing and returns [`StepOutcome::Skipped`].
     pub fn step<G: Grad<T>>(
         &mut self,

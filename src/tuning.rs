@@ -196,3 +196,124 @@ impl Tuning {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(vendor: Vendor, family: u32) -> Cpu {
+        Cpu {
+            vendor,
+            family,
+            model: 1,
+        }
+    }
+
+    #[test]
+    fn the_table_keys_on_vendor_and_family() {
+        let intel = Tuning::for_cpu(&cpu(Vendor::Intel, 6));
+        assert_eq!(
+            (
+                intel.prefetch,
+                intel.parallel_threshold,
+                intel.min_piece,
+                intel.avx512
+            ),
+            (4096, 16_384, 8192, false)
+        );
+        assert_eq!(intel.source, TuningSource::Table("intel"));
+        for family in [0x17, 0x19, 0x1A] {
+            let amd = Tuning::for_cpu(&cpu(Vendor::Amd, family));
+            assert_eq!(
+                (
+                    amd.prefetch,
+                    amd.parallel_threshold,
+                    amd.min_piece,
+                    amd.avx512
+                ),
+                (0, PARALLEL_THRESHOLD, 16_384, true)
+            );
+            assert_eq!(amd.source, TuningSource::Table("amd-zen"));
+        }
+        for other in [
+            cpu(Vendor::Amd, 0x16),
+            cpu(Vendor::Amd, 0x1B),
+            cpu(Vendor::Intel, 0xF),
+            cpu(Vendor::Other, 6),
+        ] {
+            let t = Tuning::for_cpu(&other);
+            assert_eq!(t.source, TuningSource::Table("other"), "{other}");
+            assert_eq!(
+                (t.prefetch, t.parallel_threshold, t.avx512),
+                (0, PARALLEL_THRESHOLD, true)
+            );
+        }
+    }
+
+    #[test]
+    fn overrides_mark_their_source_and_display_round_trips() {
+        let t = Tuning::for_cpu(&cpu(Vendor::Intel, 6))
+            .with_overrides("prefetch=0")
+            .unwrap();
+        assert_eq!(t.source, TuningSource::Env("intel"));
+        assert_eq!(
+            t.to_string(),
+            "prefetch=0,threshold=16384,piece=8192,avx512=0 (table entry \"intel\" with ADAGRAD_TUNE)"
+        );
+        // The displayed settings parse back to the same values.
+        let spec = t.to_string();
+        let spec = spec.split(' ').next().unwrap();
+        let back = Tuning::for_cpu(&cpu(Vendor::Amd, 0x19))
+            .with_overrides(spec)
+            .unwrap();
+        assert_eq!(
+            (
+                back.prefetch,
+                back.parallel_threshold,
+                back.min_piece,
+                back.avx512
+            ),
+            (t.prefetch, t.parallel_threshold, t.min_piece, t.avx512)
+        );
+        assert_eq!(TuningSource::Config.to_string(), "Config::tuning");
+        assert_eq!(
+            TuningSource::Table("other").to_string(),
+            "table entry \"other\""
+        );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let base = Tuning::for_cpu(&cpu(Vendor::Other, 0));
+        assert!(base.validate().is_ok());
+        assert!(
+            Tuning {
+                prefetch: Kernels::MAX_PREFETCH,
+                ..base
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            Tuning {
+                prefetch: Kernels::MAX_PREFETCH + 1,
+                ..base
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Tuning {
+                min_piece: 0,
+                ..base
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(base.with_overrides("prefetch=1048576").is_ok());
+        assert!(base.with_overrides("prefetch=1048577").is_err());
+        assert!(base.with_overrides("avx512=0").is_ok_and(|t| !t.avx512));
+        assert_eq!(Tuning::weight::<f32>(), 1);
+        assert_eq!(Tuning::weight::<f64>(), 4);
+    }
+}
