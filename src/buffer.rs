@@ -174,3 +174,60 @@ impl<'a, T: Pod> IntoIterator for &'a AlignedBuf<T> {
         self.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alignment_follows_the_size() {
+        let small = AlignedBuf::<f32>::filled(1000, 1.5).unwrap();
+        assert_eq!(small.as_ptr() as usize % AlignedBuf::<f32>::ALIGN, 0);
+        assert_eq!(small.len(), 1000);
+        assert!(small.iter().all(|&x| x == 1.5));
+        // From HUGE bytes on: 2 MiB aligned (and advised for huge pages).
+        let huge = AlignedBuf::<f64>::filled(AlignedBuf::<f64>::HUGE / 8, 2.0).unwrap();
+        assert_eq!(huge.as_ptr() as usize % AlignedBuf::<f64>::HUGE, 0);
+        assert!(huge.iter().all(|&x| x == 2.0));
+        // One element less than HUGE bytes: only cache-line alignment is promised (and the layout says so).
+        let below = AlignedBuf::<f32>::layout(AlignedBuf::<f32>::HUGE / 4 - 1).unwrap();
+        assert_eq!(below.align(), 64);
+        let at = AlignedBuf::<f32>::layout(AlignedBuf::<f32>::HUGE / 4).unwrap();
+        assert_eq!((at.align(), at.size()), (2 << 20, 2 << 20));
+    }
+
+    #[test]
+    fn empty_and_impossible_sizes() {
+        let empty = AlignedBuf::<f32>::filled(0, 1.0).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.as_slice(), &[] as &[f32]);
+        assert_eq!(
+            AlignedBuf::<f64>::filled(usize::MAX / 4, 0.0).err(),
+            Some(Error::Alloc {
+                elements: usize::MAX / 4
+            })
+        );
+        assert!(AlignedBuf::<f32>::layout(usize::MAX).is_err());
+    }
+
+    #[test]
+    fn copies_compares_and_iterates_like_a_slice() {
+        let data = [1.0f32, -0.0, 3.5, f32::MAX];
+        let mut b = AlignedBuf::from_slice(&data).unwrap();
+        assert_eq!(b, data);
+        assert_eq!(b, data.to_vec());
+        assert_eq!(b, data[..]);
+        assert!(b == AlignedBuf::from_slice(&data).unwrap());
+        assert!(b != AlignedBuf::from_slice(&data[..3]).unwrap());
+        b.as_mut_slice()[2] = 7.0;
+        assert_eq!(
+            (&b).into_iter().copied().collect::<Vec<_>>(),
+            [1.0, -0.0, 7.0, f32::MAX]
+        );
+        let borrowed: &[f32] = std::borrow::Borrow::borrow(&b);
+        assert_eq!(borrowed.len(), 4);
+        assert_eq!(format!("{b:?}"), "[1.0, -0.0, 7.0, 3.4028235e38]");
+        let halves = AlignedBuf::<half::bf16>::filled(3, half::bf16::ONE).unwrap();
+        assert_eq!(halves[2], half::bf16::ONE);
+    }
+}

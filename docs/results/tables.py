@@ -21,14 +21,17 @@ def load(name: str) -> dict:
 def vs_torch(name: str) -> None:
     """The crate against torch._fused_adagrad_: one row per configuration."""
     d = load(name)
-    print(f"`{name}`: {d['cpu']} ({d['cpuid']}), crate path {d['crate_path']}, torch {d['torch']}, "
-          f"{d['rounds']} rounds\n")
+    print(
+        f"`{name}`: {d['cpu']} ({d['cpuid']}), crate path {d['crate_path']}, torch {d['torch']}, {d['rounds']} rounds\n"
+    )
     print("| dtype | elements | threads | torch ns/el | crate ns/el | torch/crate (median, range) |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in d["rows"]:
         n = f"{r['tensors']} × {r['elements']:,}" if r["tensors"] > 1 else f"{r['elements']:,}"
-        print(f"| {r['dtype'].replace('float', 'f')} | {n} | {r['threads']} | {r['torch_ns_per_elem']:.3f} | "
-              f"{r['crate_ns_per_elem']:.3f} | **{r['ratio']:.2f}×** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) |")
+        print(
+            f"| {r['dtype'].replace('float', 'f')} | {n} | {r['threads']} | {r['torch_ns_per_elem']:.3f} | "
+            f"{r['crate_ns_per_elem']:.3f} | **{r['ratio']:.2f}×** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) |"
+        )
     print()
 
 
@@ -37,8 +40,10 @@ def report(name: str) -> None:
     d = load(name)
     print(f"`{name}`: {d['cpu']}, default path {d.get('default_path', '?')}\n")
     rows = d["rows"]
-    keys = sorted({(r["dtype"], r["size"], r["threads"]) for r in rows},
-                  key=lambda k: (["f32", "f64", "f32+bf16g", "f32+bf16g+out"].index(k[0]), k[1], k[2]))
+    keys = sorted(
+        {(r["dtype"], r["size"], r["threads"]) for r in rows},
+        key=lambda k: (["f32", "f64", "f32+bf16g", "f32+bf16g+out"].index(k[0]), k[1], k[2]),
+    )
     paths = [p for p in dict.fromkeys(r["path"] for r in rows) if not p.startswith("ceiling")]
     print("| format | elements | threads | " + " | ".join(paths) + " | ceiling (variant) |")
     print("|---|---:|---:|" + "---:|" * (len(paths) + 1))
