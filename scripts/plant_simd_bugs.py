@@ -113,7 +113,9 @@ def run_tests() -> tuple[bool, str]:
         capture_output=True,
         text=True,
     )
-    failed = [line.split()[1] for line in p.stdout.splitlines() if line.startswith("test ") and "FAILED" in line]
+    # Failing tests are listed, one per line and indented, after the last "failures:" line.
+    tail = p.stdout.rsplit("failures:", 1)[-1] if "failures:" in p.stdout else ""
+    failed = [line.strip() for line in tail.splitlines() if line.startswith("    ") and " " not in line.strip()]
     return p.returncode != 0, ", ".join(sorted(set(failed))[:4])
 
 

@@ -209,7 +209,8 @@ fn forced_paths_and_the_path_in_use() {
 
 #[test]
 fn every_path_and_parallelism_gives_the_same_bits() {
-    let n = 10_000;
+    // Above every table entry's parallel threshold, so that the parallel runs really split the step.
+    let n = 100_003;
     let grads: Vec<Vec<f32>> = (0..5)
         .map(|k| {
             (0..n)
@@ -229,7 +230,11 @@ fn every_path_and_parallelism_gives_the_same_bits() {
         .isa(Isa::Scalar)
         .parallelism(Parallelism::Sequential));
     for isa in isa_paths::paths("api") {
-        for par in [Parallelism::Sequential, Parallelism::Global] {
+        for par in [
+            Parallelism::Sequential,
+            Parallelism::Global,
+            Parallelism::Threads(3),
+        ] {
             let got = run(Config::default().isa(isa).parallelism(par));
             assert!(
                 got.0

@@ -120,8 +120,9 @@ pub fn kernels(mut data: &[u8]) {
     let off = (head[7] % 16) as usize;
     let kind = head[8] % 4;
     match kind {
-        0 | 1 => {
-            // f32 params/state; kind 1: bf16 gradients with f16 copy-out.
+        0 | 1 | 3 => {
+            // f32 params/state; kind 1: bf16 gradients with f16 copy-out; kind 3: bf16 gradients with bf16
+            // copy-out.
             let n = data.len() / 12;
             let v: Vec<[f32; 3]> = (0..n)
                 .map(|i| {
@@ -134,74 +135,14 @@ pub fn kernels(mut data: &[u8]) {
             let p: Vec<f32> = v.iter().map(|x| x[0]).collect();
             let g: Vec<f32> = v.iter().map(|x| x[1]).collect();
             let s: Vec<f32> = v.iter().map(|x| x[2]).collect();
-            let gb: Vec<bf16> = g
-                .iter()
-                .map(|&x| bf16::from_bits((x.to_bits() >> 16) as u16))
-                .collect();
-            let (mut rp, mut rs) = (p.clone(), s.clone());
-            let mut rout = vec![f16::ZERO; n];
-            if kind == 0 {
-                reference::update(&mut rp[off..], &g[off..], &mut rs[off..], &h32).unwrap();
-            } else {
-                reference::update_mixed(
-                    &mut rp[off..],
-                    &gb[off..],
-                    &mut rs[off..],
-                    Some(&mut rout[off..]),
-                    &h32,
-                )
-                .unwrap();
-            }
-            for isa in paths() {
-                let k = Kernels::new(isa).unwrap();
-                let (mut kp, mut ks) = (p.clone(), s.clone());
-                let mut kout = vec![f16::ZERO; n];
-                if kind == 0 {
-                    k.update(
-                        &mut kp[off..],
-                        &g[off..],
-                        &mut ks[off..],
-                        &h32,
-                        Precision::Exact,
-                    )
-                    .unwrap();
-                } else {
-                    k.update_with(
-                        &mut kp[off..],
-                        &gb[off..],
-                        &mut ks[off..],
-                        Some(&mut kout[off..]),
-                        &h32,
-                        Precision::Exact,
-                    )
-                    .unwrap();
-                }
-                assert!(
-                    same(&kp, &rp) && same(&ks, &rs),
-                    "{isa} differs from the reference"
-                );
-                assert!(
-                    kout.iter()
-                        .zip(&rout)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{isa} copy-out differs"
-                );
-                // Fast mode must not crash and must leave the state exact.
-                let (mut fp, mut fs) = (p.clone(), s.clone());
-                if kind == 0 {
-                    k.update(
-                        &mut fp[off..],
-                        &g[off..],
-                        &mut fs[off..],
-                        &h32,
-                        Precision::Fast,
-                    )
-                    .unwrap();
-                    assert!(same(&fs, &rs), "{isa} fast changed the state");
-                }
+            match kind {
+                0 => f32_step(&p, &g, &s, off, &h32),
+                1 => mixed_step::<f16>(&p, &g, &s, off, &h32),
+                _ => mixed_step::<bf16>(&p, &g, &s, off, &h32),
             }
         }
         _ => {
+            // kind 2: f64.
             let n = data.len() / 24;
             let v: Vec<[f64; 3]> = (0..n)
                 .map(|i| {
@@ -249,4 +190,82 @@ fn paths() -> Vec<Isa> {
         );
     }
     Isa::available().collect()
+}
+
+/// f32 gradients, no copy-out: every path Exact equals the reference; Fast leaves the state exact.
+fn f32_step(p: &[f32], g: &[f32], s: &[f32], off: usize, h: &Hyper<f32>) {
+    let (mut rp, mut rs) = (p.to_vec(), s.to_vec());
+    reference::update(&mut rp[off..], &g[off..], &mut rs[off..], h).unwrap();
+    for isa in paths() {
+        let k = Kernels::new(isa).unwrap();
+        let (mut kp, mut ks) = (p.to_vec(), s.to_vec());
+        k.update(
+            &mut kp[off..],
+            &g[off..],
+            &mut ks[off..],
+            h,
+            Precision::Exact,
+        )
+        .unwrap();
+        assert!(
+            same(&kp, &rp) && same(&ks, &rs),
+            "{isa} differs from the reference"
+        );
+        let (mut fp, mut fs) = (p.to_vec(), s.to_vec());
+        k.update(
+            &mut fp[off..],
+            &g[off..],
+            &mut fs[off..],
+            h,
+            Precision::Fast,
+        )
+        .unwrap();
+        assert!(same(&fs, &rs), "{isa} fast changed the state");
+    }
+}
+
+/// bf16 gradients (the top halves of `g`) with a copy-out in format `O`: every path equals the reference, copy-out
+/// bits included.
+fn mixed_step<O: adagrad::CopyOut<f32> + adagrad::Grad<f32>>(
+    p: &[f32],
+    g: &[f32],
+    s: &[f32],
+    off: usize,
+    h: &Hyper<f32>,
+) {
+    let n = p.len();
+    let gb: Vec<bf16> = g
+        .iter()
+        .map(|&x| bf16::from_bits((x.to_bits() >> 16) as u16))
+        .collect();
+    let (mut rp, mut rs) = (p.to_vec(), s.to_vec());
+    let mut rout = vec![<O as adagrad::CopyOut<f32>>::ZERO_VALUE; n];
+    reference::update_mixed(
+        &mut rp[off..],
+        &gb[off..],
+        &mut rs[off..],
+        Some(&mut rout[off..]),
+        h,
+    )
+    .unwrap();
+    for isa in paths() {
+        let k = Kernels::new(isa).unwrap();
+        let (mut kp, mut ks) = (p.to_vec(), s.to_vec());
+        let mut kout = vec![<O as adagrad::CopyOut<f32>>::ZERO_VALUE; n];
+        k.update_with(
+            &mut kp[off..],
+            &gb[off..],
+            &mut ks[off..],
+            Some(&mut kout[off..]),
+            h,
+            Precision::Exact,
+        )
+        .unwrap();
+        assert!(
+            same(&kp, &rp) && same(&ks, &rs),
+            "{isa} differs from the reference"
+        );
+        let bits = |v: &[O]| -> Vec<u16> { bytemuck::cast_slice::<O, u16>(v).to_vec() };
+        assert_eq!(bits(&kout), bits(&rout), "{isa} copy-out differs");
+    }
 }
