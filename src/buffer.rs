@@ -196,6 +196,39 @@ mod tests {
         assert_eq!((at.align(), at.size()), (2 << 20, 2 << 20));
     }
 
+    /// From 2 MiB on, the mapping is advised for transparent huge pages: the kernel marks the VMA `hg` in
+    /// /proc/self/smaps (whether huge pages are then used depends on the system's THP setting).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn large_buffers_are_advised_for_huge_pages() {
+        let flags_of = |addr: usize| -> Option<String> {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+            let mut inside = false;
+            for line in smaps.lines() {
+                if let Some((range, _)) = line.split_once(' ')
+                    && let Some((a, b)) = range.split_once('-')
+                    && let (Ok(a), Ok(b)) =
+                        (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = (a..b).contains(&addr);
+                    continue;
+                }
+                if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return Some(flags.to_string());
+                }
+            }
+            None
+        };
+        let huge = AlignedBuf::<f32>::filled(AlignedBuf::<f32>::HUGE, 0.0).unwrap();
+        match flags_of(huge.as_ptr() as usize) {
+            Some(flags) => assert!(
+                flags.split_whitespace().any(|f| f == "hg"),
+                "VmFlags:{flags}"
+            ),
+            None => println!("skipped: /proc/self/smaps unreadable"),
+        }
+    }
+
     #[test]
     fn empty_and_impossible_sizes() {
         let empty = AlignedBuf::<f32>::filled(0, 1.0).unwrap();
@@ -217,6 +250,9 @@ mod tests {
         assert_eq!(b, data);
         assert_eq!(b, data.to_vec());
         assert_eq!(b, data[..]);
+        assert_eq!(b.as_slice(), &data);
+        assert!(b != data[..3] && b != [1.0f32, -0.0, 3.5, 0.0][..]);
+        assert!(b != [9.0f32; 4] && b != vec![1.0f32]);
         assert!(b == AlignedBuf::from_slice(&data).unwrap());
         assert!(b != AlignedBuf::from_slice(&data[..3]).unwrap());
         b.as_mut_slice()[2] = 7.0;
