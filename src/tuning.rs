@@ -313,6 +313,15 @@ mod tests {
         assert!(base.with_overrides("prefetch=1048576").is_ok());
         assert!(base.with_overrides("prefetch=1048577").is_err());
         assert!(base.with_overrides("avx512=0").is_ok_and(|t| !t.avx512));
+        assert!(
+            matches!(base.with_overrides("avx512=2"), Err(Error::InvalidTune(m)) if m.contains("0 or 1"))
+        );
+        assert!(
+            matches!(base.with_overrides("piece=0"), Err(Error::InvalidTune(m)) if m.contains("at least 1"))
+        );
+        assert!(
+            matches!(base.with_overrides("bogus=1"), Err(Error::InvalidTune(m)) if m.contains("unknown key"))
+        );
         assert_eq!(Tuning::weight::<f32>(), 1);
         assert_eq!(Tuning::weight::<f64>(), 4);
     }
