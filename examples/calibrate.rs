@@ -16,28 +16,13 @@
 //! Every variant computes the same bits (Fast: the same bits on one path); only time differs.
 
 use adagrad::{Adagrad, AlignedBuf, Config, Cpu, Float, Isa, Parallelism, Precision, Tuning};
-use std::time::Instant;
+use adagrad_ceiling::{cpu_name, median_secs};
 
 type Pass<'a> = Box<dyn FnMut() + 'a>;
 
-/// Seconds per call of `f`: the median of 3 samples of about `secs` seconds each.
+/// Seconds per call of `f`: the median of 3 samples of about `secs` seconds in all.
 fn time(f: &mut dyn FnMut(), secs: f64) -> f64 {
-    f();
-    let t0 = Instant::now();
-    f();
-    let one = t0.elapsed().as_secs_f64().max(1e-9);
-    let iters = ((secs / 3.0 / one).ceil() as usize).clamp(1, 1 << 20);
-    let mut v: Vec<f64> = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            t.elapsed().as_secs_f64() / iters as f64
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[1]
+    median_secs(f, 3, secs / 3.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -268,15 +253,7 @@ fn main() {
     }
     let (rounds, secs) = if quick { (5, 0.03) } else { (9, 0.06) };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu = cpu_name();
     println!("CPU: {cpu} ({}), {threads} threads", Cpu::this());
     println!("table entry: {}", Tuning::for_cpu(&Cpu::this()));
     println!(

@@ -14,10 +14,9 @@
 use adagrad::{
     Adagrad, AlignedBuf, Config, CopyOut, Float, Grad, Isa, NoCopy, Parallelism, Precision, bf16,
 };
-use adagrad_ceiling::{Ceiling, Format};
+use adagrad_ceiling::{Ceiling, Format, cpu_name, median_secs};
 use plotters::prelude::*;
 use std::io::Write;
-use std::time::Instant;
 
 const SIZES: [usize; 5] = [1024, 4096, 65536, 1 << 20, 1 << 24];
 const QUICK_SIZES: [usize; 4] = [1024, 4096, 65536, 1 << 20];
@@ -61,26 +60,6 @@ fn opts() -> Result<Opts, String> {
         }
     }
     Ok(o)
-}
-
-/// Median seconds per call of `f`, from `samples` samples of enough calls to last `min_sample` seconds.
-fn median_secs(f: &mut dyn FnMut(), samples: usize, min_sample: f64) -> f64 {
-    f();
-    let t0 = Instant::now();
-    f();
-    let one = t0.elapsed().as_secs_f64().max(1e-9);
-    let iters = ((min_sample / one).ceil() as usize).clamp(1, 1 << 20);
-    let mut v: Vec<f64> = (0..samples)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            t.elapsed().as_secs_f64() / iters as f64
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The paths to measure: (label, isa, precision). Fast only where it differs from Exact.
@@ -345,17 +324,6 @@ fn write_svg(
     }
     root.present()?;
     Ok(())
-}
-
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 fn main() {

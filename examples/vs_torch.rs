@@ -13,9 +13,9 @@
 //! multi-tensor step; torch gets the same list).
 
 use adagrad::{Adagrad, Config, Cpu, Float, Parallelism};
+use adagrad_ceiling::{cpu_name, median_secs};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 struct Cfg {
     dtype: String,
@@ -118,24 +118,7 @@ impl<T: Float> Ours<T> {
         let mut step = || {
             opt.step(&mut ps, &gs).expect("lengths match");
         };
-        for _ in 0..3 {
-            step();
-        }
-        let t0 = Instant::now();
-        step();
-        let one = t0.elapsed().as_secs_f64().max(1e-7);
-        let iters = ((secs / 3.0 / one) as usize).max(1);
-        let mut v: Vec<f64> = (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                for _ in 0..iters {
-                    step();
-                }
-                t.elapsed().as_secs_f64() / iters as f64
-            })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v[1] / self.p.len() as f64 * 1e9
+        median_secs(&mut step, 3, secs / 3.0) / self.p.len() as f64 * 1e9
     }
 }
 
@@ -219,15 +202,7 @@ fn main() {
         from.read_line(&mut l).expect("worker alive");
         l.trim().parse().expect("worker answers a number")
     };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu = cpu_name();
     let probe = Adagrad::<f32>::new(Config::default(), &[0]).expect("valid");
     println!(
         "CPU: {cpu} ({}); crate path {} ({}); torch {torch_version}; {rounds} rounds",

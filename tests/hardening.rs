@@ -203,38 +203,34 @@ fn a_larger_file_says_what_differs() {
         ),
         "{r:?}"
     );
-    // Other tensor lengths.
-    Adagrad::<f32>::new(Config::default(), &[10, 300])
-        .unwrap()
-        .save(&path)
-        .unwrap();
-    let r = small.load(&path);
-    assert!(
-        matches!(
-            r,
-            Err(Error::Checkpoint(CheckpointError::TensorLength {
+    // Other tensor lengths, more tensors: each said as such.
+    for (lengths, want) in [
+        (
+            &[10usize, 300][..],
+            CheckpointError::TensorLength {
                 tensor: 1,
-                ..
-            }))
+                file: 300,
+                expected: 3,
+            },
         ),
-        "{r:?}"
-    );
-    // More tensors.
-    Adagrad::<f32>::new(Config::default(), &[10, 3, 1])
-        .unwrap()
-        .save(&path)
-        .unwrap();
-    let r = small.load(&path);
-    assert!(
-        matches!(
-            r,
-            Err(Error::Checkpoint(CheckpointError::TensorCount {
+        (
+            &[10, 3, 1][..],
+            CheckpointError::TensorCount {
                 file: 3,
-                ..
-            }))
+                expected: 2,
+            },
         ),
-        "{r:?}"
-    );
+    ] {
+        Adagrad::<f32>::new(Config::default(), lengths)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        assert_eq!(
+            small.load(&path),
+            Err(Error::Checkpoint(want)),
+            "{lengths:?}"
+        );
+    }
     // Garbage that is merely long.
     std::fs::write(&path, vec![7u8; 100_000]).unwrap();
     let r = small.load(&path);

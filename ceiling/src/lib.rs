@@ -21,6 +21,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+/// The CPU's model name from `/proc/cpuinfo` (the architecture's name where there is none).
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 /// The traffic of one step format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -461,8 +473,9 @@ impl<E: Elem + ToBits, W: Wide<E>> Arrays<E, W> {
     }
 }
 
-/// Median seconds per call of `f`.
-fn median_secs(f: &mut dyn FnMut(), samples: usize, min_sample: f64) -> f64 {
+/// Median seconds per call of `f`: one warm-up call, then `samples` samples, each of as many calls as fill
+/// `min_sample` seconds (measurement helper shared by the report, the calibration and the PyTorch comparison).
+pub fn median_secs(f: &mut dyn FnMut(), samples: usize, min_sample: f64) -> f64 {
     f();
     let t0 = Instant::now();
     f();
