@@ -36,6 +36,10 @@ pub(crate) trait Lanes: Copy {
     const N: usize;
     /// Correct bits of [`Lanes::rsqrt_est`] and [`Lanes::recip_est`].
     const EST_BITS: u32;
+    /// The range `[EST_MIN, EST_MAX]` of values whose estimates and Newton refinement stay within Fast's bound
+    /// (normal inputs and results, with a margin); outside it, Fast falls back to Exact for the vector.
+    const EST_MIN: f64;
+    const EST_MAX: f64;
     /// Whether [`crate::Precision::Fast`] is faster than Exact on this lane type; where it is not (a portable build
     /// without hardware FMA, where every fused multiply-add is a library call), Fast runs Exact.
     const FAST_PAYS: bool;
@@ -53,6 +57,8 @@ pub(crate) trait Lanes: Copy {
     unsafe fn sqrt(self) -> Self;
     /// Bitwise XOR (with `splat(-0.0)`: an exact negation; with `splat(0.0)`: the identity).
     unsafe fn xor(self, b: Self) -> Self;
+    /// Whether every lane is within `[lo, hi]` (false if any lane is NaN).
+    unsafe fn all_within(self, lo: Self, hi: Self) -> bool;
     /// An estimate of `1/√self` good to [`Lanes::EST_BITS`].
     unsafe fn rsqrt_est(self) -> Self;
     /// An estimate of `1/self` good to [`Lanes::EST_BITS`].
@@ -92,6 +98,9 @@ struct Consts<V> {
     half: V,
     three_halves: V,
     minus_zero: V,
+    /// Fast's estimate range, [`Lanes::EST_MIN`]..=[`Lanes::EST_MAX`].
+    est_lo: V,
+    est_hi: V,
 }
 
 /// Applies one step: the generic body behind every SIMD entry point. `out` is empty for [`crate::NoCopy`].
@@ -230,6 +239,8 @@ unsafe fn body<
             half: V::splat(V::T::from_f64(0.5)),
             three_halves: V::splat(V::T::from_f64(1.5)),
             minus_zero: V::splat(-<V::T as Float>::ZERO),
+            est_lo: V::splat(V::T::from_f64(V::EST_MIN)),
+            est_hi: V::splat(V::T::from_f64(V::EST_MAX)),
         };
         // A function, not a closure: a closure would not inherit the entry point's target features and, when
         // not inlined, would call every intrinsic out of line.
@@ -386,9 +397,14 @@ unsafe fn lanes_step<
             return (p.sub(step.div(d)), s);
         }
         let steps = const { newton_steps(V::EST_BITS, V::T::MANTISSA_BITS) };
+        // Outside the estimates' range (tiny or huge denominators, ∞, NaN) the vector takes Exact's formula, so
+        // Fast's bound holds wherever Exact is finite and a zero gradient still gives a zero update.
         let inv = if INSIDE {
             // y ← y·(3/2 − (x/2)·y²)
             let x = s.add(c.eps);
+            if !x.all_within(c.est_lo, c.est_hi) {
+                return (p.sub(step.div(x.sqrt())), s);
+            }
             let hx = c.half.mul(x);
             let mut y = x.rsqrt_est();
             for _ in 0..steps {
@@ -398,6 +414,9 @@ unsafe fn lanes_step<
         } else {
             // y ← y + y·(1 − d·y)
             let d = s.sqrt().add(c.eps);
+            if !d.all_within(c.est_lo, c.est_hi) {
+                return (p.sub(step.div(d)), s);
+            }
             let nd = d.xor(c.minus_zero);
             let mut y = d.recip_est();
             for _ in 0..steps {

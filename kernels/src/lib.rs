@@ -49,11 +49,12 @@ pub enum EpsPlacement {
 ///
 /// Fast mode leaves the state `G` bit-identical to Exact and changes only the size of the update
 /// `u = clr·g/d`. Its relative error `|u_fast − u| / |u|` is at most [`Precision::fast_bound`] (per dtype, the
-/// same for both ε placements; measured worst 1.9·10⁻⁷ for f32 and 4.3·10⁻¹⁶ for f64),
-/// for denominators `d` in the normal range of the type (for f64 on AVX2: in the normal
-/// range of f32, where the estimate comes from). A zero gradient gives a zero update as in Exact. Non-finite
-/// state or gradients give NaN where Exact may give 0 or ±∞. The scalar path, the portable path where it
-/// is not faster (f64, or f32 built without hardware FMA), and steps with a bf16/f16 copy-out (measured no
+/// same for both ε placements; measured worst 1.9·10⁻⁷ for f32 and 4.3·10⁻¹⁶ for f64) wherever Exact's update is
+/// finite: a vector whose denominators (or `G + ε` under the root) leave the estimates' range — below about 2⁻¹²⁵
+/// or above 2¹²⁵ for the f32 estimates (f32, and f64 on AVX2, whose estimate is taken in f32), 2^±1020 for
+/// AVX-512's f64 estimates — or are ∞ or NaN, is computed with Exact's formula instead, so at the range's edges
+/// Fast gives Exact's bits, and a zero gradient always gives a zero update. The scalar path, the portable path
+/// where it is not faster (f64, or f32 built without hardware FMA), and steps with a bf16/f16 copy-out (measured no
 /// faster) run Exact.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {

@@ -335,6 +335,87 @@ fn fast<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
     eprintln!("{test}: worst relative update error {worst:.3e} (bound {bound:.3e})");
 }
 
+/// Fast at the edges of the estimates' range: denominators (or `G + ε` under the root) from the smallest
+/// subnormal to the largest finite value, on both sides of every power-of-two limit, each filling whole vectors
+/// (so a vector is entirely inside or outside) and mixed in one vector. Wherever Exact's update is finite, Fast is
+/// within the documented bound; a zero gradient gives exactly Exact's (zero) update; the state is Exact's.
+fn fast_edges<T: TestFloat>(isa: Isa, placement: EpsPlacement, test: &str) {
+    let Some(k) = kernels_or_skip(isa, test) else {
+        return;
+    };
+    let bound = Precision::fast_bound::<T>();
+    let big = T::MANTISSA_BITS == 53;
+    let mut xs: Vec<f64> = vec![0.0, T::MIN_SUB, 1e-40, 1.0, 3.0];
+    for e in [
+        -1022i32, -1021, -1020, -1000, -300, -127, -126, -125, -124, 124, 125, 126, 127, 300, 1000,
+        1020, 1022, 1023,
+    ] {
+        xs.push(2f64.powi(e));
+        xs.push(2f64.powi(e) * 1.5);
+    }
+    xs.push(if big { f64::MAX } else { f32::MAX as f64 });
+    // Only values the type holds (finite, as T).
+    let xs: Vec<T> = xs
+        .into_iter()
+        .map(T::from_f64)
+        .filter(|x| x.to_f64().is_finite())
+        .collect();
+    let eps_list: Vec<T> = [T::MIN_SUB, 1e-40, 1e-300, 1e-10, 1.0, 1e38, 1e300]
+        .into_iter()
+        .map(T::from_f64)
+        .filter(|e| e.to_f64().is_finite() && e.to_f64() > 0.0)
+        .collect();
+    let check = |s0: &[T], g: &[T], eps: T| {
+        let h = Hyper::<T>::new(0.1, 0.0, 1, 0.0, eps.to_f64(), false, placement);
+        let n = s0.len();
+        let p0 = vec![T::from_f64(1.0); n];
+        let (mut pe, mut se) = (p0.clone(), s0.to_vec());
+        let (mut pf, mut sf) = (p0.clone(), s0.to_vec());
+        k.update(&mut pe, g, &mut se, &h, Precision::Exact).unwrap();
+        k.update(&mut pf, g, &mut sf, &h, Precision::Fast).unwrap();
+        for i in 0..n {
+            assert_eq!(se[i].bits(), sf[i].bits(), "{isa} fast state at {i}");
+            let what = format!(
+                "{isa} {} {placement:?} fast: s {:e} eps {:e} g {:e}: exact {:e} fast {:e}",
+                T::NAME,
+                s0[i].to_f64(),
+                eps.to_f64(),
+                g[i].to_f64(),
+                pe[i].to_f64(),
+                pf[i].to_f64()
+            );
+            if g[i].to_f64() == 0.0 {
+                assert_eq!(pf[i].bits(), pe[i].bits(), "{what}: zero gradient");
+                continue;
+            }
+            if !pe[i].to_f64().is_finite() {
+                continue;
+            }
+            let u = (p0[i].to_f64() - pe[i].to_f64()).abs();
+            let err = (pf[i].to_f64() - pe[i].to_f64()).abs();
+            assert!(
+                err <= bound * u * 1.01 + 2.0 * T::ulp(pe[i].to_f64()),
+                "{what}: error {err:e} > bound"
+            );
+        }
+    };
+    let lanes = 37; // several vectors and a tail on every path
+    for &eps in &eps_list {
+        for &x in &xs {
+            for gv in [0.0, 1e-3, -2.5] {
+                let g = vec![T::from_f64(gv); lanes];
+                check(&vec![x; lanes], &g, eps);
+            }
+        }
+        // Every edge value in one buffer: vectors that mix in-range and out-of-range lanes.
+        let s: Vec<T> = (0..lanes).map(|i| xs[i % xs.len()]).collect();
+        let g: Vec<T> = (0..lanes)
+            .map(|i| T::from_f64([0.0, 1e-3, -2.5][i % 3]))
+            .collect();
+        check(&s, &g, eps);
+    }
+}
+
 macro_rules! matrix {
     ($($name:ident: $kind:ident, $isa:expr, $t:ty, $placement:expr;)*) => {$(
         #[test]
@@ -373,4 +454,16 @@ matrix! {
     fast_avx512_f32_inside: fast, Isa::Avx512, f32, EpsPlacement::Inside;
     fast_avx512_f64_outside: fast, Isa::Avx512, f64, EpsPlacement::Outside;
     fast_avx512_f64_inside: fast, Isa::Avx512, f64, EpsPlacement::Inside;
+    edges_portable_f32_outside: fast_edges, Isa::Portable, f32, EpsPlacement::Outside;
+    edges_portable_f32_inside: fast_edges, Isa::Portable, f32, EpsPlacement::Inside;
+    edges_portable_f64_outside: fast_edges, Isa::Portable, f64, EpsPlacement::Outside;
+    edges_portable_f64_inside: fast_edges, Isa::Portable, f64, EpsPlacement::Inside;
+    edges_avx2_f32_outside: fast_edges, Isa::Avx2, f32, EpsPlacement::Outside;
+    edges_avx2_f32_inside: fast_edges, Isa::Avx2, f32, EpsPlacement::Inside;
+    edges_avx2_f64_outside: fast_edges, Isa::Avx2, f64, EpsPlacement::Outside;
+    edges_avx2_f64_inside: fast_edges, Isa::Avx2, f64, EpsPlacement::Inside;
+    edges_avx512_f32_outside: fast_edges, Isa::Avx512, f32, EpsPlacement::Outside;
+    edges_avx512_f32_inside: fast_edges, Isa::Avx512, f32, EpsPlacement::Inside;
+    edges_avx512_f64_outside: fast_edges, Isa::Avx512, f64, EpsPlacement::Outside;
+    edges_avx512_f64_inside: fast_edges, Isa::Avx512, f64, EpsPlacement::Inside;
 }

@@ -17,6 +17,9 @@ impl Lanes for F32s {
     type T = f32;
     const N: usize = 8;
     const EST_BITS: u32 = 12;
+    // rcpps/rsqrtps: normal inputs and results only (2^±126), with margin.
+    const EST_MIN: f64 = 1.0 / (1u128 << 125) as f64;
+    const EST_MAX: f64 = (1u128 << 125) as f64;
     const FAST_PAYS: bool = true;
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
@@ -67,6 +70,17 @@ impl Lanes for F32s {
     unsafe fn xor(self, b: Self) -> Self {
         // SAFETY: AVX is present (trait contract).
         Self(unsafe { _mm256_xor_ps(self.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn all_within(self, lo: Self, hi: Self) -> bool {
+        // SAFETY: AVX is present (trait contract).
+        unsafe {
+            let ok = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(self.0, lo.0),
+                _mm256_cmp_ps::<_CMP_LE_OQ>(self.0, hi.0),
+            );
+            _mm256_movemask_ps(ok) == 0xFF
+        }
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
@@ -128,6 +142,9 @@ impl Lanes for F64s {
     const N: usize = 4;
     // The estimates go through f32's 12-bit instructions.
     const EST_BITS: u32 = 12;
+    // The estimate is taken in f32: the f32 range applies.
+    const EST_MIN: f64 = 1.0 / (1u128 << 125) as f64;
+    const EST_MAX: f64 = (1u128 << 125) as f64;
     const FAST_PAYS: bool = true;
     #[inline(always)]
     unsafe fn splat(x: f64) -> Self {
@@ -178,6 +195,17 @@ impl Lanes for F64s {
     unsafe fn xor(self, b: Self) -> Self {
         // SAFETY: AVX is present (trait contract).
         Self(unsafe { _mm256_xor_pd(self.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn all_within(self, lo: Self, hi: Self) -> bool {
+        // SAFETY: AVX is present (trait contract).
+        unsafe {
+            let ok = _mm256_and_pd(
+                _mm256_cmp_pd::<_CMP_GE_OQ>(self.0, lo.0),
+                _mm256_cmp_pd::<_CMP_LE_OQ>(self.0, hi.0),
+            );
+            _mm256_movemask_pd(ok) == 0xF
+        }
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {

@@ -18,6 +18,9 @@ impl Lanes for F32s {
     type T = f32;
     const N: usize = 16;
     const EST_BITS: u32 = 14;
+    // rcp14ps/rsqrt14ps: normal inputs and results (2^±126), with margin.
+    const EST_MIN: f64 = 1.0 / (1u128 << 125) as f64;
+    const EST_MAX: f64 = (1u128 << 125) as f64;
     const FAST_PAYS: bool = true;
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
@@ -73,6 +76,14 @@ impl Lanes for F32s {
                 _mm512_castps_si512(b.0),
             ))
         })
+    }
+    #[inline(always)]
+    unsafe fn all_within(self, lo: Self, hi: Self) -> bool {
+        // SAFETY: AVX-512F is present (trait contract).
+        unsafe {
+            let ge = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(self.0, lo.0);
+            _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(ge, self.0, hi.0) == 0xFFFF
+        }
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
@@ -131,6 +142,9 @@ impl Lanes for F64s {
     type T = f64;
     const N: usize = 8;
     const EST_BITS: u32 = 14;
+    // rcp14pd/rsqrt14pd: normal inputs and results (2^±1022), with margin.
+    const EST_MIN: f64 = f64::MIN_POSITIVE * 4.0;
+    const EST_MAX: f64 = 1.0 / (f64::MIN_POSITIVE * 4.0);
     const FAST_PAYS: bool = true;
     #[inline(always)]
     unsafe fn splat(x: f64) -> Self {
@@ -186,6 +200,14 @@ impl Lanes for F64s {
                 _mm512_castpd_si512(b.0),
             ))
         })
+    }
+    #[inline(always)]
+    unsafe fn all_within(self, lo: Self, hi: Self) -> bool {
+        // SAFETY: AVX-512F is present (trait contract).
+        unsafe {
+            let ge = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(self.0, lo.0);
+            _mm512_mask_cmp_pd_mask::<_CMP_LE_OQ>(ge, self.0, hi.0) == 0xFF
+        }
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {

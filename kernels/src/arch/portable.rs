@@ -25,6 +25,9 @@ impl Lanes for F32s {
     type T = f32;
     const N: usize = 8;
     const EST_BITS: u32 = if cfg!(target_arch = "x86_64") { 12 } else { 8 };
+    // `wide`'s estimates (rcpps/rsqrtps, frecpe/frsqrte): normal inputs and results, with margin.
+    const EST_MIN: f64 = 1.0 / (1u128 << 125) as f64;
+    const EST_MAX: f64 = (1u128 << 125) as f64;
     const FAST_PAYS: bool = WIDE_FUSES || cfg!(target_arch = "aarch64");
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
@@ -77,6 +80,11 @@ impl Lanes for F32s {
         Self(self.0 ^ b.0)
     }
     #[inline(always)]
+    unsafe fn all_within(self, lo: Self, hi: Self) -> bool {
+        let (x, lo, hi) = (self.0.to_array(), lo.0.to_array()[0], hi.0.to_array()[0]);
+        x.iter().all(|&v| v >= lo && v <= hi)
+    }
+    #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
         Self(self.0.recip_sqrt())
     }
@@ -106,6 +114,8 @@ impl Lanes for F64s {
     const N: usize = 4;
     // `wide` has no f64 estimate: these are the exact 1/√x and 1/x, so Fast would only add work.
     const EST_BITS: u32 = 53;
+    const EST_MIN: f64 = f64::MIN_POSITIVE * 4.0;
+    const EST_MAX: f64 = 1.0 / (f64::MIN_POSITIVE * 4.0);
     const FAST_PAYS: bool = false;
     #[inline(always)]
     unsafe fn splat(x: f64) -> Self {
@@ -156,6 +166,11 @@ impl Lanes for F64s {
     #[inline(always)]
     unsafe fn xor(self, b: Self) -> Self {
         Self(self.0 ^ b.0)
+    }
+    #[inline(always)]
+    unsafe fn all_within(self, lo: Self, hi: Self) -> bool {
+        let (x, lo, hi) = (self.0.to_array(), lo.0.to_array()[0], hi.0.to_array()[0]);
+        x.iter().all(|&v| v >= lo && v <= hi)
     }
     #[inline(always)]
     unsafe fn rsqrt_est(self) -> Self {
