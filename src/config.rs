@@ -295,3 +295,63 @@ pub(crate) fn validate_value(field: &'static str, value: f64) -> Result<(), Erro
         reason,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builders_set_their_field() {
+        let t = Tuning::for_cpu(&Cpu::this());
+        let c = Config::default()
+            .lr(0.5)
+            .lr_decay(0.25)
+            .weight_decay(0.125)
+            .initial_accumulator_value(0.75)
+            .eps(1e-6)
+            .maximize(true)
+            .eps_placement(EpsPlacement::Inside)
+            .precision(Precision::Fast)
+            .isa(Isa::Scalar)
+            .parallelism(Parallelism::Threads(3))
+            .non_finite(NonFinite::SkipStep)
+            .tuning(t);
+        assert_eq!(
+            (
+                c.lr,
+                c.lr_decay,
+                c.weight_decay,
+                c.initial_accumulator_value,
+                c.eps
+            ),
+            (0.5, 0.25, 0.125, 0.75, 1e-6)
+        );
+        assert!(c.maximize);
+        assert_eq!(c.eps_placement, EpsPlacement::Inside);
+        assert_eq!(c.precision, Precision::Fast);
+        assert_eq!(c.isa, Some(Isa::Scalar));
+        assert_eq!(c.non_finite, NonFinite::SkipStep);
+        assert!(matches!(c.parallelism, Parallelism::Threads(3)));
+        // A configured tuning is marked as such, and the threshold builder keeps the rest of it.
+        let tuned = c.tuning.unwrap();
+        assert_eq!(tuned.source, TuningSource::Config);
+        assert_eq!((tuned.prefetch, tuned.min_piece), (t.prefetch, t.min_piece));
+        let c = c.parallel_threshold(7);
+        assert_eq!(c.tuning.unwrap().parallel_threshold, 7);
+        assert_eq!(c.tuning.unwrap().prefetch, t.prefetch);
+    }
+
+    #[test]
+    fn parallelism_debug_names_the_variant() {
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap(),
+        );
+        assert_eq!(format!("{:?}", Parallelism::Sequential), "Sequential");
+        assert_eq!(format!("{:?}", Parallelism::Global), "Global");
+        assert_eq!(format!("{:?}", Parallelism::Threads(3)), "Threads(3)");
+        assert_eq!(format!("{:?}", Parallelism::Pool(pool)), "Pool(2 threads)");
+    }
+}
