@@ -162,3 +162,30 @@ fn functional_errors_change_nothing() {
         );
     }
 }
+
+#[test]
+fn executor_reports_threads_and_no_copy_out_is_ignored() {
+    for (par, want) in [
+        (Parallelism::Sequential, 1),
+        (Parallelism::Threads(1), 1),
+        (Parallelism::Threads(3), 3),
+    ] {
+        let config = Config::default().parallelism(par.clone());
+        assert_eq!(Executor::new(&config).unwrap().threads(), want, "{par:?}");
+        assert_eq!(
+            Adagrad::<f32>::new(config, &[1]).unwrap().threads(),
+            want,
+            "{par:?}"
+        );
+    }
+    // A "copy-out" in the NoCopy format writes nothing and is not checked: it is the absence of one.
+    let mut opt = Adagrad::<f32>::new(Config::default(), &[3]).unwrap();
+    let mut p = vec![1.0f32; 3];
+    let r = opt.step_with::<f32, adagrad::NoCopy>(
+        &mut [&mut p],
+        &[&[0.5; 3]],
+        Some(&mut [&mut []]),
+        None,
+    );
+    assert_eq!(r, Ok(StepOutcome::Applied));
+}
