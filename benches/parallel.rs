@@ -2,8 +2,8 @@
 //!
 //! `cargo bench --bench parallel`:
 //! - `threads-f32` / `threads-f64`: one tensor, 1 vs 2 threads (own pools), 4096 … 16M elements;
-//! - `crossover-f32`: sequential vs 2 threads with no threshold, to show where splitting starts to pay (this is
-//!   how `PARALLEL_THRESHOLD` was chosen);
+//! - `crossover-f32`: sequential vs 2 threads with no threshold, to show where splitting starts to pay (the
+//!   per-CPU thresholds themselves come from `cargo run --release --example calibrate`, interleaved A/B);
 //! - `multi-tensor`: 1024 tensors × 1024 elements, and a 12-layer transformer (hidden 256) parameter list, each
 //!   against one flat tensor of the same total size (default parallelism).
 

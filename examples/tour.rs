@@ -43,7 +43,15 @@ fn cpu_and_path() -> Result<(), adagrad::Error> {
         Isa::best(),
         opt.isa()
     );
-    println!("(force one with ADAGRAD_ISA=scalar|portable|avx2|avx512 or Config::isa)\n");
+    println!(
+        "CPU: {}; tuning: {}; threads per large step: {}",
+        adagrad::Cpu::this(),
+        opt.tuning(),
+        opt.threads()
+    );
+    println!(
+        "(force a path with ADAGRAD_ISA=scalar|portable|avx2|avx512 or Config::isa; tune with ADAGRAD_TUNE)\n"
+    );
     Ok(())
 }
 
