@@ -1,6 +1,6 @@
 //! Calibration: measures, on this CPU, the choices [`adagrad::Tuning`] makes, in interleaved rounds (every
-//! variant once per round, in turn; medians of per-round ratios against the first variant), and prints the
-//! `ADAGRAD_TUNE` setting the measurements favour next to this CPU's table entry.
+//! variant once per round, in turn; medians of per-round ratios against the first variant), next to this CPU's
+//! table entry, so that an `ADAGRAD_TUNE` setting (or a new table entry) can be chosen from them.
 //!
 //! `cargo run --release --example calibrate [-- --quick] [--json PATH]`
 //!

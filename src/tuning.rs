@@ -83,11 +83,12 @@ impl Tuning {
     /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements (issue 10); threads and widths not yet measured here |
     /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | not measured: the hardware prefetcher alone, the conservative threshold |
     ///
-    /// On the Sapphire Rapids VM (interleaved rounds, medians of per-round ratios): a 2–8 KiB prefetch is 1.08–1.15×
-    /// faster at 16M elements (f32 and f64, one and two threads) and 2–3% slower at 1M (f32); two threads are
-    /// 1.05× at 8,192 f32 elements, 1.39× at 16,384, 1.64× at 32,768 and 1.78× at 65,536 (f64: 1.62× already at
-    /// 8,192). Against PyTorch in the same run, AVX2 gave 1.22 ns/element for f64 in cache where AVX-512 gave
-    /// 1.34, and 0.33 against 0.37–0.38 for f32 (`docs/results/vs-torch-*.json`).
+    /// On the Sapphire Rapids VM (interleaved rounds, medians of per-round ratios): a 2–8 KiB prefetch is
+    /// 1.04–1.20× faster at 16M elements (f32 and f64, one and two threads) and no different at 1M; two threads are
+    /// 1.32× at 16,384 f32 elements and 1.63× at 65,536 (f64: 1.61× already at 8,192); AVX2 is 1.07–1.08× faster
+    /// than AVX-512 for the exact step in cache, 1.09–1.17× for Fast. Against PyTorch in the same run, AVX2 gave
+    /// 1.24 ns/element for f64 in cache where AVX-512 gave 1.34, and 0.34 against 0.37 for f32
+    /// (`docs/results/vs-torch-*.json`).
     pub fn for_cpu(cpu: &Cpu) -> Tuning {
         let (name, prefetch, parallel_threshold, min_piece, avx512) = match (cpu.vendor, cpu.family)
         {
