@@ -343,3 +343,24 @@ pub(crate) fn helpers(threads: usize) -> Option<Arc<ThreadPool>> {
     pools.push((threads, pool.clone()));
     Some(pool)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Split points inside a tensor fall on multiples of ALIGN, so that only a tensor's last piece has a tail.
+    #[test]
+    fn split_points_are_aligned_down() {
+        for (at, want) in [
+            (0, 0),
+            (1, 0),
+            (63, 0),
+            (64, 64),
+            (65, 64),
+            (130, 128),
+            (1000, 960),
+        ] {
+            assert_eq!(align(at), want, "{at}");
+        }
+    }
+}
