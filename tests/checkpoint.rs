@@ -269,6 +269,7 @@ fn crash_while_saving_never_corrupts() {
     let opt = Adagrad::<f32>::new(Config::default(), &CRASH_SIZES).unwrap();
     opt.save(&path).unwrap();
     let mut rng = StdRng::seed_from_u64(7);
+    let mut steps_seen = 0;
     for round in 0..6 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -278,9 +279,19 @@ fn crash_while_saving_never_corrupts() {
                 "--test-threads=1",
             ])
             .env("ADAGRAD_CRASH_CHILD", &path)
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..600)));
+        // Wait until the child is in its save loop (however slow the machine), then kill it at a random moment.
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("saving") {
+            line.clear();
+            if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+                panic!("round {round}: the child ended before saving");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(20..400)));
         child.kill().unwrap();
         child.wait().unwrap();
         let mut loaded = Adagrad::<f32>::new(Config::default(), &CRASH_SIZES).unwrap();
@@ -302,7 +313,10 @@ fn crash_while_saving_never_corrupts() {
             std::fs::remove_file(&p).unwrap();
         }
         eprintln!("round {round}: checkpoint at step {}", loaded.step_count());
+        steps_seen = steps_seen.max(loaded.step_count());
     }
+    // Saves really happened (the kills did not all land before the first one completed).
+    assert!(steps_seen > 0, "no save completed in any round");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -329,6 +343,8 @@ fn crash_child_saver() {
     let mut p: Vec<Vec<f32>> = CRASH_SIZES.iter().map(|&n| vec![0.0; n]).collect();
     let g: Vec<Vec<f32>> = CRASH_SIZES.iter().map(|&n| vec![1.0; n]).collect();
     let t0 = Instant::now();
+    println!("saving");
+    std::io::Write::flush(&mut std::io::stdout()).unwrap();
     while t0.elapsed() < Duration::from_secs(10) {
         let mut ps: Vec<&mut [f32]> = p.iter_mut().map(|x| x.as_mut_slice()).collect();
         let gs: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
