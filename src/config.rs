@@ -342,6 +342,32 @@ mod tests {
     }
 
     #[test]
+    fn presets_have_their_libraries_defaults() {
+        let t = Config::torch();
+        assert_eq!(
+            (
+                t.lr,
+                t.lr_decay,
+                t.weight_decay,
+                t.initial_accumulator_value,
+                t.eps
+            ),
+            (0.01, 0.0, 0.0, 0.0, 1e-10)
+        );
+        assert_eq!(
+            (t.eps_placement, t.precision, t.maximize),
+            (EpsPlacement::Outside, Precision::Exact, false)
+        );
+        assert_eq!(Config::default().lr, t.lr);
+        let o = Config::optax();
+        assert_eq!(
+            (o.lr, o.eps, o.initial_accumulator_value, o.eps_placement),
+            (0.01, 1e-7, 0.1, EpsPlacement::Inside)
+        );
+        assert_eq!(Config::keras().lr, 0.001);
+    }
+
+    #[test]
     fn parallelism_debug_names_the_variant() {
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
