@@ -176,6 +176,11 @@ fn load_refuses_what_is_not_a_regular_file_without_blocking() {
             path.display()
         );
         assert!(t.elapsed().as_secs() < 5);
+        let msg = r.unwrap_err().to_string();
+        assert!(
+            msg.contains("is not a regular file; nothing was read"),
+            "{msg}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
