@@ -236,6 +236,20 @@ fn a_larger_file_says_what_differs() {
             "{lengths:?}"
         );
     }
+    // An invalid element size in a larger file is not reported as a dtype: the header's next disagreement is.
+    let mut bytes = Adagrad::<f32>::new(Config::default(), &[10, 300])
+        .unwrap()
+        .to_checkpoint_bytes();
+    bytes[12] = 7;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(
+        small.load(&path),
+        Err(Error::Checkpoint(CheckpointError::TensorLength {
+            tensor: 1,
+            file: 300,
+            expected: 3
+        }))
+    );
     // Garbage that is merely long.
     std::fs::write(&path, vec![7u8; 100_000]).unwrap();
     let r = small.load(&path);
