@@ -54,6 +54,16 @@ impl<T: Pod> AlignedBuf<T> {
 
     /// `len` copies of `value`, or [`Error::Alloc`] if that much memory cannot be had.
     pub fn filled(len: usize, value: T) -> Result<Self, Error> {
+        Self::from_fn(len, |_| value)
+    }
+
+    /// A copy of `data`, or [`Error::Alloc`].
+    pub fn from_slice(data: &[T]) -> Result<Self, Error> {
+        Self::from_fn(data.len(), |i| data[i])
+    }
+
+    /// Element `i` set to `f(i)`, each written once.
+    fn from_fn(len: usize, f: impl Fn(usize) -> T) -> Result<Self, Error> {
         let layout = Self::layout(len)?;
         if layout.size() == 0 {
             return Ok(AlignedBuf {
@@ -68,17 +78,10 @@ impl<T: Pod> AlignedBuf<T> {
         // SAFETY: `ptr` is valid for `len` writes of T (allocated with T's size, alignment ≥ T's).
         unsafe {
             for i in 0..len {
-                ptr.as_ptr().add(i).write(value);
+                ptr.as_ptr().add(i).write(f(i));
             }
         }
         Ok(AlignedBuf { ptr, len })
-    }
-
-    /// A copy of `data`, or [`Error::Alloc`].
-    pub fn from_slice(data: &[T]) -> Result<Self, Error> {
-        let mut b = Self::filled(data.len(), T::zeroed())?;
-        b.copy_from_slice(data);
-        Ok(b)
     }
 
     /// The elements.

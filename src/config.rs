@@ -238,6 +238,19 @@ impl Config {
 }
 
 impl Config {
+    /// The hyperparameters of step `t` (1-based) for parameters of type `T`, rounded once (see [`crate::Hyper::new`]).
+    pub fn hyper<T: adagrad_kernels::Float>(&self, t: u64) -> adagrad_kernels::Hyper<T> {
+        adagrad_kernels::Hyper::new(
+            self.lr,
+            self.lr_decay,
+            t,
+            self.weight_decay,
+            self.eps,
+            self.maximize,
+            self.eps_placement,
+        )
+    }
+
     /// [`Config::validate`], then every value as the kernels of an `Adagrad<T>` will use it, rounded to `T`:
     /// `lr`, `weight_decay`, `initial_accumulator_value` and `eps` must stay finite (1e39 is +∞ in f32), and
     /// `eps` and `initial_accumulator_value` must not both round to 0 (1e-50 is 0 in f32: 0/0 at the first step).

@@ -91,6 +91,15 @@ impl Executor {
     pub fn threads(&self) -> usize {
         self.threads
     }
+
+    /// The helper pool for work on `elements` elements of `T`, or `None` when it runs on the calling thread:
+    /// sequential, or below the threshold (which counts f32 elements; an f64 element is about four times the
+    /// work).
+    fn pool_for<T: Float>(&self, elements: usize) -> Option<&ThreadPool> {
+        self.pool.as_deref().filter(|_| {
+            elements.saturating_mul(Tuning::weight::<T>()) >= self.tuning.parallel_threshold
+        })
+    }
 }
 
 /// Accumulator storage a step can run on: the caller's slices or the optimizer's own buffers.
@@ -166,15 +175,7 @@ pub(crate) fn run<T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>(
         }
         _ => &mut [],
     };
-    let mut h = Hyper::<T>::new(
-        config.lr,
-        config.lr_decay,
-        t,
-        config.weight_decay,
-        config.eps,
-        config.maximize,
-        config.eps_placement,
-    );
+    let mut h: Hyper<T> = config.hyper(t);
     if let Some(scale) = grad_scale {
         // Judged as the kernels will use it: rounded to T (1e-50 is positive in f64 and 0 in f32).
         let rounded = T::from_f64(scale);
@@ -193,19 +194,14 @@ pub(crate) fn run<T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>(
         }
     }
     let seg = Seg::new(params, grads, state, out);
-    // Thresholds and piece sizes count f32 elements; an f64 element is about four times the work.
-    let weight = Tuning::weight::<T>();
-    let pool = exec
-        .pool
-        .as_deref()
-        .filter(|_| seg.len().saturating_mul(weight) >= exec.tuning.parallel_threshold);
+    let pool = exec.pool_for::<T>(seg.len());
     seg.run(
         &exec.kernels,
         &h,
         config.precision,
         pool,
         exec.threads,
-        exec.tuning.min_piece.div_ceil(weight),
+        exec.tuning.min_piece.div_ceil(Tuning::weight::<T>()),
     );
     Ok(StepOutcome::Applied)
 }
@@ -267,18 +263,14 @@ fn count_non_finite<T: Float, G: Grad<T>>(
         None => g.iter().filter(|x| !x.widen().is_finite()).count(),
     };
     let total: usize = grads.iter().map(|g| g.len()).sum();
-    match &exec.pool {
-        Some(pool)
-            if total.saturating_mul(Tuning::weight::<T>()) >= exec.tuning.parallel_threshold =>
-        {
-            pool.install(|| {
-                grads
-                    .par_iter()
-                    .flat_map(|g| g.par_chunks(exec.tuning.min_piece.max(1)))
-                    .map(count)
-                    .sum()
-            })
-        }
-        _ => grads.iter().map(|g| count(g)).sum(),
+    match exec.pool_for::<T>(total) {
+        Some(pool) => pool.install(|| {
+            grads
+                .par_iter()
+                .flat_map(|g| g.par_chunks(exec.tuning.min_piece.max(1)))
+                .map(count)
+                .sum()
+        }),
+        None => grads.iter().map(|g| count(g)).sum(),
     }
 }

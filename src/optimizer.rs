@@ -1,6 +1,5 @@
 //! The optimizer: state per tensor, the step count, and the step itself.
 
-use crate::config::validate_value;
 use crate::functional::{self, Executor};
 use crate::{AlignedBuf, Config, Error, Tuning};
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, NoCopy};
@@ -20,8 +19,9 @@ pub enum StepOutcome {
 /// Adagrad over a fixed list of parameter tensors of type `T` (`f32` or `f64`).
 ///
 /// The kernel path is chosen once, at construction ([`Config::isa`], else `ADAGRAD_ISA`, else the best the CPU
-/// has — AVX2 rather than AVX-512 where [`Tuning::avx512`] says so), and so are the [`Tuning`] and the threads. Every step checks all counts and lengths before writing
-/// anything. The accumulators are [`AlignedBuf`]s (64-byte aligned; huge pages advised from 2 MiB).
+/// has — AVX2 rather than AVX-512 where [`Tuning::avx512`] says so), and so are the [`Tuning`] and the threads.
+/// Every step checks all counts and lengths before writing anything. The accumulators are [`AlignedBuf`]s
+/// (64-byte aligned; huge pages advised from 2 MiB).
 ///
 /// ```
 /// use adagrad::{Adagrad, Config};
@@ -141,22 +141,13 @@ impl<T: Float> Adagrad<T> {
 
     /// The hyperparameters of step `t` (1-based), rounded to `T`.
     pub fn hyper(&self, t: u64) -> Hyper<T> {
-        let c = &self.config;
-        Hyper::new(
-            c.lr,
-            c.lr_decay,
-            t,
-            c.weight_decay,
-            c.eps,
-            c.maximize,
-            c.eps_placement,
-        )
+        self.config.hyper(t)
     }
 
     /// Changes the base learning rate for the following steps (for schedulers). A negative, NaN or infinite value
     /// is refused and nothing changes.
     pub fn set_lr(&mut self, lr: f64) -> Result<(), Error> {
-        validate_value("lr", lr)?;
+        // The whole configuration with the new rate, checked as T holds it (lr first, as before).
         Config {
             lr,
             ..self.config.clone()

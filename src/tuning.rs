@@ -153,17 +153,8 @@ impl Tuning {
                 ))
             })?;
             match key {
-                "prefetch" if n > Kernels::MAX_PREFETCH => {
-                    return Err(Error::InvalidTune(format!(
-                        "prefetch={n}: at most {} bytes",
-                        Kernels::MAX_PREFETCH
-                    )));
-                }
                 "prefetch" => self.prefetch = n,
                 "threshold" => self.parallel_threshold = n,
-                "piece" if n == 0 => {
-                    return Err(Error::InvalidTune("piece=0: at least 1 element".into()));
-                }
                 "piece" => self.min_piece = n,
                 "avx512" if n <= 1 => self.avx512 = n == 1,
                 "avx512" => {
@@ -176,6 +167,8 @@ impl Tuning {
                 }
             }
         }
+        // The limits (prefetch distance, piece size) are the ones a configured tuning must respect.
+        self.validate()?;
         if let TuningSource::Table(name) = self.source {
             self.source = TuningSource::Env(name);
         }
