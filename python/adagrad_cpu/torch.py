@@ -1,0 +1,324 @@
+"""``adagrad_cpu.torch.Adagrad``: a drop-in ``torch.optim.Adagrad`` that runs the crate's step.
+
+Swap ``torch.optim.Adagrad(model.parameters(), lr=0.01)`` for ``adagrad_cpu.torch.Adagrad(model.parameters(),
+lr=0.01)``. Results are bit-identical to ``torch.optim.Adagrad(fused=True)`` for float32 and float64 parameters;
+``state_dict()`` has exactly its layout, so checkpoints move between the two in both directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim import Optimizer
+
+from . import _native
+from ._native import AdagradError
+
+__all__ = ["Adagrad", "AdagradError"]
+
+_FLOAT = (torch.float32, torch.float64)
+_HALF = (torch.bfloat16, torch.float16)
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+class _Snapshot:
+    """The parameters of one group that have state, their state dicts, and those still waiting for a gradient."""
+
+    __slots__ = ("params", "keys", "states", "backs", "index", "pending")
+
+    def __init__(self, params: list[torch.Tensor], keys: list[torch.Tensor], states: list[dict[str, Any]],
+                 backs: list[tuple[Any, ...]], index: list[int]) -> None:
+        self.params = params
+        self.keys = keys
+        self.states = states
+        self.backs = backs
+        self.index = index
+        self.pending: list[tuple[int, torch.Tensor]] = []
+
+
+class Adagrad(Optimizer):
+    """Adagrad, bit-exact with ``torch.optim.Adagrad(fused=True)``, faster, on CPU tensors.
+
+    Args:
+        params: parameters or parameter groups, as for any ``torch.optim`` optimizer.
+        lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize: PyTorch's, with its defaults
+            (as in PyTorch, ``initial_accumulator_value`` is the optimizer's, not a group's).
+        foreach, differentiable, fused: accepted for compatibility; the step is always fused (groups record
+            ``fused=True``, ``foreach=None``), and ``differentiable=True`` is refused.
+        eps_placement: ``"outside"`` (√G + ε, PyTorch's) or ``"inside"`` (√(G + ε), Optax/Keras 3).
+        precision: ``"exact"`` (bit-identical to PyTorch) or ``"fast"`` (the crate's bounded approximation).
+        threads: threads a large step uses, the caller included (``None``: one per CPU).
+        master_weights: keep a float32 master copy (and float32 state) for bfloat16/float16 parameters, writing
+            the 16-bit parameter in the same pass. Without it, 16-bit parameters are refused.
+        isa: a kernel path by name (``None``: ``ADAGRAD_ISA``, else the best this CPU has).
+
+    ``step(closure=None, *, grads=None)``: ``grads`` replaces ``p.grad`` (one entry per parameter of every group,
+    in order, ``None`` to skip), for float32 parameters with bfloat16/float16 gradients (PyTorch refuses to store
+    a gradient whose dtype differs from its parameter's). ``grad_scale``/``found_inf`` attributes set by
+    ``torch.amp.GradScaler`` are honoured as ``torch._fused_adagrad_`` does, except that gradients are not
+    overwritten with their unscaled values.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float | torch.Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        eps_placement: str = "outside",
+        precision: str = "exact",
+        threads: int | None = None,
+        master_weights: bool = False,
+        isa: str | None = None,
+    ) -> None:
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        for name, value in (
+            ("learning rate", lr),
+            ("lr_decay value", lr_decay),
+            ("weight_decay value", weight_decay),
+            ("initial_accumulator_value value", initial_accumulator_value),
+            ("epsilon value", eps),
+        ):
+            if not 0.0 <= float(value):
+                raise ValueError(f"Invalid {name}: {value}")
+        if differentiable:
+            raise RuntimeError("adagrad_cpu's Adagrad does not support differentiable=True")
+        self._engine = _native.Engine(threads=threads, isa=isa, precision=precision, eps_placement=eps_placement)
+        self._master_weights = bool(master_weights)
+        self._cache = _native.TensorCache()
+        self._snaps: list[_Snapshot] | None = None
+        self._backing: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        self._state_ref: object = None
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            # The step is always fused: recorded so, a checkpoint loaded into torch.optim.Adagrad runs its fused
+            # step too (the one these bits match), not the foreach/for-loop path whose sqrt differs.
+            "foreach": None,
+            "maximize": maximize,
+            "differentiable": False,
+            "fused": True,
+        }
+        super().__init__(params, defaults)
+        self._step_supports_amp_scaling = True
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._init_state(p)
+
+    # --- state ---------------------------------------------------------------------------------------------
+
+    def _check_param(self, p: torch.Tensor) -> None:
+        """Refuses, before any state exists, a parameter the step could never run on."""
+        if not isinstance(p, torch.Tensor):
+            raise AdagradError(f"a parameter is a {type(p).__name__}, not a tensor")
+        if p.device.type != "cpu":
+            raise AdagradError(f"a parameter is on {p.device}; adagrad_cpu steps CPU tensors only")
+        if p.dtype in _HALF and not self._master_weights:
+            raise AdagradError(
+                f"a parameter is {p.dtype}: 16-bit parameters need a float32 master copy to be updated exactly; "
+                "construct the optimizer with master_weights=True (or keep float32 parameters)"
+            )
+        if p.dtype not in _FLOAT and p.dtype not in _HALF:
+            raise AdagradError(f"a parameter is {p.dtype}; supported: float32, float64 (bfloat16/float16 with "
+                               "master_weights=True)")
+        if not p.is_contiguous():
+            raise AdagradError("a parameter is not contiguous; the step runs in place on contiguous memory")
+
+    @staticmethod
+    def _own(value: Any, like: torch.Tensor | None, dtype: torch.dtype, what: str) -> tuple[torch.Tensor, np.ndarray]:
+        """A copy of ``value`` in memory the optimizer owns (a numpy array), as a tensor sharing that memory.
+
+        ``like``: the parameter whose shape it must have (``None``: a scalar, the step count)."""
+        t = torch.as_tensor(value).detach()
+        shape = () if like is None else tuple(like.shape)
+        if like is None:
+            if t.numel() != 1:
+                raise AdagradError(f"state '{what}' has {t.numel()} elements; a step count has one")
+            t = t.reshape(())
+        elif tuple(t.shape) != shape:
+            raise AdagradError(f"state '{what}' has shape {tuple(t.shape)}; its parameter {shape}")
+        array = np.empty(shape, dtype=_NUMPY[dtype])
+        owned = torch.from_numpy(array)
+        owned.copy_(t)
+        return owned, array
+
+    def _init_state(self, p: torch.Tensor) -> None:
+        """``torch.optim.Adagrad(fused=True)``'s state (a float32 ``step``, ``sum`` like ``p``), plus the float32
+        ``master`` copy of a 16-bit parameter."""
+        self._check_param(p)
+        state = self.state[p]
+        init = self.defaults["initial_accumulator_value"]
+        half = p.dtype in _HALF
+        state["step"] = torch.zeros((), dtype=torch.float32)
+        state["sum"] = torch.full(tuple(p.shape), init, dtype=torch.float32 if half else p.dtype)
+        if half:
+            state["master"] = p.detach().to(torch.float32)
+        self._snaps = None
+
+    def _adopt(self, p: torch.Tensor, state: dict[str, Any], backing: dict[int, tuple[torch.Tensor, np.ndarray]]
+               ) -> tuple[Any, ...]:
+        """Moves ``state``'s tensors into memory the optimizer owns (unless they already are), converting them as
+        ``torch.optim.Adagrad(fused=True)`` keeps them; returns the backing tuple the native step reads."""
+        half = p.dtype in _HALF
+        if half and "master" not in state:
+            # Loaded from torch.optim.Adagrad, which keeps no master copy: start one from the parameter.
+            state["master"] = p.detach()
+        if "sum" not in state or "step" not in state:
+            raise AdagradError("a parameter's state has no 'sum' or no 'step'")
+        keys = ("sum", "step", "master") if half else ("sum", "step")
+        found: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+        for key in keys:
+            value = state[key]
+            hit = self._backing.get(id(value))
+            if hit is None or hit[0] is not value:
+                dtype = torch.float32 if key == "step" or half else p.dtype
+                hit = self._own(value, None if key == "step" else p, dtype, key)
+                state[key] = hit[0]
+            backing[id(hit[0])] = hit
+            found[key] = hit
+        master = found.get("master", (None, None))
+        return (*found["sum"], *found["step"], *master)
+
+    def _snapshot(self, grads: Sequence[torch.Tensor | None] | None, force: bool = False) -> list[_Snapshot]:
+        """Builds (when anything changed) the lists the native step reads: per group the parameters with state,
+        their state dicts and backing; a parameter without state gets it at its first gradient, as in PyTorch."""
+        snaps = self._snaps
+        if (
+            not force
+            and snaps is not None
+            and self._state_ref is self.state
+            and len(snaps) == len(self.param_groups)
+            and all(_native.same_objects(g["params"], s.params) for g, s in zip(self.param_groups, snaps))
+            and not any(self._has_grad(p, grads, i) for s in snaps for i, p in s.pending)
+        ):
+            return snaps
+        snaps = []
+        backing: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        flat = 0
+        for group in self.param_groups:
+            params = group["params"]
+            snap = _Snapshot(list(params), [], [], [], [])
+            for i, p in enumerate(params):
+                state = self.state.get(p)
+                if not state:
+                    if not self._has_grad(p, grads, flat + i):
+                        snap.pending.append((flat + i, p))
+                        continue
+                    self._init_state(p)
+                    state = self.state[p]
+                snap.keys.append(p)
+                snap.states.append(state)
+                snap.backs.append(self._adopt(p, state, backing))
+                snap.index.append(flat + i)
+            snaps.append(snap)
+            flat += len(params)
+        self._backing = backing
+        self._snaps = snaps
+        self._state_ref = self.state
+        self._cache.clear()
+        return snaps
+
+    @staticmethod
+    def _has_grad(p: torch.Tensor, grads: Sequence[torch.Tensor | None] | None, index: int) -> bool:
+        """Whether ``p`` (the ``index``-th parameter over all groups) has a gradient this step."""
+        if grads is None:
+            return p.grad is not None
+        return 0 <= index < len(grads) and grads[index] is not None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """As ``torch.optim.Optimizer.add_param_group``; the new parameters get state at their first gradient."""
+        params = param_group["params"]
+        for p in [params] if isinstance(params, torch.Tensor) else list(params):
+            self._check_param(p)
+        super().add_param_group(param_group)
+        self._snaps = None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As ``torch.optim.Optimizer.load_state_dict`` (a ``torch.optim.Adagrad`` checkpoint loads too). The
+        state is copied into memory the optimizer owns: ``step`` as a float32 scalar, ``sum`` in the parameter's
+        dtype (float32 for a 16-bit parameter, whose master copy is taken from the parameter when the checkpoint
+        has none)."""
+        super().load_state_dict(state_dict)
+        self._snaps = None
+        self._snapshot(None, force=True)
+
+    def share_memory(self) -> None:
+        """Moves the state into shared memory (as ``torch.optim.Adagrad.share_memory`` does for ``sum``)."""
+        for snap in self._snapshot(None):
+            for state in snap.states:
+                for value in state.values():
+                    value.share_memory_()
+        self._snapshot(None, force=True)
+
+    # --- the step ------------------------------------------------------------------------------------------
+
+    def step(  # type: ignore[override]
+        self,
+        closure: Callable[[], float] | None = None,
+        *,
+        grads: Sequence[torch.Tensor | None] | None = None,
+    ) -> float | None:
+        """One Adagrad step over every parameter with a gradient (``p.grad``, or ``grads``); returns the closure's
+        loss. Refuses, with ``AdagradError`` and nothing changed, tensors it cannot update in place."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if grads is not None:
+            grads = list(grads)
+        # As in torch, the accumulators start from the optimizer's initial_accumulator_value, not a group's.
+        init = float(self.defaults["initial_accumulator_value"])
+        for attempt in range(2):
+            snaps = self._snapshot(grads, force=attempt > 0)
+            groups = []
+            for group, snap in zip(self.param_groups, snaps):
+                groups.append((snap.keys, snap.states, snap.backs, float(group["lr"]), float(group["lr_decay"]),
+                               float(group["weight_decay"]), float(group["eps"]), bool(group["maximize"]), init))
+            flat_grads = None
+            if grads is not None:
+                total = sum(len(s.params) for s in snaps)
+                if len(grads) != total:
+                    raise AdagradError(f"grads has {len(grads)} entries; the optimizer has {total} parameters")
+                flat_grads = [grads[i] for s in snaps for i in s.index]
+            updated = self._engine.torch_step(
+                self._cache,
+                groups,
+                flat_grads,
+                getattr(self, "grad_scale", None),
+                getattr(self, "found_inf", None),
+            )
+            if updated is not None:
+                break
+        else:
+            raise AdagradError("the optimizer's state changed while it was being read")
+        if updated:
+            # Autograd's in-place checks see the parameters as modified, as after torch's own step.
+            for snap in snaps:
+                torch.autograd.graph.increment_version(snap.keys)
+        return loss
+
+    # --- introspection -------------------------------------------------------------------------------------
+
+    @property
+    def isa(self) -> str:
+        """The kernel path the step runs."""
+        return self._engine.isa
+
+    @property
+    def threads(self) -> int:
+        """Threads a large step uses, the caller included."""
+        return self._engine.threads

@@ -1,0 +1,314 @@
+//! `adagrad_cpu._native`: the Python binding of the `adagrad` crate, a thin skin over
+//! [`adagrad::functional::step`]. The Python layer (`adagrad_cpu.torch`, `adagrad_cpu.numpy`) hands over the
+//! step's tensors; this module reads their memory, refuses what the step cannot run on in place (with nothing
+//! changed), and runs the step with the GIL released.
+
+mod mem;
+mod numpy;
+mod torch;
+
+use adagrad::{Config, EpsPlacement, Executor, Float, Isa, Parallelism, Precision};
+use mem::{Dtype, Mem, Place, Role};
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+create_exception!(
+    _native,
+    AdagradError,
+    PyValueError,
+    "A step, or the optimizer's construction, refused its input; nothing was changed."
+);
+
+fn refused(msg: impl Into<String>) -> PyErr {
+    AdagradError::new_err(msg.into())
+}
+
+fn crate_error(e: adagrad::Error) -> PyErr {
+    refused(e.to_string())
+}
+
+/// What a step runs on: the kernel path, the tuning and the threads, resolved once, plus the settings that are
+/// the optimizer's rather than a parameter group's (eps placement, precision).
+#[pyclass(frozen, module = "adagrad_cpu._native")]
+pub struct Engine {
+    exec: Executor,
+    base: Config,
+}
+
+/// A parameter group's hyperparameters for one step.
+struct Hyper {
+    lr: f64,
+    lr_decay: f64,
+    weight_decay: f64,
+    eps: f64,
+    maximize: bool,
+    /// The accumulators' starting value (validation refuses eps = 0 with a zero start: 0/0).
+    init: f64,
+}
+
+impl Engine {
+    fn config(&self, h: &Hyper) -> Config {
+        self.base
+            .clone()
+            .lr(h.lr)
+            .lr_decay(h.lr_decay)
+            .weight_decay(h.weight_decay)
+            .eps(h.eps)
+            .maximize(h.maximize)
+            .initial_accumulator_value(h.init)
+    }
+}
+
+/// Checks `config` for every element type that `work` updates (the same checks the step makes, made before any
+/// bucket runs, so that no bucket fails after another has written).
+fn validate(config: &Config, work: &mem::Work, scale: Option<f64>) -> PyResult<()> {
+    fn one<T: Float>(config: &Config, scale: Option<f64>) -> PyResult<()> {
+        config.validate_for::<T>().map_err(crate_error)?;
+        if let Some(s) = scale {
+            let r = T::from_f64(s);
+            if !(r.is_finite() && r > T::ZERO) {
+                return Err(crate_error(adagrad::Error::InvalidGradScale(s)));
+            }
+        }
+        Ok(())
+    }
+    if work.keys().any(|(k, _)| k.p == Dtype::F32) {
+        one::<f32>(config, scale)?;
+    }
+    if work.keys().any(|(k, _)| k.p == Dtype::F64) {
+        one::<f64>(config, scale)?;
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl Engine {
+    /// `threads`: threads a large step uses, the caller included (`None`: one per CPU, as rayon counts them;
+    /// 1: the calling thread only). `isa`: a kernel path by name (`None`: `ADAGRAD_ISA`, else the best for this
+    /// CPU). `precision`: "exact" (bit-identical to PyTorch) or "fast". `eps_placement`: "outside" (√G + ε,
+    /// PyTorch) or "inside" (√(G + ε), Optax/Keras).
+    #[new]
+    #[pyo3(signature = (*, threads=None, isa=None, precision="exact", eps_placement="outside"))]
+    fn new(
+        threads: Option<usize>,
+        isa: Option<&str>,
+        precision: &str,
+        eps_placement: &str,
+    ) -> PyResult<Self> {
+        let mut base = Config::torch();
+        base.precision = match precision {
+            "exact" => Precision::Exact,
+            "fast" => Precision::Fast,
+            other => {
+                return Err(refused(format!(
+                    "precision must be 'exact' or 'fast', not {other:?}"
+                )));
+            }
+        };
+        base.eps_placement = match eps_placement {
+            "outside" => EpsPlacement::Outside,
+            "inside" => EpsPlacement::Inside,
+            other => {
+                return Err(refused(format!(
+                    "eps_placement must be 'outside' or 'inside', not {other:?}"
+                )));
+            }
+        };
+        if let Some(name) = isa {
+            base.isa = Some(
+                name.parse::<Isa>()
+                    .map_err(|e: adagrad::IsaError| refused(e.to_string()))?,
+            );
+        }
+        base.parallelism = match threads {
+            None => Parallelism::Global,
+            Some(0) => return Err(refused("threads must be at least 1")),
+            Some(n) => Parallelism::Threads(n),
+        };
+        let exec = Executor::new(&base).map_err(crate_error)?;
+        Ok(Engine { exec, base })
+    }
+
+    /// The kernel path in use.
+    #[getter]
+    fn isa(&self) -> &'static str {
+        self.exec.isa().name()
+    }
+
+    /// Threads a large step runs on, the caller included.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.exec.threads()
+    }
+
+    /// The performance settings in use (from this CPU's table entry and `ADAGRAD_TUNE`).
+    #[getter]
+    fn tuning(&self) -> String {
+        format!("{:?}", self.exec.tuning())
+    }
+
+    /// One step of a PyTorch optimizer. `groups`: per parameter group a tuple `(params, states, backs, lr,
+    /// lr_decay, weight_decay, eps, maximize, initial_accumulator_value)`: the parameters that have state, their state dicts, and per
+    /// parameter `(sum, sum_array, step, step_array, master, master_array)`, the state tensors and the numpy
+    /// arrays that own their memory (`master`: the float32 copy of a 16-bit parameter, else `None`); `grads`: `None` (use `p.grad`) or one entry per parameter of every group, in order;
+    /// `grad_scale`, `found_inf`: `torch._fused_adagrad_`'s. Parameters whose gradient is `None` are skipped.
+    /// Everything is checked before anything is written. Returns how many parameters were updated, or
+    /// `None`, with nothing changed, when a state dict no longer holds the backed tensors (adopt them and call
+    /// again).
+    #[pyo3(signature = (cache, groups, grads=None, grad_scale=None, found_inf=None))]
+    fn torch_step(
+        &self,
+        py: Python<'_>,
+        mut cache: PyRefMut<'_, torch::TensorCache>,
+        groups: &Bound<'_, PyList>,
+        grads: Option<Bound<'_, PyList>>,
+        grad_scale: Option<Bound<'_, PyAny>>,
+        found_inf: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Option<usize>> {
+        let mut parsed = Vec::with_capacity(groups.len());
+        let mut hypers = Vec::with_capacity(groups.len());
+        for g in groups.iter() {
+            let g = g.cast_into::<PyTuple>()?;
+            let (params, states, backs, lr, lr_decay, weight_decay, eps, maximize, init): (
+                Bound<'_, PyList>,
+                Bound<'_, PyList>,
+                Bound<'_, PyList>,
+                f64,
+                f64,
+                f64,
+                f64,
+                bool,
+                f64,
+            ) = g.extract()?;
+            parsed.push(torch::Group {
+                params,
+                states,
+                backs,
+            });
+            hypers.push(Hyper {
+                lr,
+                lr_decay,
+                weight_decay,
+                eps,
+                maximize,
+                init,
+            });
+        }
+        let mut scalars: Vec<(Mem, Place)> = Vec::new();
+        let scalar_place = Place {
+            group: 0,
+            index: usize::MAX,
+            role: Role::Scalar,
+        };
+        let mut scale = None;
+        if let Some(t) = &grad_scale {
+            let (v, m) = torch::scalar(py, t, "grad_scale")?.map_err(|r| refused(r.0))?;
+            if !(v.is_finite() && v > 0.0) {
+                return Err(crate_error(adagrad::Error::InvalidGradScale(v as f64)));
+            }
+            scale = Some(v as f64);
+            scalars.push((m, scalar_place));
+        }
+        let mut inf = 0.0f32;
+        if let Some(t) = &found_inf {
+            let (v, m) = torch::scalar(py, t, "found_inf")?.map_err(|r| refused(r.0))?;
+            if v != 0.0 && v != 1.0 {
+                return Err(refused(format!("found_inf must be 0.0 or 1.0, not {v}")));
+            }
+            inf = v;
+            scalars.push((m, scalar_place));
+        }
+        let planned = match torch::plan(py, &mut cache, &parsed, grads.as_ref(), &scalars)? {
+            torch::Plan::Ready(p) => p,
+            torch::Plan::Refused(r) => return Err(refused(r.0)),
+            torch::Plan::Stale => return Ok(None),
+        };
+        let mut jobs = Vec::with_capacity(planned.len());
+        for (h, pl) in hypers.iter().zip(&planned) {
+            let config = self.config(h);
+            let work = torch::work(pl);
+            validate(&config, &work, scale)?;
+            jobs.push((config, work));
+        }
+        let skip = inf == 1.0;
+        if !skip {
+            let exec = &self.exec;
+            py.detach(|| {
+                jobs.iter()
+                    .try_for_each(|(config, work)| mem::run(exec, config, work, scale))
+            })
+            .map_err(crate_error)?;
+        }
+        // torch._fused_adagrad's step counts: + 1 before the kernel, − found_inf after, in float32.
+        let mut updated = 0;
+        for pl in planned.iter().flatten() {
+            // SAFETY: step_addr is a validated, aligned float32 element of a step tensor held by `groups`, and
+            // no other region of this step overlaps it (checked in plan).
+            unsafe { *(pl.step_addr as *mut f32) = pl.t - inf };
+            updated += 1;
+        }
+        Ok(Some(if skip { 0 } else { updated }))
+    }
+
+    /// One step over numpy arrays, in place: `params`, `grads`, `sums` (one array each per tensor, C-contiguous,
+    /// the same shapes; float32 parameters and sums with float32 or float16 gradients, or float64 throughout),
+    /// the step number `t` (from 1), the hyperparameters (`init`: the accumulators' starting value, which the
+    /// validation of `eps` needs), and optionally a gradient scale to divide by.
+    /// Everything is checked before anything is written.
+    #[pyo3(signature = (params, grads, sums, t, lr, lr_decay, weight_decay, eps, maximize, init, grad_scale=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn numpy_step(
+        &self,
+        py: Python<'_>,
+        params: Vec<Bound<'_, PyAny>>,
+        grads: Vec<Bound<'_, PyAny>>,
+        sums: Vec<Bound<'_, PyAny>>,
+        t: u64,
+        lr: f64,
+        lr_decay: f64,
+        weight_decay: f64,
+        eps: f64,
+        maximize: bool,
+        init: f64,
+        grad_scale: Option<f64>,
+    ) -> PyResult<()> {
+        let config = self.config(&Hyper {
+            lr,
+            lr_decay,
+            weight_decay,
+            eps,
+            maximize,
+            init,
+        });
+        let work = numpy::plan(py, &params, &grads, &sums, t).map_err(refused)?;
+        validate(&config, &work, grad_scale)?;
+        let exec = &self.exec;
+        py.detach(|| mem::run(exec, &config, &work, grad_scale))
+            .map_err(crate_error)
+    }
+}
+
+/// Whether two lists hold the same objects, in order (identity, never `==`: tensors compare element-wise).
+#[pyfunction]
+fn same_objects(a: &Bound<'_, PyList>, b: &Bound<'_, PyList>) -> bool {
+    a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.is(&y))
+}
+
+/// The kernel paths this CPU can run, best first.
+#[pyfunction]
+fn available_isas() -> Vec<&'static str> {
+    Isa::available().into_iter().map(Isa::name).collect()
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_class::<torch::TensorCache>()?;
+    m.add_function(wrap_pyfunction!(available_isas, m)?)?;
+    m.add_function(wrap_pyfunction!(same_objects, m)?)?;
+    m.add("AdagradError", m.py().get_type::<AdagradError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

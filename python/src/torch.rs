@@ -1,0 +1,507 @@
+//! PyTorch tensors: reading a step's tensors (data pointer, element type, length) and refusing what the step
+//! cannot run on in place, with a per-position cache so that a step over many small tensors costs little more
+//! than the kernels.
+
+use crate::mem::{Dtype, Item, Kind, Mem, Place, Role, Work, check_overlap};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::{Py, PyAny, intern};
+
+/// torch's dtype objects and `torch.strided`, looked up once.
+struct Torch {
+    f32: Py<PyAny>,
+    f64: Py<PyAny>,
+    bf16: Py<PyAny>,
+    f16: Py<PyAny>,
+    strided: Py<PyAny>,
+}
+
+static TORCH: PyOnceLock<Torch> = PyOnceLock::new();
+
+fn torch(py: Python<'_>) -> PyResult<&Torch> {
+    TORCH.get_or_try_init(py, || {
+        let t = py.import("torch")?;
+        Ok(Torch {
+            f32: t.getattr("float32")?.unbind(),
+            f64: t.getattr("float64")?.unbind(),
+            bf16: t.getattr("bfloat16")?.unbind(),
+            f16: t.getattr("float16")?.unbind(),
+            strided: t.getattr("strided")?.unbind(),
+        })
+    })
+}
+
+fn dtype_of(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<Result<Dtype, String>> {
+    let tt = torch(py)?;
+    let d = t.getattr(intern!(py, "dtype"))?;
+    Ok(if d.is(&tt.f32) {
+        Ok(Dtype::F32)
+    } else if d.is(&tt.f64) {
+        Ok(Dtype::F64)
+    } else if d.is(&tt.bf16) {
+        Ok(Dtype::Bf16)
+    } else if d.is(&tt.f16) {
+        Ok(Dtype::F16)
+    } else {
+        Err(format!(
+            "dtype {d} is not supported (float32, float64, bfloat16, float16 are)"
+        ))
+    })
+}
+
+fn data_ptr(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<usize> {
+    t.call_method0(intern!(py, "data_ptr"))?.extract()
+}
+
+/// A refusal: what is wrong, where.
+pub struct Refusal(pub String);
+
+type Checked<T> = Result<T, Refusal>;
+
+fn refuse<T>(place: Place, why: impl std::fmt::Display) -> PyResult<Checked<T>> {
+    Ok(Err(Refusal(format!("{place}: {why}"))))
+}
+
+/// Everything about one tensor the step relies on: a dense, contiguous CPU tensor of a supported dtype, not a
+/// negative view, with its memory.
+fn inspect(py: Python<'_>, t: &Bound<'_, PyAny>, place: Place) -> PyResult<Checked<Mem>> {
+    let tt = torch(py)?;
+    if !t.getattr(intern!(py, "layout"))?.is(&tt.strided) {
+        let why = if place.role == Role::Grad {
+            "sparse gradients are not supported: use a dense embedding (sparse=False), or torch.optim.Adagrad \
+             for this parameter"
+        } else {
+            "only dense (strided) tensors are supported"
+        };
+        return refuse(place, why);
+    }
+    if !t.getattr(intern!(py, "is_cpu"))?.extract::<bool>()? {
+        let device = t.getattr(intern!(py, "device"))?;
+        return refuse(
+            place,
+            format!("is on {device}; the step runs on CPU tensors only"),
+        );
+    }
+    let dtype = match dtype_of(py, t)? {
+        Ok(d) => d,
+        Err(e) => return refuse(place, e),
+    };
+    if !t
+        .call_method0(intern!(py, "is_contiguous"))?
+        .extract::<bool>()?
+    {
+        return refuse(
+            place,
+            "is not contiguous; the step runs in place on contiguous memory (call .contiguous() once, before \
+             handing the tensor to the optimizer)",
+        );
+    }
+    if t.call_method0(intern!(py, "is_neg"))?.extract::<bool>()? {
+        return refuse(
+            place,
+            "is a negative view; resolve it first (.resolve_neg())",
+        );
+    }
+    let len: usize = t.call_method0(intern!(py, "numel"))?.extract()?;
+    match Mem::new(data_ptr(py, t)?, len, dtype) {
+        Ok(m) => Ok(Ok(m)),
+        Err(e) => refuse(place, e),
+    }
+}
+
+/// A gradient, checked against its parameter: the cheap checks first (every step meets a fresh gradient
+/// tensor), the full inspection only to explain a refusal.
+fn inspect_grad(
+    py: Python<'_>,
+    g: &Bound<'_, PyAny>,
+    len: usize,
+    place: Place,
+) -> PyResult<Checked<Mem>> {
+    let contiguous = match g.call_method0(intern!(py, "is_contiguous")) {
+        Ok(c) => c.extract::<bool>()?,
+        // Sparse tensors have no is_contiguous; let the full inspection name the problem.
+        Err(_) => false,
+    };
+    let cpu = g.getattr(intern!(py, "is_cpu"))?.extract::<bool>()?;
+    let neg = contiguous && g.call_method0(intern!(py, "is_neg"))?.extract::<bool>()?;
+    if !(contiguous && cpu) || neg {
+        return Ok(match inspect(py, g, place)? {
+            Ok(_) => Err(Refusal(format!("{place}: cannot be used"))),
+            Err(r) => Err(r),
+        });
+    }
+    let dtype = match dtype_of(py, g)? {
+        Ok(d) => d,
+        Err(e) => return refuse(place, e),
+    };
+    let n: usize = g.call_method0(intern!(py, "numel"))?.extract()?;
+    if n != len {
+        let shape = g.getattr(intern!(py, "shape"))?;
+        return refuse(
+            place,
+            format!("has shape {shape} ({n} elements); its parameter has {len} elements"),
+        );
+    }
+    match Mem::new(data_ptr(py, g)?, len, dtype) {
+        Ok(m) => Ok(Ok(m)),
+        Err(e) => refuse(place, e),
+    }
+}
+
+/// The optimizer's own state memory for one parameter, as the Python layer keeps it: the state tensors (`sum`,
+/// `step`, `master`) and the numpy arrays that own their memory. The arrays are held here, so the memory stays
+/// valid whatever happens to the tensor objects; it never needs to be re-read.
+struct Backing {
+    /// The tuple the Python layer passed (identity says whether the backing changed).
+    tuple: Py<PyAny>,
+    sum: Py<PyAny>,
+    step: Py<PyAny>,
+    master: Option<Py<PyAny>>,
+    s: Mem,
+    k: Mem,
+    m: Option<Mem>,
+    _arrays: Vec<Py<PyAny>>,
+}
+
+/// What was last found valid at one position: the parameter and its memory, the state's memory, and the last
+/// gradient (held weakly, so that `zero_grad()` still frees it) with its memory.
+struct Entry {
+    param: Py<PyAny>,
+    p: Mem,
+    back: Backing,
+    grad: Option<(Py<PyAny>, Mem)>,
+}
+
+/// The per-position cache of one optimizer (a list per parameter group). The parameter's data pointer is read
+/// every step (`p.data = ...` and ZeRO's bucket views move it); a gradient is inspected in full unless it is the
+/// same object as last step at the same address.
+#[pyclass(module = "adagrad_cpu._native")]
+#[derive(Default)]
+pub struct TensorCache {
+    groups: Vec<Vec<Option<Entry>>>,
+}
+
+#[pymethods]
+impl TensorCache {
+    #[new]
+    fn new() -> Self {
+        TensorCache::default()
+    }
+
+    /// Forgets every entry.
+    fn clear(&mut self) {
+        self.groups.clear();
+    }
+}
+
+/// One parameter group as the Python layer hands it over: the parameters that have state, their state dicts,
+/// and per parameter a tuple `(sum, sum_array, step, step_array, master, master_array)` (`master`s `None`
+/// unless the parameter is 16-bit) of the state tensors and the numpy arrays owning their memory.
+pub struct Group<'py> {
+    pub params: Bound<'py, PyList>,
+    pub states: Bound<'py, PyList>,
+    pub backs: Bound<'py, PyList>,
+}
+
+/// A parameter with a gradient, ready to run: its item, its step tensor and that tensor's new value.
+pub struct Planned {
+    pub item: Item,
+    pub step_addr: usize,
+    pub t: f32,
+}
+
+/// What planning found: the work, a refusal, or state dicts whose tensors are no longer the backed ones (the
+/// Python layer then adopts the new tensors and asks again).
+pub enum Plan {
+    Ready(Vec<Vec<Planned>>),
+    Refused(Refusal),
+    Stale,
+}
+
+/// Reads the step's tensors of every group; `grads`, when given, replaces `p.grad` (one entry per parameter
+/// with state, over all groups in order; `None` skips).
+pub fn plan(
+    py: Python<'_>,
+    cache: &mut TensorCache,
+    groups: &[Group<'_>],
+    grads: Option<&Bound<'_, PyList>>,
+    scalars: &[(Mem, Place)],
+) -> PyResult<Plan> {
+    macro_rules! check {
+        ($e:expr) => {
+            match $e {
+                Ok(x) => x,
+                Err(r) => return Ok(Plan::Refused(r)),
+            }
+        };
+    }
+    let total: usize = groups.iter().map(|g| g.params.len()).sum();
+    if let Some(gs) = grads {
+        if gs.len() != total {
+            return Ok(Plan::Refused(Refusal(format!(
+                "{} gradients for {total} parameters",
+                gs.len()
+            ))));
+        }
+    }
+    cache.groups.resize_with(groups.len(), Vec::new);
+    let mut regions: Vec<(Mem, Place)> = scalars.to_vec();
+    let mut out = Vec::with_capacity(groups.len());
+    let mut flat = 0;
+    for (gi, group) in groups.iter().enumerate() {
+        let n = group.params.len();
+        if group.states.len() != n || group.backs.len() != n {
+            return Ok(Plan::Refused(Refusal(format!(
+                "param_groups[{gi}]: the state lists do not match its {n} parameters"
+            ))));
+        }
+        let entries = &mut cache.groups[gi];
+        entries.resize_with(n, || None);
+        let mut planned = Vec::new();
+        for i in 0..n {
+            let at = |role| Place {
+                group: gi,
+                index: i,
+                role,
+            };
+            let p = group.params.get_item(i)?;
+            let g = match grads {
+                Some(gs) => gs.get_item(flat + i)?,
+                None => p.getattr(intern!(py, "grad"))?,
+            };
+            if g.is_none() {
+                continue;
+            }
+            let back = group.backs.get_item(i)?;
+            let slot = &mut entries[i];
+            let reuse = slot
+                .as_ref()
+                .is_some_and(|e| p.is(&e.param) && back.is(&e.back.tuple));
+            if !reuse {
+                *slot = None;
+                let pm = check!(inspect(py, &p, at(Role::Param))?);
+                let b = check!(backing(py, &back, at)?);
+                check!(fits(pm, &b, at));
+                *slot = Some(Entry {
+                    param: p.clone().unbind(),
+                    p: pm,
+                    back: b,
+                    grad: None,
+                });
+            }
+            let e = slot.as_mut().expect("filled above");
+            // The state dict must still hold the backed tensors (else: stale, the Python layer adopts).
+            let st = group.states.get_item(i)?;
+            let Ok(st) = st.cast::<PyDict>() else {
+                return Ok(Plan::Refused(Refusal(format!(
+                    "{}: its state is not a dict",
+                    at(Role::Param)
+                ))));
+            };
+            let same = |key: &Bound<'_, PyString>, want: Option<&Py<PyAny>>| -> PyResult<bool> {
+                Ok(match (st.get_item(key)?, want) {
+                    (Some(v), Some(w)) => v.is(w),
+                    (None, None) => true,
+                    _ => false,
+                })
+            };
+            if !(same(intern!(py, "sum"), Some(&e.back.sum))?
+                && same(intern!(py, "step"), Some(&e.back.step))?
+                && same(intern!(py, "master"), e.back.master.as_ref())?)
+            {
+                return Ok(Plan::Stale);
+            }
+            // The parameter's memory may have moved (p.data = ..., ZeRO's bucket views).
+            if data_ptr(py, &p)? != e.p.addr {
+                let pm = check!(inspect(py, &p, at(Role::Param))?);
+                check!(fits(pm, &e.back, at));
+                e.p = pm;
+            }
+            let cached = e.grad.as_ref().and_then(|(w, m)| {
+                let alive = w.bind(py).call0().ok()?;
+                alive.is(&g).then_some(*m)
+            });
+            let gm = match cached {
+                Some(m) if data_ptr(py, &g)? == m.addr => m,
+                _ => {
+                    let m = check!(inspect_grad(py, &g, e.p.len, at(Role::Grad))?);
+                    e.grad = weakref(py, &g)?.map(|w| (w, m));
+                    m
+                }
+            };
+            let (upd, out16) = match e.back.m {
+                Some(mm) => (mm, Some(e.p)),
+                None => (e.p, None),
+            };
+            let item = Item {
+                p: upd,
+                g: gm,
+                s: e.back.s,
+                out: out16,
+            };
+            if let Err(why) = Kind::of(&item) {
+                return Ok(Plan::Refused(Refusal(format!(
+                    "{}: {why}",
+                    at(Role::Param)
+                ))));
+            }
+            regions.push((e.p, at(Role::Param)));
+            regions.push((gm, at(Role::Grad)));
+            regions.push((e.back.s, at(Role::Sum)));
+            regions.push((e.back.k, at(Role::Step)));
+            if let Some(mm) = e.back.m {
+                regions.push((mm, at(Role::Master)));
+            }
+            // SAFETY: e.back.k is one aligned float32 element of a numpy array this cache holds.
+            let before = unsafe { *(e.back.k.addr as *const f32) };
+            let t = before + 1.0;
+            if !(t >= 1.0 && t.is_finite() && t.fract() == 0.0) {
+                return Ok(Plan::Refused(Refusal(format!(
+                    "{}: is {before}, not a step count",
+                    at(Role::Step)
+                ))));
+            }
+            planned.push(Planned {
+                item,
+                step_addr: e.back.k.addr,
+                t,
+            });
+        }
+        flat += n;
+        out.push(planned);
+    }
+    if let Err(e) = check_overlap(&mut regions) {
+        return Ok(Plan::Refused(Refusal(e)));
+    }
+    Ok(Plan::Ready(out))
+}
+
+/// A weak reference to `t` (`None` if the object takes none).
+fn weakref(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    let weakref = py.import(intern!(py, "weakref"))?;
+    Ok(weakref
+        .getattr(intern!(py, "ref"))?
+        .call1((t,))
+        .ok()
+        .map(Bound::unbind))
+}
+
+/// Reads a backing tuple `(sum, sum_array, step, step_array, master, master_array)`.
+fn backing(
+    py: Python<'_>,
+    back: &Bound<'_, PyAny>,
+    at: impl Fn(Role) -> Place,
+) -> PyResult<Checked<Backing>> {
+    let (sum, sa, step, ka, master, ma): (
+        Bound<'_, PyAny>,
+        Bound<'_, PyAny>,
+        Bound<'_, PyAny>,
+        Bound<'_, PyAny>,
+        Option<Bound<'_, PyAny>>,
+        Option<Bound<'_, PyAny>>,
+    ) = back.extract()?;
+    let s = match crate::numpy::memory(py, &sa) {
+        Ok(m) => m,
+        Err(e) => return refuse(at(Role::Sum), e),
+    };
+    let k = match crate::numpy::memory(py, &ka) {
+        Ok(m) if m.dtype == Dtype::F32 && m.len == 1 => m,
+        Ok(_) => return refuse(at(Role::Step), "must be one float32 element"),
+        Err(e) => return refuse(at(Role::Step), e),
+    };
+    let m = match (&master, &ma) {
+        (Some(_), Some(a)) => match crate::numpy::memory(py, a) {
+            Ok(m) if m.dtype == Dtype::F32 => Some(m),
+            Ok(_) => return refuse(at(Role::Master), "must be float32"),
+            Err(e) => return refuse(at(Role::Master), e),
+        },
+        (None, None) => None,
+        _ => {
+            return refuse(
+                at(Role::Master),
+                "the master copy and its memory must come together",
+            );
+        }
+    };
+    let mut arrays = vec![sa.unbind(), ka.unbind()];
+    arrays.extend(ma.map(Bound::unbind));
+    Ok(Ok(Backing {
+        tuple: back.clone().unbind(),
+        sum: sum.unbind(),
+        step: step.unbind(),
+        master: master.map(Bound::unbind),
+        s,
+        k,
+        m,
+        _arrays: arrays,
+    }))
+}
+
+/// Whether a parameter's memory and its state fit together.
+fn fits(p: Mem, b: &Backing, at: impl Fn(Role) -> Place) -> Checked<()> {
+    let upd = match b.m {
+        Some(m) => {
+            if m.len != p.len {
+                return Err(Refusal(format!(
+                    "{}: has {} elements; its parameter {}",
+                    at(Role::Master),
+                    m.len,
+                    p.len
+                )));
+            }
+            m
+        }
+        None if matches!(p.dtype, Dtype::Bf16 | Dtype::F16) => {
+            return Err(Refusal(format!(
+                "{}: is {}: 16-bit parameters need a float32 master copy to be updated exactly; construct the \
+                 optimizer with master_weights=True (or keep float32 parameters)",
+                at(Role::Param),
+                p.dtype.name()
+            )));
+        }
+        None => p,
+    };
+    if b.s.dtype != upd.dtype || b.s.len != p.len {
+        return Err(Refusal(format!(
+            "{}: must be {} with the parameter's {} elements; it is {} with {}",
+            at(Role::Sum),
+            upd.dtype.name(),
+            p.len,
+            b.s.dtype.name(),
+            b.s.len
+        )));
+    }
+    Ok(())
+}
+
+/// A one-element float32 CPU tensor's value and memory (grad_scale, found_inf).
+pub fn scalar(py: Python<'_>, t: &Bound<'_, PyAny>, name: &str) -> PyResult<Checked<(f32, Mem)>> {
+    let place = Place {
+        group: 0,
+        index: usize::MAX,
+        role: Role::Scalar,
+    };
+    let m = match inspect(py, t, place)? {
+        Ok(m) => m,
+        Err(r) => return Ok(Err(r)),
+    };
+    if m.dtype != Dtype::F32 || m.len != 1 {
+        return Ok(Err(Refusal(format!(
+            "{name} must be a float32 tensor of one element"
+        ))));
+    }
+    // SAFETY: one aligned, live float32 element, validated just above; the caller holds the tensor.
+    let v = unsafe { *(m.addr as *const f32) };
+    Ok(Ok((v, m)))
+}
+
+/// Sorts planned items into the functional step's buckets (element types, step number).
+pub fn work(planned: &[Planned]) -> Work {
+    let mut w = Work::new();
+    for pl in planned {
+        let kind = Kind::of(&pl.item).expect("checked when planned");
+        w.entry((kind, pl.t as u64)).or_default().push(pl.item);
+    }
+    w
+}

@@ -1,0 +1,189 @@
+"""Every refusal: a clear AdagradError, and nothing changed (parameters, gradients, state, step counts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import adagrad_cpu.torch as at
+
+
+def snapshot(opt: at.Adagrad, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of the given tensors and of every state tensor."""
+    out = [t.detach().clone() for t in tensors]
+    for state in opt.state.values():
+        out.extend(v.detach().clone() for v in state.values())
+    return out
+
+
+def assert_unchanged(opt: at.Adagrad, tensors: list[torch.Tensor], before: list[torch.Tensor]) -> None:
+    """Bit-identical to the snapshot."""
+    after = snapshot(opt, tensors)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        assert torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+
+
+def refused(opt: at.Adagrad, tensors: list[torch.Tensor], match: str, **step_kw: object) -> None:
+    """The step raises AdagradError matching ``match`` and changes nothing."""
+    before = snapshot(opt, tensors)
+    with pytest.raises(at.AdagradError, match=match):
+        opt.step(**step_kw)  # type: ignore[arg-type]
+    assert_unchanged(opt, tensors, before)
+
+
+def fresh(n: int = 2, size: int = 100) -> tuple[list[torch.Tensor], at.Adagrad]:
+    """Parameters with gradients and an optimizer that has taken one step already."""
+    ps = [torch.randn(size, requires_grad=True) for _ in range(n)]
+    opt = at.Adagrad(ps, lr=0.1)
+    for p in ps:
+        p.grad = torch.randn(size)
+    opt.step()
+    return ps, opt
+
+
+def test_two_params_viewing_one_storage() -> None:
+    """Two parameters that share memory (two views of one storage) are refused before anything is written."""
+    base = torch.randn(200)
+    p0, p1 = base[:120].requires_grad_(), base[100:].requires_grad_()
+    opt = at.Adagrad([p0, p1])
+    p0.grad, p1.grad = torch.ones(120), torch.ones(100)
+    refused(opt, [base, p0.grad, p1.grad], "overlap in memory")
+
+
+def test_gradient_that_is_the_parameter() -> None:
+    """A gradient sharing the parameter's memory."""
+    ps, opt = fresh()
+    ps[1].grad = ps[1].detach()
+    refused(opt, ps + [ps[0].grad], "overlap in memory")
+
+
+def test_gradient_overlapping_another_parameters_state() -> None:
+    """A gradient that is a view of the optimizer's own state."""
+    ps, opt = fresh()
+    ps[0].grad = opt.state[ps[1]]["sum"].view(-1)
+    refused(opt, ps, "overlap in memory")
+
+
+def test_two_gradients_may_share_memory() -> None:
+    """Read-only gradients sharing one storage are fine (nothing writes them)."""
+    ps, opt = fresh()
+    g = torch.ones(100)
+    ps[0].grad, ps[1].grad = g, g
+    opt.step()
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: torch.randn(200)[::2], "not contiguous"),
+        (lambda p: torch.randn(50), "50 elements"),
+        (lambda p: torch.randn(100, dtype=torch.float64), "float64"),
+        (lambda p: torch.ones(100, dtype=torch.int32), "not supported"),
+        (lambda p: torch.randn(100, device="meta"), "meta"),
+        (lambda p: torch.randn(100).to_sparse(), "sparse gradients"),
+        (lambda p: torch._neg_view(torch.randn(100)), "negative view"),
+    ],
+    ids=["non_contiguous", "wrong_length", "wrong_dtype", "int_dtype", "not_cpu", "sparse", "neg_view"],
+)
+def test_bad_gradients(make: Callable[[torch.Tensor], torch.Tensor], match: str) -> None:
+    """Gradients the step cannot use in place (passed with grads=, as torch's setter refuses some of them)."""
+    ps, opt = fresh()
+    grads = [torch.ones(100), make(ps[1])]
+    refused(opt, ps + grads[:1], match, grads=grads)
+
+
+def test_sparse_p_grad() -> None:
+    """nn.Embedding(sparse=True) gradients: refused with a pointer to what works."""
+    emb = torch.nn.Embedding(10, 4, sparse=True)
+    opt = at.Adagrad(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    refused(opt, [emb.weight], "sparse gradients")
+
+
+def test_parameter_made_non_contiguous_after_construction() -> None:
+    """p.data replaced by a non-contiguous view between steps."""
+    ps, opt = fresh()
+    ps[0].data = torch.randn(200)[::2]
+    ps[0].grad = torch.ones(100)
+    refused(opt, ps, "not contiguous")
+
+
+def test_construction_refusals() -> None:
+    """Non-CPU, non-contiguous, integer and complex parameters; bad settings."""
+    with pytest.raises(at.AdagradError, match="meta"):
+        at.Adagrad([torch.zeros(3, device="meta", requires_grad=True)])
+    with pytest.raises(at.AdagradError, match="contiguous"):
+        at.Adagrad([torch.zeros(4, 4).t().requires_grad_()])
+    with pytest.raises(at.AdagradError, match="complex64"):
+        at.Adagrad([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
+    with pytest.raises(at.AdagradError, match="precision"):
+        at.Adagrad([torch.zeros(3, requires_grad=True)], precision="sloppy")
+    with pytest.raises(at.AdagradError, match="eps_placement"):
+        at.Adagrad([torch.zeros(3, requires_grad=True)], eps_placement="middle")
+    with pytest.raises(at.AdagradError, match="threads"):
+        at.Adagrad([torch.zeros(3, requires_grad=True)], threads=0)
+    with pytest.raises(at.AdagradError):
+        at.Adagrad([torch.zeros(3, requires_grad=True)], isa="sse9")
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        at.Adagrad([torch.zeros(3, requires_grad=True)], lr=-1.0)
+    with pytest.raises(RuntimeError, match="differentiable"):
+        at.Adagrad([torch.zeros(3, requires_grad=True)], differentiable=True)
+
+
+def test_invalid_hyperparameters_set_later() -> None:
+    """A group's lr made NaN by hand, or eps that rounds to a denormal-free zero issue: refused at the step."""
+    ps, opt = fresh()
+    opt.param_groups[0]["lr"] = float("nan")
+    for p in ps:
+        p.grad = torch.ones(100)
+    refused(opt, ps, "lr")
+
+
+def test_bad_grad_scale_and_found_inf() -> None:
+    """grad_scale of zero or infinity, found_inf other than 0 or 1, wrong dtypes."""
+    ps, opt = fresh()
+    for p in ps:
+        p.grad = torch.ones(100)
+    for scale, match in ((0.0, "scale"), (float("inf"), "scale"), (float("nan"), "scale")):
+        opt.grad_scale = torch.tensor(scale)  # type: ignore[attr-defined]
+        refused(opt, ps, match)
+    opt.grad_scale = torch.tensor(2.0, dtype=torch.float64)  # type: ignore[attr-defined]
+    refused(opt, ps, "grad_scale must be a float32")
+    opt.grad_scale = None  # type: ignore[attr-defined]
+    opt.found_inf = torch.tensor(0.5)  # type: ignore[attr-defined]
+    refused(opt, ps, "found_inf")
+
+
+def test_corrupt_step_count() -> None:
+    """A loaded step count that is not a count (negative, fractional, NaN)."""
+    ps, opt = fresh()
+    for bad in (-5.0, 2.5, float("nan")):
+        sd = opt.state_dict()
+        sd["state"][0]["step"] = torch.tensor(bad)
+        opt.load_state_dict(sd)
+        for p in ps:
+            p.grad = torch.ones(100)
+        refused(opt, ps, "not a step count")
+
+
+def test_grads_list_of_wrong_length() -> None:
+    """grads= must cover every parameter."""
+    ps, opt = fresh()
+    refused(opt, ps, "grads has 1 entries", grads=[torch.ones(100)])
+
+
+def test_state_replaced_by_hand_is_adopted() -> None:
+    """A state tensor replaced in opt.state is copied into the optimizer's memory at the next step (and a
+    wrong-shaped one refused)."""
+    ps, opt = fresh()
+    opt.state[ps[0]]["sum"] = torch.full((100,), 4.0)
+    for p in ps:
+        p.grad = torch.ones(100)
+    opt.step()
+    assert torch.equal(opt.state[ps[0]]["sum"], torch.full((100,), 5.0))
+    opt.state[ps[0]]["sum"] = torch.ones(3)
+    with pytest.raises(at.AdagradError, match="shape"):
+        opt.step()
