@@ -243,17 +243,17 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>
         }
     }
 
-    /// Runs as `pieces` pieces of about equal element counts, each on `rayon::join`.
-    fn run_split(self, k: &Kernels, h: &Hyper<T>, pr: Precision, pieces: usize) {
+    /// Runs as `pieces` pieces of about equal element counts, each on `rayon::join`, each by `leaf`.
+    fn run_split<F: Fn(Self) + Sync>(self, pieces: usize, leaf: &F) {
         if pieces <= 1 {
-            return self.run_here(k, h, pr);
+            return leaf(self);
         }
         let left = pieces / 2;
         let at = (self.len as u128 * left as u128 / pieces as u128) as usize;
         let (l, r) = self.split(at);
         rayon::join(
-            || l.run_split(k, h, pr, left),
-            || r.run_split(k, h, pr, pieces - left),
+            || l.run_split(left, leaf),
+            || r.run_split(pieces - left, leaf),
         );
     }
 
@@ -268,24 +268,38 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>
         threads: usize,
         min_piece: usize,
     ) {
+        self.run_pieces(pool, threads, min_piece, &|piece: Self| {
+            piece.run_here(k, h, pr)
+        });
+    }
+
+    /// [`Seg::run`]'s division of the work, with `leaf` run on each piece (the step's kernels; in tests, a
+    /// recorder of where the pieces went).
+    fn run_pieces<F: Fn(Self) + Sync>(
+        self,
+        pool: Option<&ThreadPool>,
+        threads: usize,
+        min_piece: usize,
+        leaf: &F,
+    ) {
         let pieces = threads.min(self.len / min_piece.max(1));
         let Some(pool) = pool.filter(|_| pieces > 1) else {
-            return self.run_here(k, h, pr);
+            return leaf(self);
         };
         let share = self.len / pieces;
         let (mine, rest) = self.split(share);
         if mine.len == 0 || rest.len == 0 {
             // Nothing to split at an aligned point (one short tensor).
-            mine.run_here(k, h, pr);
-            return rest.run_here(k, h, pr);
+            leaf(mine);
+            return leaf(rest);
         }
         let done = AtomicBool::new(false);
         pool.in_place_scope(|scope| {
             scope.spawn(|_| {
                 let _done = SetOnDrop(&done);
-                rest.run_split(k, h, pr, pieces - 1);
+                rest.run_split(pieces - 1, leaf);
             });
-            mine.run_here(k, h, pr);
+            leaf(mine);
             wait(&done);
         });
     }
@@ -395,6 +409,77 @@ mod tests {
             (1000, 960),
         ] {
             assert_eq!(align(at), want, "{at}");
+        }
+    }
+
+    /// Where each piece of a step ran: (elements, rayon worker index or `None` for the calling thread), in
+    /// the order they were recorded.
+    fn pieces(lens: &[usize], threads: usize, min_piece: usize) -> Vec<(usize, Option<usize>)> {
+        let mut p: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
+        let g: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
+        let mut st: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
+        let mut ps: Vec<&mut [f32]> = p.iter_mut().map(|x| x.as_mut_slice()).collect();
+        let gs: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
+        let mut ss: Vec<&mut [f32]> = st.iter_mut().map(|x| x.as_mut_slice()).collect();
+        let seg = Seg::<f32, f32, adagrad_kernels::NoCopy, &mut [f32]>::new(
+            &mut ps,
+            &gs,
+            &mut ss,
+            &mut [],
+        );
+        let pool = helpers(threads);
+        let seen = Mutex::new(Vec::new());
+        seg.run_pieces(pool.as_deref(), threads, min_piece, &|piece| {
+            let me = rayon::current_thread_index();
+            seen.lock().unwrap().push((piece.len(), me));
+        });
+        seen.into_inner().unwrap()
+    }
+
+    /// A step is cut into one piece per thread, as even as alignment allows; the caller runs exactly one of
+    /// them and the pool's workers the rest.
+    #[test]
+    fn pieces_are_balanced_one_per_thread() {
+        for (lens, threads) in [
+            (vec![9000usize], 2),
+            (vec![1000, 3000, 5000], 3),
+            (vec![70_000], 4),
+            (vec![10, 20_000, 7, 30_000, 64], 5),
+        ] {
+            let total: usize = lens.iter().sum();
+            let got = pieces(&lens, threads, 64);
+            assert_eq!(got.len(), threads, "{lens:?} on {threads}");
+            assert_eq!(got.iter().map(|p| p.0).sum::<usize>(), total);
+            let even = total / threads;
+            for &(len, _) in &got {
+                // Each nested split moves its point down by less than ALIGN.
+                assert!(
+                    len.abs_diff(even) < ALIGN * threads,
+                    "{lens:?}/{threads}: piece {len}, even {even}"
+                );
+            }
+            assert_eq!(got.iter().filter(|p| p.1.is_none()).count(), 1, "{got:?}");
+        }
+    }
+
+    /// A step too small to split at an aligned point runs whole on the calling thread, as does one below
+    /// `threads × min_piece`.
+    #[test]
+    fn unsplittable_steps_stay_on_the_caller() {
+        let got = pieces(&[100], 2, 1);
+        assert!(got.iter().all(|p| p.1.is_none()), "{got:?}");
+        assert_eq!(got.iter().map(|p| p.0).sum::<usize>(), 100);
+        let got = pieces(&[1000], 4, 512);
+        assert_eq!(got, vec![(1000, None)]);
+    }
+
+    /// The crate's pool for n threads has n − 1 workers (the caller is the n-th); none for one thread.
+    #[test]
+    fn helper_pools_have_one_worker_fewer_than_threads() {
+        assert!(helpers(1).is_none());
+        assert!(helpers(0).is_none());
+        for n in [2, 3, 5] {
+            assert_eq!(helpers(n).unwrap().current_num_threads(), n - 1);
         }
     }
 }

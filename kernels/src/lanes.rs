@@ -427,3 +427,25 @@ unsafe fn lanes_step<
         (p.sub(step.mul(inv)), s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::newton_steps;
+
+    /// The Newton step counts the paths use: each step takes b correct bits to 2b − 1, stopping as soon as the
+    /// mantissa is reached (the 2⁻²⁰ / 2⁻⁴⁷ bounds are loose enough that a wrong count would still pass them, so
+    /// the counts themselves are pinned).
+    #[test]
+    fn newton_step_counts() {
+        // AVX2 and portable estimates (12 bits): 12 → 23 → 45 for f32's 24, → 89 for f64's 53.
+        assert_eq!(newton_steps(12, 24), 2);
+        assert_eq!(newton_steps(12, 53), 3);
+        // AVX-512 estimates (14 bits): 14 → 27 for f32; 14 → 27 → 53 for f64.
+        assert_eq!(newton_steps(14, 24), 1);
+        assert_eq!(newton_steps(14, 53), 2);
+        // Exactly reaching the target stops; an estimate already good enough takes none.
+        assert_eq!(newton_steps(13, 25), 1);
+        assert_eq!(newton_steps(53, 53), 0);
+        assert_eq!(newton_steps(8, 24), 2);
+    }
+}

@@ -55,8 +55,19 @@ def step(
     is the value ``sums`` started from (``eps=0`` is refused when it is 0: a zero gradient would compute 0/0).
     """
     engine = _engine(threads, isa, precision, eps_placement)
-    engine.numpy_step(list(params), list(grads), list(sums), int(t), float(lr), float(lr_decay),
-                      float(weight_decay), float(eps), bool(maximize), float(initial_accumulator_value), grad_scale)
+    engine.numpy_step(
+        list(params),
+        list(grads),
+        list(sums),
+        int(t),
+        float(lr),
+        float(lr_decay),
+        float(weight_decay),
+        float(eps),
+        bool(maximize),
+        float(initial_accumulator_value),
+        grad_scale,
+    )
 
 
 class Adagrad:
@@ -68,7 +79,7 @@ class Adagrad:
     >>> for g in (0.2, 0.4, 0.1):
     ...     opt.step([np.full(3, g, dtype=np.float32)])
     >>> float(w[0])
-    0.7887352705001831
+    0.7887354493141174
     """
 
     def __init__(
@@ -115,8 +126,19 @@ class Adagrad:
     def step(self, grads: Sequence[np.ndarray], grad_scale: float | None = None) -> None:
         """One step with one gradient array per parameter; on ``AdagradError`` nothing changed, the count too."""
         h = self.hyper
-        self._engine.numpy_step(self.params, list(grads), self.sums, self.t + 1, h["lr"], h["lr_decay"],
-                                h["weight_decay"], h["eps"], h["maximize"], h["initial_accumulator_value"], grad_scale)
+        self._engine.numpy_step(
+            self.params,
+            list(grads),
+            self.sums,
+            self.t + 1,
+            h["lr"],
+            h["lr_decay"],
+            h["weight_decay"],
+            h["eps"],
+            h["maximize"],
+            h["initial_accumulator_value"],
+            grad_scale,
+        )
         self.t += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,10 +27,16 @@ _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 class _Snapshot:
     """The parameters of one group that have state, their state dicts, and those still waiting for a gradient."""
 
-    __slots__ = ("params", "keys", "states", "backs", "index", "pending")
+    __slots__ = ("backs", "index", "keys", "params", "pending", "states")
 
-    def __init__(self, params: list[torch.Tensor], keys: list[torch.Tensor], states: list[dict[str, Any]],
-                 backs: list[tuple[Any, ...]], index: list[int]) -> None:
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        keys: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        backs: list[tuple[Any, ...]],
+        index: list[int],
+    ) -> None:
         self.params = params
         self.keys = keys
         self.states = states
@@ -133,8 +139,9 @@ class Adagrad(Optimizer):
                 "construct the optimizer with master_weights=True (or keep float32 parameters)"
             )
         if p.dtype not in _FLOAT and p.dtype not in _HALF:
-            raise AdagradError(f"a parameter is {p.dtype}; supported: float32, float64 (bfloat16/float16 with "
-                               "master_weights=True)")
+            raise AdagradError(
+                f"a parameter is {p.dtype}; supported: float32, float64 (bfloat16/float16 with master_weights=True)"
+            )
         if not p.is_contiguous():
             raise AdagradError("a parameter is not contiguous; the step runs in place on contiguous memory")
 
@@ -169,8 +176,9 @@ class Adagrad(Optimizer):
             state["master"] = p.detach().to(torch.float32)
         self._snaps = None
 
-    def _adopt(self, p: torch.Tensor, state: dict[str, Any], backing: dict[int, tuple[torch.Tensor, np.ndarray]]
-               ) -> tuple[Any, ...]:
+    def _adopt(
+        self, p: torch.Tensor, state: dict[str, Any], backing: dict[int, tuple[torch.Tensor, np.ndarray]]
+    ) -> tuple[Any, ...]:
         """Moves ``state``'s tensors into memory the optimizer owns (unless they already are), converting them as
         ``torch.optim.Adagrad(fused=True)`` keeps them; returns the backing tuple the native step reads."""
         half = p.dtype in _HALF
@@ -286,8 +294,19 @@ class Adagrad(Optimizer):
             snaps = self._snapshot(grads, force=attempt > 0)
             groups = []
             for group, snap in zip(self.param_groups, snaps):
-                groups.append((snap.keys, snap.states, snap.backs, float(group["lr"]), float(group["lr_decay"]),
-                               float(group["weight_decay"]), float(group["eps"]), bool(group["maximize"]), init))
+                groups.append(
+                    (
+                        snap.keys,
+                        snap.states,
+                        snap.backs,
+                        float(group["lr"]),
+                        float(group["lr_decay"]),
+                        float(group["weight_decay"]),
+                        float(group["eps"]),
+                        bool(group["maximize"]),
+                        init,
+                    )
+                )
             flat_grads = None
             if grads is not None:
                 total = sum(len(s.params) for s in snaps)

@@ -290,6 +290,42 @@ impl Engine {
     }
 }
 
+/// Benchmark support (`python -m adagrad_cpu.bench`), not used by any step: runs [`Engine::numpy_step`]'s work
+/// `reps` times in Rust alone, after the same checks, and returns the seconds each repetition took, so that
+/// the Python-level step can be compared with the Rust-level step on the same memory in the same process.
+#[pyfunction]
+#[pyo3(signature = (engine, params, grads, sums, reps, lr=0.01))]
+fn rust_step_seconds(
+    py: Python<'_>,
+    engine: &Engine,
+    params: Vec<Bound<'_, PyAny>>,
+    grads: Vec<Bound<'_, PyAny>>,
+    sums: Vec<Bound<'_, PyAny>>,
+    reps: usize,
+    lr: f64,
+) -> PyResult<Vec<f64>> {
+    let config = engine.config(&Hyper {
+        lr,
+        lr_decay: 0.0,
+        weight_decay: 0.0,
+        eps: 1e-10,
+        maximize: false,
+        init: 0.0,
+    });
+    let work = numpy::plan(py, &params, &grads, &sums, 1).map_err(refused)?;
+    validate(&config, &work, None)?;
+    let exec = &engine.exec;
+    py.detach(|| {
+        (0..reps)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                mem::run(exec, &config, &work, None).map(|()| start.elapsed().as_secs_f64())
+            })
+            .collect::<Result<Vec<f64>, _>>()
+    })
+    .map_err(crate_error)
+}
+
 /// Whether two lists hold the same objects, in order (identity, never `==`: tensors compare element-wise).
 #[pyfunction]
 fn same_objects(a: &Bound<'_, PyList>, b: &Bound<'_, PyList>) -> bool {
@@ -308,6 +344,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<torch::TensorCache>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(same_objects, m)?)?;
+    m.add_function(wrap_pyfunction!(rust_step_seconds, m)?)?;
     m.add("AdagradError", m.py().get_type::<AdagradError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

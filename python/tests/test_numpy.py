@@ -38,9 +38,16 @@ def test_golden_trajectory_through_numpy(path: Path, isa: str) -> None:
     dtype = np.float64 if d["meta"]["dtype"] == "float64" else np.float32
     h = d["hyperparameters"]
     p = bits(d["initial_params_bits"], dtype)
-    opt = an.Adagrad([p], lr=h["lr"], lr_decay=h["lr_decay"], weight_decay=h["weight_decay"],
-                     initial_accumulator_value=h["initial_accumulator_value"], eps=h["eps"],
-                     maximize=h["maximize"], isa=isa)
+    opt = an.Adagrad(
+        [p],
+        lr=h["lr"],
+        lr_decay=h["lr_decay"],
+        weight_decay=h["weight_decay"],
+        initial_accumulator_value=h["initial_accumulator_value"],
+        eps=h["eps"],
+        maximize=h["maximize"],
+        isa=isa,
+    )
     assert same_bits(opt.sums[0], bits(d["initial_state_sum_bits"], dtype))
     for fed, want in zip(d["trajectory"], d["torch_fused_true_trajectory"]):
         opt.step([bits(fed["grad_bits"], dtype)])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_torch_exact import assert_same_bits, grads_for, make_params
 
 import adagrad_cpu.torch as at
-from test_torch_exact import assert_same_bits, grads_for, make_params
 
 HALF = [torch.bfloat16, torch.float16]
 

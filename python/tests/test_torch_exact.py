@@ -42,8 +42,9 @@ def grads_for(ps: list[torch.Tensor], step: int, seed: int = 1) -> list[torch.Te
     return out
 
 
-def run(make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], dtype: torch.dtype, steps: int,
-        sched: bool = False) -> tuple[list[torch.Tensor], dict[str, Any]]:
+def run(
+    make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], dtype: torch.dtype, steps: int, sched: bool = False
+) -> tuple[list[torch.Tensor], dict[str, Any]]:
     """A trajectory: ``steps`` steps with the gradients above; returns the parameters and the state_dict."""
     ps = make_params(dtype)
     opt = make(ps)
@@ -71,8 +72,10 @@ def assert_same_state(sa: dict[str, Any], sb: dict[str, Any]) -> None:
     """The same state (sum and step per parameter, bit for bit) and group hyperparameters."""
     assert sorted(sa["state"]) == sorted(sb["state"])
     for k in sa["state"]:
-        assert_same_bits([sa["state"][k]["sum"], sa["state"][k]["step"].reshape(1)],
-                         [sb["state"][k]["sum"], sb["state"][k]["step"].reshape(1)])
+        assert_same_bits(
+            [sa["state"][k]["sum"], sa["state"][k]["step"].reshape(1)],
+            [sb["state"][k]["sum"], sb["state"][k]["step"].reshape(1)],
+        )
     for ga, gb in zip(sa["param_groups"], sb["param_groups"]):
         assert {k: v for k, v in ga.items() if k != "fused"} == {k: v for k, v in gb.items() if k != "fused"}
 
@@ -184,8 +187,10 @@ def test_none_gradients_are_skipped_and_late_params_get_state() -> None:
     """A parameter without a gradient is left alone (no state change); one added by add_param_group gets its
     state at its first gradient, with the optimizer's initial_accumulator_value, as in torch."""
     results = []
-    for make in (lambda ps: torch.optim.Adagrad(ps, fused=True, initial_accumulator_value=0.3),
-                 lambda ps: at.Adagrad(ps, initial_accumulator_value=0.3)):
+    for make in (
+        lambda ps: torch.optim.Adagrad(ps, fused=True, initial_accumulator_value=0.3),
+        lambda ps: at.Adagrad(ps, initial_accumulator_value=0.3),
+    ):
         ps = make_params(torch.float32, (10, 20, 30))
         opt = make(ps[:2])
         ps[0].grad = torch.ones(10)
@@ -239,5 +244,6 @@ def test_closure_returns_loss() -> None:
         loss.backward()
         return loss
 
-    assert float(opt.step(closure)) == 6.0
+    loss = opt.step(closure)
+    assert loss is not None and float(loss.detach()) == 6.0
     assert torch.equal(p.detach(), torch.full((3,), 0.9))

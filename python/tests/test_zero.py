@@ -29,8 +29,18 @@ def train(optimizer: str, bucket_view: bool, tmp: Path) -> list[dict[str, Any]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     procs = []
     for rank in range(2):
-        cmd = [sys.executable, str(WORKER), "--rank", str(rank), "--port", str(port), "--optimizer", optimizer,
-               "--out", str(tmp / f"{optimizer}-{rank}.pt")]
+        cmd = [
+            sys.executable,
+            str(WORKER),
+            "--rank",
+            str(rank),
+            "--port",
+            str(port),
+            "--optimizer",
+            optimizer,
+            "--out",
+            str(tmp / f"{optimizer}-{rank}.pt"),
+        ]
         if bucket_view:
             cmd.append("--bucket-view")
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))

@@ -23,18 +23,25 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{a.port}", rank=a.rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{a.port}",
+        rank=a.rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=60),
+    )
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64),
-                                torch.nn.Tanh(), torch.nn.Linear(64, 4))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4)
+    )
     ddp = DistributedDataParallel(model)
     kwargs = {"lr": 0.05, "weight_decay": 0.01, "lr_decay": 0.01}
     cls = at.Adagrad if a.optimizer == "ours" else torch.optim.Adagrad
     if a.optimizer == "torch":
         kwargs["fused"] = True
-    opt = ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=cls,
-                                  parameters_as_bucket_view=a.bucket_view, **kwargs)
+    opt = ZeroRedundancyOptimizer(
+        ddp.parameters(), optimizer_class=cls, parameters_as_bucket_view=a.bucket_view, **kwargs
+    )
     if a.optimizer == "ours":
         assert isinstance(opt.optim, at.Adagrad)
     gen = torch.Generator().manual_seed(100 + a.rank)

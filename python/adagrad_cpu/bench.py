@@ -1,0 +1,224 @@
+"""``python -m adagrad_cpu.bench``: this package against PyTorch's fused CPU Adagrad, in one process.
+
+Every comparison alternates the two sides in short rounds (A, B, B, A, ...) and reports the median over rounds of
+the per-round ratio, so that the noise of a shared machine falls on both sides alike. Three kinds of rows:
+
+- ``kernel``: ``adagrad_cpu.torch.Adagrad.step()`` (Python overhead included) against bare
+  ``torch._foreach_add_(steps, 1); torch._fused_adagrad_(...)`` (what ``torch.optim.Adagrad(fused=True)`` runs,
+  without its Python overhead): one tensor of N elements, or many tensors.
+- ``optimizer``: ``adagrad_cpu.torch.Adagrad.step()`` against ``torch.optim.Adagrad(fused=True).step()``.
+- ``python_vs_rust``: the Python-level step against the Rust-level step (the same memory, stepped in a Rust loop).
+
+Ratios above 1 mean this package is faster (or, for ``python_vs_rust``, that the Python step is slower than the
+Rust step by that factor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+import adagrad_cpu
+from adagrad_cpu import _native
+from adagrad_cpu.torch import Adagrad
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's answer)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def timed(fn: Callable[[], object], reps: int) -> float:
+    """Seconds per call, the median of ``reps`` calls."""
+    samples = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def reps_for(elements: int) -> int:
+    """Calls per round: enough for a few milliseconds of work at any size."""
+    return max(3, min(200, 4_000_000 // max(elements, 1)))
+
+
+def tensors(dtype: torch.dtype, n: int, count: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``count`` parameters of ``n`` elements with gradients."""
+    g = torch.Generator().manual_seed(seed)
+    ps = [torch.randn(n, generator=g, dtype=dtype).requires_grad_() for _ in range(count)]
+    for p in ps:
+        p.grad = torch.randn(n, generator=g, dtype=dtype)
+    return ps, [p.grad for p in ps if p.grad is not None]
+
+
+def compare(a: Callable[[], object], b: Callable[[], object], rounds: int, reps: int) -> dict[str, Any]:
+    """Interleaved rounds of ``a`` and ``b`` (order alternating); the per-round ratio b/a."""
+    a()
+    b()
+    ratios, ta, tb = [], [], []
+    for r in range(rounds):
+        if r % 2 == 0:
+            x, y = timed(a, reps), timed(b, reps)
+        else:
+            y, x = timed(b, reps), timed(a, reps)
+        ta.append(x)
+        tb.append(y)
+        ratios.append(y / x)
+    return {
+        "ours_s": statistics.median(ta),
+        "other_s": statistics.median(tb),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+
+
+def kernel_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
+    """Ours (optimizer step) against torch's bare fused kernel, the same sizes and threads."""
+    torch.set_num_threads(threads)
+    ps, _ = tensors(DTYPES[dtype], n, count, 1)
+    tps, tgs = tensors(DTYPES[dtype], n, count, 1)
+    ours = Adagrad(ps, lr=0.01, threads=threads)
+    sums = [torch.zeros_like(p) for p in tps]
+    steps = [torch.zeros((), dtype=torch.float32) for _ in tps]
+    tparams = [p.detach() for p in tps]
+
+    def theirs() -> None:
+        torch._foreach_add_(steps, 1)
+        torch._fused_adagrad_(
+            tparams, tgs, sums, steps, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False
+        )
+
+    row = compare(ours.step, theirs, rounds, reps_for(n * count))
+    return {"kind": "kernel", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
+
+
+def optimizer_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
+    """Ours against torch.optim.Adagrad(fused=True), both whole optimizers."""
+    torch.set_num_threads(threads)
+    ps, _ = tensors(DTYPES[dtype], n, count, 2)
+    tps, _ = tensors(DTYPES[dtype], n, count, 2)
+    ours = Adagrad(ps, lr=0.01, threads=threads)
+    theirs = torch.optim.Adagrad(tps, lr=0.01, fused=True)
+    row = compare(ours.step, theirs.step, rounds, reps_for(n * count))
+    return {"kind": "optimizer", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
+
+
+def python_vs_rust_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
+    """The Python-level step against the Rust-level step on the same memory (ratio: Python time / Rust time)."""
+    ps, gs = tensors(DTYPES[dtype], n, count, 3)
+    opt = Adagrad(ps, lr=0.01, threads=threads)
+    opt.step()
+    engine = opt._engine
+    arrays = [p.detach().numpy() for p in ps]
+    garrays = [g.numpy() for g in gs]
+    sums = [opt.state[p]["sum"].numpy() for p in ps]
+    reps = reps_for(n * count)
+    # The Rust side is timed by its own clock around each step inside the Rust loop.
+    ratios, tp, tr = [], [], []
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        res: dict[int, float] = {}
+        for side in order:
+            if side == 0:
+                res[0] = timed(opt.step, reps)
+            else:
+                res[1] = statistics.median(_native.rust_step_seconds(engine, arrays, garrays, sums, reps))
+        tp.append(res[0])
+        tr.append(res[1])
+        ratios.append(res[0] / res[1])
+    return {
+        "kind": "python_vs_rust",
+        "dtype": dtype,
+        "elements": n,
+        "tensors": count,
+        "threads": threads,
+        "ours_s": statistics.median(tp),
+        "other_s": statistics.median(tr),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+
+
+DEFAULT = [
+    ("kernel", "float32", 4096, 1),
+    ("kernel", "float32", 65536, 1),
+    ("kernel", "float32", 1 << 20, 1),
+    ("kernel", "float32", 1 << 24, 1),
+    ("kernel", "float64", 65536, 1),
+    ("kernel", "float64", 1 << 20, 1),
+    ("kernel", "float32", 1024, 1024),
+    ("optimizer", "float32", 1024, 1024),
+    ("optimizer", "float32", 1 << 20, 1),
+    ("python_vs_rust", "float32", 1 << 20, 1),
+    ("python_vs_rust", "float32", 1024, 1024),
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the rows and prints the table (and writes JSON with ``--json``)."""
+    ap = argparse.ArgumentParser(prog="python -m adagrad_cpu.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds per row (default 9)")
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
+    ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    ap.add_argument("--json", help="write the rows and the machine to this file")
+    a = ap.parse_args(argv)
+    threads = [int(t) for t in a.threads.split(",") if t]
+    rows_spec = [r for r in DEFAULT if not a.quick or r[2] * r[3] <= 1 << 20]
+    makers = {"kernel": kernel_row, "optimizer": optimizer_row, "python_vs_rust": python_vs_rust_row}
+    engine = _native.Engine()
+    print(f"cpu: {cpu_name()}; {os.cpu_count()} logical CPUs; path {engine.isa}; torch {torch.__version__}; ")
+    print(f"adagrad_cpu {adagrad_cpu.__version__}; numpy {np.__version__}; rounds {a.rounds}; tuning {engine.tuning}")
+    print(
+        f"{'kind':15} {'dtype':8} {'elements':>9} {'tensors':>7} {'thr':>3} {'ours µs':>10} {'other µs':>10} "
+        f"{'ratio':>6} {'range':>13}"
+    )
+    rows = []
+    for kind, dtype, n, count in rows_spec:
+        for t in threads:
+            row = makers[kind](dtype, n, count, t, a.rounds)
+            rows.append(row)
+            print(
+                f"{kind:15} {dtype:8} {n:>9} {count:>7} {t:>3} {row['ours_s'] * 1e6:>10.1f} "
+                f"{row['other_s'] * 1e6:>10.1f} {row['ratio_median']:>6.2f} "
+                f"{row['ratio_min']:>6.2f}–{row['ratio_max']:<6.2f}",
+                flush=True,
+            )
+    if a.json:
+        meta = {
+            "schema": "adagrad-python-bench/v1",
+            "cpu": cpu_name(),
+            "logical_cpus": os.cpu_count(),
+            "isa": engine.isa,
+            "tuning": engine.tuning,
+            "torch": torch.__version__,
+            "adagrad_cpu": adagrad_cpu.__version__,
+            "rounds": a.rounds,
+            "ratio": "kernel/optimizer: other/ours (>1: ours faster); python_vs_rust: python/rust",
+        }
+        with open(a.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

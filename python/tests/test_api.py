@@ -1,0 +1,67 @@
+"""The package's surface: the engine's settings, the error type, the docstring example, introspection."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+import torch
+
+import adagrad_cpu
+import adagrad_cpu.numpy
+import adagrad_cpu.torch as at
+
+
+def test_error_is_a_value_error() -> None:
+    """AdagradError is a ValueError, so code catching torch's ValueErrors catches it too."""
+    assert issubclass(adagrad_cpu.AdagradError, ValueError)
+    assert at.AdagradError is adagrad_cpu.AdagradError
+
+
+def test_engine_reports_its_path_and_threads(isa: str) -> None:
+    """The path asked for is the path used; threads as asked."""
+    e = adagrad_cpu.Engine(isa=isa, threads=3)
+    assert e.isa == isa and e.threads == 3
+    assert "prefetch" in e.tuning
+    assert adagrad_cpu.Engine(threads=1).threads == 1
+
+
+def test_optimizer_introspection() -> None:
+    """isa and threads visible on the optimizer."""
+    opt = at.Adagrad([torch.zeros(3, requires_grad=True)], threads=2, isa="scalar")
+    assert opt.isa == "scalar" and opt.threads == 2
+
+
+def test_numpy_docstring_example() -> None:
+    """The worked example in adagrad_cpu.numpy.Adagrad's docstring (θ0 = 1, α = 0.1, ε = 1e-8 inside)."""
+    result = doctest.testmod(adagrad_cpu.numpy)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_fast_precision_is_bounded() -> None:
+    """precision='fast' stays within the crate's documented bound of the exact update (f32: 2^-20 relative; from
+    zero parameters the update is the parameter, rounded once more)."""
+    g = torch.Generator().manual_seed(3)
+    grad = torch.randn(5000, generator=g) * torch.logspace(-8, 8, 5000)
+    pe, pf = torch.zeros(5000, requires_grad=True), torch.zeros(5000, requires_grad=True)
+    exact, fast = at.Adagrad([pe], lr=0.1), at.Adagrad([pf], lr=0.1, precision="fast")
+    pe.grad, pf.grad = grad, grad.clone()
+    exact.step()
+    fast.step()
+    rel = ((pf - pe).abs() / pe.abs()).max().item()
+    assert 0 < pe.abs().min().item() and rel <= 2**-20 + 2**-23
+
+
+@pytest.mark.parametrize("placement", ["outside", "inside"])
+def test_eps_placement_worked_example(placement: str) -> None:
+    """θ0 = 1, α = 0.1, ε = 1e-8, g = 0.2, 0.4, 0.1 → 0.9, 0.810557…, 0.788735… (either placement: ε is tiny)."""
+    p = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    opt = at.Adagrad([p], lr=0.1, eps=1e-8, eps_placement=placement)
+    seen = []
+    for g in (0.2, 0.4, 0.1):
+        p.grad = torch.full((1,), g, dtype=torch.float64)
+        opt.step()
+        seen.append(p.item())
+    assert seen[0] == pytest.approx(0.9, abs=1e-7)
+    assert seen[1] == pytest.approx(0.810557, abs=1e-6)
+    assert seen[2] == pytest.approx(0.788735, abs=1e-6)
