@@ -90,3 +90,26 @@ fn length_mismatch_names_the_lengths() {
     };
     assert_eq!(e.to_string(), "length mismatch: params 3, grads 4, state 5");
 }
+
+/// The mixed reference writes the copy-out (the updated parameters rounded to nearest even) when one is given,
+/// checks its length, and ignores a `NoCopy` "copy-out" of any length.
+#[test]
+fn reference_update_mixed_writes_the_copy_out() {
+    use adagrad_kernels::reference::update_mixed;
+    let h = Hyper::<f32>::new(0.1, 0.0, 1, 0.0, 1e-10, false, EpsPlacement::Outside);
+    let g = [bf16::from_f32(0.5), bf16::from_f32(-0.25), bf16::from_f32(3.0)];
+    let (mut p, mut s) = ([1.0f32, 2.0, 3.0], [0.0f32; 3]);
+    let mut out = [bf16::ZERO; 3];
+    update_mixed(&mut p, &g, &mut s, Some(&mut out[..]), &h).unwrap();
+    assert_ne!(p, [1.0, 2.0, 3.0]);
+    for (o, x) in out.iter().zip(p) {
+        assert_eq!(o.to_bits(), bf16::from_f32(x).to_bits());
+    }
+    let mut short = [bf16::ZERO; 2];
+    assert!(update_mixed(&mut p, &g, &mut s, Some(&mut short[..]), &h).is_err());
+    let (p_before, s_before) = (p, s);
+    let mut none = [NoCopy; 1];
+    update_mixed(&mut p, &g, &mut s, Some(&mut none[..]), &h).unwrap();
+    assert_ne!(p, p_before);
+    assert_ne!(s, s_before);
+}

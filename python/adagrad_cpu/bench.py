@@ -3,9 +3,9 @@
 Every comparison alternates the two sides in short rounds (A, B, B, A, ...) and reports the median over rounds of
 the per-round ratio, so that the noise of a shared machine falls on both sides alike. Three kinds of rows:
 
-- ``kernel``: ``adagrad_cpu.torch.Adagrad.step()`` (Python overhead included) against bare
-  ``torch._foreach_add_(steps, 1); torch._fused_adagrad_(...)`` (what ``torch.optim.Adagrad(fused=True)`` runs,
-  without its Python overhead): one tensor of N elements, or many tensors.
+- ``kernel``: the crate's step through the binding (one native call reading the tensors, as the optimizer makes
+  it, without the optimizer's Python layer) against bare ``torch._foreach_add_(steps, 1); torch._fused_adagrad_(...)``
+  (what ``torch.optim.Adagrad(fused=True)`` runs, without its Python layer): one tensor of N elements, or many.
 - ``optimizer``: ``adagrad_cpu.torch.Adagrad.step()`` against ``torch.optim.Adagrad(fused=True).step()``.
 - ``python_vs_rust``: the Python-level step against the Rust-level step (the same memory, stepped in a Rust loop).
 
@@ -93,7 +93,7 @@ def compare(a: Callable[[], object], b: Callable[[], object], rounds: int, reps:
 
 
 def kernel_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
-    """Ours (optimizer step) against torch's bare fused kernel, the same sizes and threads."""
+    """The crate's step through the binding against torch's bare fused kernel, the same sizes and threads."""
     torch.set_num_threads(threads)
     ps, _ = tensors(DTYPES[dtype], n, count, 1)
     tps, tgs = tensors(DTYPES[dtype], n, count, 1)
@@ -108,7 +108,14 @@ def kernel_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dic
             tparams, tgs, sums, steps, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False
         )
 
-    row = compare(ours.step, theirs, rounds, reps_for(n * count))
+    ours.step()
+    groups = [(s.keys, s.states, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in ours._snapshot(None)]
+    engine, cache = ours._engine, ours._cache
+
+    def crate() -> None:
+        engine.torch_step(cache, groups)
+
+    row = compare(crate, theirs, rounds, reps_for(n * count))
     return {"kind": "kernel", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
 
 

@@ -7,12 +7,15 @@ lr=0.01)``. Results are bit-identical to ``torch.optim.Adagrad(fused=True)`` for
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import torch
 from torch.optim import Optimizer
+from torch.optim import optimizer as _torch_optimizer
 
 from . import _native
 from ._native import AdagradError
@@ -22,6 +25,42 @@ __all__ = ["Adagrad", "AdagradError"]
 _FLOAT = (torch.float32, torch.float64)
 _HALF = (torch.bfloat16, torch.float16)
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _hooked(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``Optimizer.profile_hook_step``'s behaviour (global and per-optimizer step pre/post hooks, the profiler's
+    ``Optimizer.step#Adagrad.step`` label) without its cost when no profiler runs: torch opens a
+    ``record_function`` on every step, tens of microseconds that would dominate a small step. Marked ``hooked`` so
+    that ``Optimizer`` does not wrap it again. Falls back to torch's own wrapper if its hook registries move."""
+    pre = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
+    post = getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
+    if pre is None or post is None:
+        return step
+
+    @functools.wraps(step)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        self = args[0]
+        for hook in chain(pre.values(), self._optimizer_step_pre_hooks.values()):
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(
+                        f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                    )
+        if torch.autograd._profiler_enabled():
+            with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+                out = step(*args, **kwargs)
+        else:
+            out = step(*args, **kwargs)
+        self._optimizer_step_code()
+        for hook in chain(self._optimizer_step_post_hooks.values(), post.values()):
+            hook(self, args, kwargs)
+        return out
+
+    wrapper.hooked = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 class _Snapshot:
@@ -274,6 +313,7 @@ class Adagrad(Optimizer):
 
     # --- the step ------------------------------------------------------------------------------------------
 
+    @_hooked
     def step(  # type: ignore[override]
         self,
         closure: Callable[[], float] | None = None,

@@ -15,6 +15,8 @@ struct Torch {
     bf16: Py<PyAny>,
     f16: Py<PyAny>,
     strided: Py<PyAny>,
+    /// `torch._C.TensorBase.data_ptr`, called directly (no attribute lookup on each tensor).
+    data_ptr: Py<PyAny>,
 }
 
 static TORCH: PyOnceLock<Torch> = PyOnceLock::new();
@@ -28,6 +30,11 @@ fn torch(py: Python<'_>) -> PyResult<&Torch> {
             bf16: t.getattr("bfloat16")?.unbind(),
             f16: t.getattr("float16")?.unbind(),
             strided: t.getattr("strided")?.unbind(),
+            data_ptr: t
+                .getattr("_C")?
+                .getattr("TensorBase")?
+                .getattr("data_ptr")?
+                .unbind(),
         })
     })
 }
@@ -51,7 +58,8 @@ fn dtype_of(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<Result<Dtype, Stri
 }
 
 fn data_ptr(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<usize> {
-    t.call_method0(intern!(py, "data_ptr"))?.extract()
+    let addr: u64 = torch(py)?.data_ptr.bind(py).call1((t,))?.extract()?;
+    usize::try_from(addr).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("data_ptr"))
 }
 
 /// A refusal: what is wrong, where.
@@ -180,6 +188,9 @@ struct Entry {
 #[derive(Default)]
 pub struct TensorCache {
     groups: Vec<Vec<Option<Entry>>>,
+    /// The regions of the last step that passed the overlap check, in the order they were read: a step over
+    /// the same memory need not sort them again.
+    checked: Vec<(Mem, Place)>,
 }
 
 #[pymethods]
@@ -192,6 +203,7 @@ impl TensorCache {
     /// Forgets every entry.
     fn clear(&mut self) {
         self.groups.clear();
+        self.checked.clear();
     }
 }
 
@@ -371,8 +383,13 @@ pub fn plan(
         flat += n;
         out.push(planned);
     }
-    if let Err(e) = check_overlap(&mut regions) {
-        return Ok(Plan::Refused(Refusal(e)));
+    if regions != cache.checked {
+        cache.checked.clear();
+        cache.checked.extend_from_slice(&regions);
+        if let Err(e) = check_overlap(&mut regions) {
+            cache.checked.clear();
+            return Ok(Plan::Refused(Refusal(e)));
+        }
     }
     Ok(Plan::Ready(out))
 }

@@ -6,6 +6,7 @@ import doctest
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import adagrad_cpu
 import adagrad_cpu.numpy
@@ -65,3 +66,24 @@ def test_eps_placement_worked_example(placement: str) -> None:
     assert seen[0] == pytest.approx(0.9, abs=1e-7)
     assert seen[1] == pytest.approx(0.810557, abs=1e-6)
     assert seen[2] == pytest.approx(0.788735, abs=1e-6)
+
+
+def test_step_hooks_and_profiler_label() -> None:
+    """Step pre/post hooks (per optimizer and global) run as with torch's optimizers; under the profiler the step
+    is labelled Optimizer.step#Adagrad.step."""
+    p = torch.ones(3, requires_grad=True)
+    opt = at.Adagrad([p], lr=0.1)
+    seen: list[str] = []
+    h1 = opt.register_step_pre_hook(lambda o, a, k: seen.append("pre"))
+    h2 = opt.register_step_post_hook(lambda o, a, k: seen.append("post"))
+    h3 = register_optimizer_step_pre_hook(lambda o, a, k: seen.append("global-pre"))
+    try:
+        p.grad = torch.ones(3)
+        opt.step()
+    finally:
+        for h in (h1, h2, h3):
+            h.remove()
+    assert seen == ["global-pre", "pre", "post"]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    assert any(e.name == "Optimizer.step#Adagrad.step" for e in prof.events())

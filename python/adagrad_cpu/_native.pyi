@@ -1,0 +1,68 @@
+"""Type stubs for the native module (the Rust binding)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__version__: str
+
+class AdagradError(ValueError):
+    """A step, or the optimizer's construction, refused its input; nothing was changed."""
+
+class Engine:
+    """The kernel path, tuning and threads, resolved once, plus eps placement and precision."""
+
+    def __init__(
+        self,
+        *,
+        threads: int | None = None,
+        isa: str | None = None,
+        precision: str = "exact",
+        eps_placement: str = "outside",
+    ) -> None: ...
+    @property
+    def isa(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def tuning(self) -> str: ...
+    def torch_step(
+        self,
+        cache: TensorCache,
+        groups: list[tuple[Any, ...]],
+        grads: list[Any] | None = None,
+        grad_scale: Any | None = None,
+        found_inf: Any | None = None,
+    ) -> int | None: ...
+    def numpy_step(
+        self,
+        params: Sequence[np.ndarray],
+        grads: Sequence[np.ndarray],
+        sums: Sequence[np.ndarray],
+        t: int,
+        lr: float,
+        lr_decay: float,
+        weight_decay: float,
+        eps: float,
+        maximize: bool,
+        init: float,
+        grad_scale: float | None = None,
+    ) -> None: ...
+
+class TensorCache:
+    """Per-position cache of a torch optimizer's validated tensors."""
+
+    def __init__(self) -> None: ...
+    def clear(self) -> None: ...
+
+def available_isas() -> list[str]: ...
+def same_objects(a: list[Any], b: list[Any]) -> bool: ...
+def rust_step_seconds(
+    engine: Engine,
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    sums: Sequence[np.ndarray],
+    reps: int,
+    lr: float = 0.01,
+) -> list[float]: ...
