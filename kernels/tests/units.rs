@@ -97,7 +97,11 @@ fn length_mismatch_names_the_lengths() {
 fn reference_update_mixed_writes_the_copy_out() {
     use adagrad_kernels::reference::update_mixed;
     let h = Hyper::<f32>::new(0.1, 0.0, 1, 0.0, 1e-10, false, EpsPlacement::Outside);
-    let g = [bf16::from_f32(0.5), bf16::from_f32(-0.25), bf16::from_f32(3.0)];
+    let g = [
+        bf16::from_f32(0.5),
+        bf16::from_f32(-0.25),
+        bf16::from_f32(3.0),
+    ];
     let (mut p, mut s) = ([1.0f32, 2.0, 3.0], [0.0f32; 3]);
     let mut out = [bf16::ZERO; 3];
     update_mixed(&mut p, &g, &mut s, Some(&mut out[..]), &h).unwrap();

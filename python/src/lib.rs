@@ -244,9 +244,9 @@ impl Engine {
         // torch._fused_adagrad's step counts: + 1 before the kernel, − found_inf after, in float32.
         let mut updated = 0;
         for pl in planned.iter().flatten() {
-            // SAFETY: step_addr is a validated, aligned float32 element of a step tensor held by `groups`, and
+            // SAFETY: pl.step is a validated, aligned float32 element of a step tensor held by `groups`, and
             // no other region of this step overlaps it (checked in plan).
-            unsafe { *(pl.step_addr as *mut f32) = pl.t - inf };
+            unsafe { *(pl.step.addr as *mut f32) = pl.t - inf };
             updated += 1;
         }
         Ok(Some(if skip { 0 } else { updated }))

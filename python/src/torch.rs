@@ -179,6 +179,8 @@ struct Entry {
     p: Mem,
     back: Backing,
     grad: Option<(Py<PyAny>, Mem)>,
+    /// The serial of the last plan this entry was in, and the parameter and gradient memory it had then.
+    planned: (u64, Option<(Mem, Mem)>),
 }
 
 /// The per-position cache of one optimizer (a list per parameter group). The parameter's data pointer is read
@@ -188,9 +190,11 @@ struct Entry {
 #[derive(Default)]
 pub struct TensorCache {
     groups: Vec<Vec<Option<Entry>>>,
-    /// The regions of the last step that passed the overlap check, in the order they were read: a step over
-    /// the same memory need not sort them again.
-    checked: Vec<(Mem, Place)>,
+    /// Counts plans; an entry planned in the previous one with the same memory throughout (and the same
+    /// parameters planned, and the same scalars) means the overlap check passed on exactly this memory already.
+    serial: u64,
+    /// How many parameters the last plan that passed the overlap check had, and its scalars (`None`: none passed).
+    checked: Option<(usize, Vec<(Mem, Place)>)>,
 }
 
 #[pymethods]
@@ -203,7 +207,7 @@ impl TensorCache {
     /// Forgets every entry.
     fn clear(&mut self) {
         self.groups.clear();
-        self.checked.clear();
+        self.checked = None;
     }
 }
 
@@ -216,11 +220,12 @@ pub struct Group<'py> {
     pub backs: Bound<'py, PyList>,
 }
 
-/// A parameter with a gradient, ready to run: its item, its step tensor and that tensor's new value.
+/// A parameter with a gradient, ready to run: its item, its step tensor's memory and new value, its place.
 pub struct Planned {
     pub item: Item,
-    pub step_addr: usize,
+    pub step: Mem,
     pub t: f32,
+    pub at: (usize, usize),
 }
 
 /// What planning found: the work, a refusal, or state dicts whose tensors are no longer the backed ones (the
@@ -258,7 +263,13 @@ pub fn plan(
         }
     }
     cache.groups.resize_with(groups.len(), Vec::new);
-    let mut regions: Vec<(Mem, Place)> = scalars.to_vec();
+    cache.serial += 1;
+    let serial = cache.serial;
+    // Whether anything differs from the last plan that passed the overlap check.
+    // Taken: a plan that returns early (a refusal) leaves none, so the next one checks in full.
+    let prev = cache.checked.take();
+    let mut changed = prev.as_ref().is_none_or(|(_, sc)| sc.as_slice() != scalars);
+    let mut count = 0;
     let mut out = Vec::with_capacity(groups.len());
     let mut flat = 0;
     for (gi, group) in groups.iter().enumerate() {
@@ -300,6 +311,7 @@ pub fn plan(
                     p: pm,
                     back: b,
                     grad: None,
+                    planned: (0, None),
                 });
             }
             let e = slot.as_mut().expect("filled above");
@@ -358,13 +370,9 @@ pub fn plan(
                     at(Role::Param)
                 ))));
             }
-            regions.push((e.p, at(Role::Param)));
-            regions.push((gm, at(Role::Grad)));
-            regions.push((e.back.s, at(Role::Sum)));
-            regions.push((e.back.k, at(Role::Step)));
-            if let Some(mm) = e.back.m {
-                regions.push((mm, at(Role::Master)));
-            }
+            changed |= e.planned != (serial - 1, Some((e.p, gm))) || !reuse;
+            e.planned = (serial, Some((e.p, gm)));
+            count += 1;
             // SAFETY: e.back.k is one aligned float32 element of a numpy array this cache holds.
             let before = unsafe { *(e.back.k.addr as *const f32) };
             let t = before + 1.0;
@@ -376,20 +384,42 @@ pub fn plan(
             }
             planned.push(Planned {
                 item,
-                step_addr: e.back.k.addr,
+                step: e.back.k,
                 t,
+                at: (gi, i),
             });
         }
         flat += n;
         out.push(planned);
     }
-    if regions != cache.checked {
-        cache.checked.clear();
-        cache.checked.extend_from_slice(&regions);
+    changed |= prev.as_ref().is_none_or(|(n, _)| *n != count);
+    if !changed {
+        cache.checked = prev;
+    } else {
+        let mut regions = scalars.to_vec();
+        for pl in out.iter().flatten() {
+            let at = |role| Place {
+                group: pl.at.0,
+                index: pl.at.1,
+                role,
+            };
+            let it = &pl.item;
+            let (param, master) = match it.out {
+                Some(o) => (o, Some(it.p)),
+                None => (it.p, None),
+            };
+            regions.push((param, at(Role::Param)));
+            regions.push((it.g, at(Role::Grad)));
+            regions.push((it.s, at(Role::Sum)));
+            regions.push((pl.step, at(Role::Step)));
+            if let Some(m) = master {
+                regions.push((m, at(Role::Master)));
+            }
+        }
         if let Err(e) = check_overlap(&mut regions) {
-            cache.checked.clear();
             return Ok(Plan::Refused(Refusal(e)));
         }
+        cache.checked = Some((count, scalars.to_vec()));
     }
     Ok(Plan::Ready(out))
 }
