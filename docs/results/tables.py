@@ -2,7 +2,7 @@
 
 Usage: ``python3 docs/results/tables.py`` from the repository root. Every number in the README's performance
 section is printed by this script from the JSON files written by ``examples/vs_torch.rs``,
-``examples/report.rs`` and ``examples/calibrate.rs``.
+``examples/report.rs`` and ``examples/calibrate.rs``, and by ``python -m adagrad_cpu.bench --json``.
 """
 
 from __future__ import annotations
@@ -62,9 +62,29 @@ def report(name: str) -> None:
     print()
 
 
+def python_bench(name: str) -> None:
+    """``python -m adagrad_cpu.bench``: the Python package against torch, and the Python step against Rust's."""
+    d = load(name)
+    m = d["meta"]
+    print(
+        f"`{name}`: {m['cpu']}, {m['logical_cpus']} CPUs, path {m['isa']}, torch {m['torch']}, {m['rounds']} rounds\n"
+    )
+    print("| row | dtype | size | threads | ours µs | other µs | ratio (median, range) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in d["rows"]:
+        n = f"{r['tensors']} × {r['elements']:,}" if r["tensors"] > 1 else f"{r['elements']:,}"
+        print(
+            f"| {r['kind']} | {r['dtype'].replace('float', 'f')} | {n} | {r['threads']} | {r['ours_s'] * 1e6:.1f} | "
+            f"{r['other_s'] * 1e6:.1f} | **{r['ratio_median']:.2f}×** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) |"
+        )
+    print()
+
+
 if __name__ == "__main__":
     for f in ("vs-torch-intel-spr.json", "vs-torch-intel-spr-avx2.json", "vs-torch-intel-spr-avx512.json"):
         if (HERE / f).exists():
             vs_torch(f)
     if (HERE / "report-intel-spr.json").exists():
         report("report-intel-spr.json")
+    if (HERE / "python-bench-intel-spr.json").exists():
+        python_bench("python-bench-intel-spr.json")

@@ -37,6 +37,20 @@ pub struct Engine {
     base: Config,
 }
 
+/// A parameter group as `Engine.torch_step` receives it: `(params, states, backs, lr, lr_decay, weight_decay, eps,
+/// maximize, initial_accumulator_value)`.
+type GroupTuple<'py> = (
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    f64,
+    f64,
+    f64,
+    f64,
+    bool,
+    f64,
+);
+
 /// A parameter group's hyperparameters for one step.
 struct Hyper {
     lr: f64,
@@ -171,17 +185,8 @@ impl Engine {
         let mut hypers = Vec::with_capacity(groups.len());
         for g in groups.iter() {
             let g = g.cast_into::<PyTuple>()?;
-            let (params, states, backs, lr, lr_decay, weight_decay, eps, maximize, init): (
-                Bound<'_, PyList>,
-                Bound<'_, PyList>,
-                Bound<'_, PyList>,
-                f64,
-                f64,
-                f64,
-                f64,
-                bool,
-                f64,
-            ) = g.extract()?;
+            let (params, states, backs, lr, lr_decay, weight_decay, eps, maximize, init): GroupTuple<'_> =
+                g.extract()?;
             parsed.push(torch::Group {
                 params,
                 states,
@@ -335,7 +340,7 @@ fn same_objects(a: &Bound<'_, PyList>, b: &Bound<'_, PyList>) -> bool {
 /// The kernel paths this CPU can run, best first.
 #[pyfunction]
 fn available_isas() -> Vec<&'static str> {
-    Isa::available().into_iter().map(Isa::name).collect()
+    Isa::available().map(Isa::name).collect()
 }
 
 #[pymodule]

@@ -111,7 +111,7 @@ impl Mem {
                 "{len} elements at a null data pointer (freed storage?)"
             ));
         }
-        if addr % dtype.size() != 0 {
+        if !addr.is_multiple_of(dtype.size()) {
             return Err(format!(
                 "data at {addr:#x} is not aligned for {}",
                 dtype.name()
@@ -180,15 +180,15 @@ impl Kind {
             g: item.g.dtype,
             out: item.out.map(|m| m.dtype),
         };
-        let ok = match (kind.p, kind.g, kind.out) {
-            (Dtype::F64, Dtype::F64, None) => true,
-            (
-                Dtype::F32,
-                Dtype::F32 | Dtype::Bf16 | Dtype::F16,
-                None | Some(Dtype::Bf16 | Dtype::F16),
-            ) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (kind.p, kind.g, kind.out),
+            (Dtype::F64, Dtype::F64, None)
+                | (
+                    Dtype::F32,
+                    Dtype::F32 | Dtype::Bf16 | Dtype::F16,
+                    None | Some(Dtype::Bf16 | Dtype::F16),
+                )
+        );
         if ok {
             Ok(kind)
         } else {

@@ -254,13 +254,13 @@ pub fn plan(
         };
     }
     let total: usize = groups.iter().map(|g| g.params.len()).sum();
-    if let Some(gs) = grads {
-        if gs.len() != total {
-            return Ok(Plan::Refused(Refusal(format!(
-                "{} gradients for {total} parameters",
-                gs.len()
-            ))));
-        }
+    if let Some(gs) = grads
+        && gs.len() != total
+    {
+        return Ok(Plan::Refused(Refusal(format!(
+            "{} gradients for {total} parameters",
+            gs.len()
+        ))));
     }
     cache.groups.resize_with(groups.len(), Vec::new);
     cache.serial += 1;
@@ -282,7 +282,7 @@ pub fn plan(
         let entries = &mut cache.groups[gi];
         entries.resize_with(n, || None);
         let mut planned = Vec::new();
-        for i in 0..n {
+        for (i, slot) in entries.iter_mut().enumerate() {
             let at = |role| Place {
                 group: gi,
                 index: i,
@@ -297,7 +297,6 @@ pub fn plan(
                 continue;
             }
             let back = group.backs.get_item(i)?;
-            let slot = &mut entries[i];
             let reuse = slot
                 .as_ref()
                 .is_some_and(|e| p.is(&e.param) && back.is(&e.back.tuple));
@@ -434,20 +433,23 @@ fn weakref(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> 
         .map(Bound::unbind))
 }
 
+/// `(sum, sum_array, step, step_array, master, master_array)`.
+type BackTuple<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyAny>>,
+);
+
 /// Reads a backing tuple `(sum, sum_array, step, step_array, master, master_array)`.
 fn backing(
     py: Python<'_>,
     back: &Bound<'_, PyAny>,
     at: impl Fn(Role) -> Place,
 ) -> PyResult<Checked<Backing>> {
-    let (sum, sa, step, ka, master, ma): (
-        Bound<'_, PyAny>,
-        Bound<'_, PyAny>,
-        Bound<'_, PyAny>,
-        Bound<'_, PyAny>,
-        Option<Bound<'_, PyAny>>,
-        Option<Bound<'_, PyAny>>,
-    ) = back.extract()?;
+    let (sum, sa, step, ka, master, ma): BackTuple<'_> = back.extract()?;
     let s = match crate::numpy::memory(py, &sa) {
         Ok(m) => m,
         Err(e) => return refuse(at(Role::Sum), e),
