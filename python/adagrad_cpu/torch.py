@@ -139,6 +139,13 @@ class Adagrad(Optimizer):
                 raise ValueError(f"Invalid {name}: {value}")
         if differentiable:
             raise RuntimeError("adagrad_cpu's Adagrad does not support differentiable=True")
+        self._settings = {
+            "threads": threads,
+            "isa": isa,
+            "precision": precision,
+            "eps_placement": eps_placement,
+            "master_weights": bool(master_weights),
+        }
         self._engine = _native.Engine(threads=threads, isa=isa, precision=precision, eps_placement=eps_placement)
         self._master_weights = bool(master_weights)
         self._cache = _native.TensorCache()
@@ -304,12 +311,36 @@ class Adagrad(Optimizer):
         self._snapshot(None, force=True)
 
     def share_memory(self) -> None:
-        """Moves the state into shared memory (as ``torch.optim.Adagrad.share_memory`` does for ``sum``)."""
-        for snap in self._snapshot(None):
-            for state in snap.states:
-                for value in state.values():
-                    value.share_memory_()
-        self._snapshot(None, force=True)
+        """Not supported: the state lives in memory the optimizer allocates itself (so that no tensor operation can
+        free or move it under a running step), which ``share_memory_()`` would move into shared memory behind the
+        optimizer's back. Use one optimizer per process (as ZeRO does)."""
+        raise AdagradError(
+            "adagrad_cpu's Adagrad keeps its state in memory it owns and cannot move it into shared memory; "
+            "use one optimizer per process"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """As ``Optimizer.__getstate__``, plus the settings that rebuild the native engine."""
+        state = super().__getstate__()
+        state["_adagrad_cpu_settings"] = dict(self._settings)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restores a pickled optimizer: its state is adopted into fresh owned memory at the next step."""
+        settings = state.pop("_adagrad_cpu_settings")
+        self._settings = settings
+        self._engine = _native.Engine(
+            threads=settings["threads"],
+            isa=settings["isa"],
+            precision=settings["precision"],
+            eps_placement=settings["eps_placement"],
+        )
+        self._master_weights = settings["master_weights"]
+        self._cache = _native.TensorCache()
+        self._snaps = None
+        self._backing = {}
+        self._state_ref = None
+        super().__setstate__(state)
 
     # --- the step ------------------------------------------------------------------------------------------
 

@@ -247,3 +247,31 @@ def test_closure_returns_loss() -> None:
     loss = opt.step(closure)
     assert loss is not None and float(loss.detach()) == 6.0
     assert torch.equal(p.detach(), torch.full((3,), 0.9))
+
+
+def test_pickled_optimizer_continues_bit_exactly() -> None:
+    """An optimizer pickled mid-run (with its parameters, as multiprocessing does) continues on torch's bits."""
+    import pickle
+
+    kw = {"lr": 0.1, "lr_decay": 0.01}
+    ref_p, _ = run(lambda ps: torch.optim.Adagrad(ps, fused=True, **kw), torch.float32, 6)
+    ps = make_params(torch.float32)
+    opt = at.Adagrad(ps, threads=2, **kw)
+    for s in range(3):
+        for p, g in zip(ps, grads_for(ps, s)):
+            p.grad = g
+        opt.step()
+    ps2, opt2 = pickle.loads(pickle.dumps((ps, opt)))
+    assert opt2.threads == 2
+    for s in range(3, 6):
+        for p, g in zip(ps2, grads_for(ps2, s)):
+            p.grad = g
+        opt2.step()
+    assert_same_bits(ref_p, [p.detach() for p in ps2])
+
+
+def test_share_memory_is_refused() -> None:
+    """Shared-memory state is not supported, said plainly."""
+    opt = at.Adagrad([torch.zeros(3, requires_grad=True)])
+    with pytest.raises(at.AdagradError, match="shared memory"):
+        opt.share_memory()
