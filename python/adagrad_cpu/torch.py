@@ -326,19 +326,21 @@ class Adagrad(Optimizer):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restores a pickled optimizer: its state is adopted into fresh owned memory at the next step."""
-        settings = state.pop("_adagrad_cpu_settings")
-        self._settings = settings
-        self._engine = _native.Engine(
-            threads=settings["threads"],
-            isa=settings["isa"],
-            precision=settings["precision"],
-            eps_placement=settings["eps_placement"],
-        )
-        self._master_weights = settings["master_weights"]
-        self._cache = _native.TensorCache()
+        """Restores a pickled optimizer (rebuilding the native engine), or, from ``load_state_dict``, takes the new
+        state and groups; either way the state is adopted into owned memory at the next step."""
+        settings = state.pop("_adagrad_cpu_settings", None)
+        if settings is not None:
+            self._settings = settings
+            self._engine = _native.Engine(
+                threads=settings["threads"],
+                isa=settings["isa"],
+                precision=settings["precision"],
+                eps_placement=settings["eps_placement"],
+            )
+            self._master_weights = settings["master_weights"]
+            self._cache = _native.TensorCache()
+            self._backing = {}
         self._snaps = None
-        self._backing = {}
         self._state_ref = None
         super().__setstate__(state)
 
