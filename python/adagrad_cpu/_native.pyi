@@ -34,7 +34,7 @@ class Engine:
         grads: list[Any] | None = None,
         grad_scale: Any | None = None,
         found_inf: Any | None = None,
-    ) -> int | None: ...
+    ) -> int: ...
     def numpy_step(
         self,
         params: Sequence[np.ndarray],

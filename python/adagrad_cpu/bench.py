@@ -109,7 +109,7 @@ def kernel_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dic
         )
 
     ours.step()
-    groups = [(s.keys, s.states, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in ours._snapshot(None)]
+    groups = [(s.keys, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in ours._snapshot(None)]
     engine, cache = ours._engine, ours._cache
 
     def crate() -> None:

@@ -8,6 +8,7 @@ lr=0.01)``. Results are bit-identical to ``torch.optim.Adagrad(fused=True)`` for
 from __future__ import annotations
 
 import functools
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from typing import Any
@@ -61,6 +62,94 @@ def _hooked(step: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper.hooked = True  # type: ignore[attr-defined]
     return wrapper
+
+
+class _Flag:
+    """Set when the optimizer's state mapping or a parameter's state dict is written (the next step re-reads)."""
+
+    __slots__ = ("dirty",)
+
+    def __init__(self) -> None:
+        self.dirty = True
+
+
+class _StateDict(dict):
+    """A parameter's state dict that tells the optimizer when an entry is assigned or removed (values changed in
+    place, such as ``opt.state[p]["sum"].zero_()``, need no telling: the memory is the same)."""
+
+    __slots__ = ("_flag",)
+
+    def __init__(self, flag: _Flag, *args: Any) -> None:
+        super().__init__(*args)
+        self._flag = flag
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as a plain dict: a checkpoint must load where adagrad_cpu is not installed.
+        return (dict, (dict(self),))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._flag.dirty = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._flag.dirty = True
+        super().__delitem__(key)
+
+    def _touch(self, name: str, *args: Any) -> Any:
+        self._flag.dirty = True
+        return getattr(super(), name)(*args)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """As ``dict.update``; marks the state changed."""
+        self._flag.dirty = True
+        super().update(*args, **kwargs)
+
+    def pop(self, *args: Any) -> Any:  # type: ignore[override]
+        """As ``dict.pop``; marks the state changed."""
+        return self._touch("pop", *args)
+
+    def popitem(self) -> tuple[Any, Any]:
+        """As ``dict.popitem``; marks the state changed."""
+        return self._touch("popitem")
+
+    def clear(self) -> None:
+        """As ``dict.clear``; marks the state changed."""
+        self._touch("clear")
+
+    def setdefault(self, *args: Any) -> Any:
+        """As ``dict.setdefault``; marks the state changed."""
+        return self._touch("setdefault", *args)
+
+
+class _StateMap(defaultdict):
+    """The optimizer's ``state`` (parameter → state dict), telling the optimizer when a parameter's dict is
+    replaced or removed; new dicts are ``_StateDict``s."""
+
+    def __init__(self, flag: _Flag, *args: Any) -> None:
+        super().__init__(None, *args)
+        self._flag = flag
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_plain_state, (dict(self),))
+
+    def __missing__(self, key: Any) -> _StateDict:
+        self._flag.dirty = True
+        value = _StateDict(self._flag)
+        super().__setitem__(key, value)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._flag.dirty = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._flag.dirty = True
+        super().__delitem__(key)
+
+
+def _plain_state(items: dict[Any, Any]) -> defaultdict:
+    """``torch.optim.Optimizer``'s own state type, for pickles."""
+    return defaultdict(dict, {k: dict(v) for k, v in items.items()})
 
 
 class _Snapshot:
@@ -151,6 +240,7 @@ class Adagrad(Optimizer):
         self._cache = _native.TensorCache()
         self._snaps: list[_Snapshot] | None = None
         self._backing: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        self._flag = _Flag()
         self._state_ref: object = None
         defaults = {
             "lr": lr,
@@ -192,17 +282,12 @@ class Adagrad(Optimizer):
             raise AdagradError("a parameter is not contiguous; the step runs in place on contiguous memory")
 
     @staticmethod
-    def _own(value: Any, like: torch.Tensor | None, dtype: torch.dtype, what: str) -> tuple[torch.Tensor, np.ndarray]:
-        """A copy of ``value`` in memory the optimizer owns (a numpy array), as a tensor sharing that memory.
-
-        ``like``: the parameter whose shape it must have (``None``: a scalar, the step count)."""
+    def _own(value: Any, like: torch.Tensor, dtype: torch.dtype, what: str) -> tuple[torch.Tensor, np.ndarray]:
+        """A copy of ``value`` in memory the optimizer owns (a numpy array), as a tensor sharing that memory; it
+        must have the shape of the parameter ``like``."""
         t = torch.as_tensor(value).detach()
-        shape = () if like is None else tuple(like.shape)
-        if like is None:
-            if t.numel() != 1:
-                raise AdagradError(f"state '{what}' has {t.numel()} elements; a step count has one")
-            t = t.reshape(())
-        elif tuple(t.shape) != shape:
+        shape = tuple(like.shape)
+        if tuple(t.shape) != shape:
             raise AdagradError(f"state '{what}' has shape {tuple(t.shape)}; its parameter {shape}")
         array = np.empty(shape, dtype=_NUMPY[dtype])
         owned = torch.from_numpy(array)
@@ -233,33 +318,46 @@ class Adagrad(Optimizer):
             state["master"] = p.detach()
         if "sum" not in state or "step" not in state:
             raise AdagradError("a parameter's state has no 'sum' or no 'step'")
-        keys = ("sum", "step", "master") if half else ("sum", "step")
+        step = torch.as_tensor(state["step"])
+        if step.numel() != 1:
+            raise AdagradError(f"state 'step' has {step.numel()} elements; a step count has one")
+        keys = ("sum", "master") if half else ("sum",)
         found: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
         for key in keys:
             value = state[key]
             hit = self._backing.get(id(value))
             if hit is None or hit[0] is not value:
-                dtype = torch.float32 if key == "step" or half else p.dtype
-                hit = self._own(value, None if key == "step" else p, dtype, key)
+                hit = self._own(value, p, torch.float32 if half else p.dtype, key)
                 state[key] = hit[0]
             backing[id(hit[0])] = hit
             found[key] = hit
         master = found.get("master", (None, None))
-        return (*found["sum"], *found["step"], *master)
+        # The step's pair is filled in by _snapshot (all of a group's steps share one array).
+        return (*found["sum"], None, None, *master)
 
     def _snapshot(self, grads: Sequence[torch.Tensor | None] | None, force: bool = False) -> list[_Snapshot]:
-        """Builds (when anything changed) the lists the native step reads: per group the parameters with state,
-        their state dicts and backing; a parameter without state gets it at its first gradient, as in PyTorch."""
+        """Builds (when anything changed) the lists the native step reads: per group the parameters with state and
+        the backing of their state; a parameter without state gets it at its first gradient, as in PyTorch.
+
+        Anything changed: the groups' parameters, the state mapping replaced (``load_state_dict``), or any write
+        into it or into a parameter's state dict (they are flagging dict types, see ``_StateDict``). A rebuild
+        forgets the native cache, so the next step inspects every tensor again."""
         snaps = self._snaps
         if (
             not force
             and snaps is not None
+            and not self._flag.dirty
             and self._state_ref is self.state
             and len(snaps) == len(self.param_groups)
             and all(_native.same_objects(g["params"], s.params) for g, s in zip(self.param_groups, snaps))
             and not any(self._has_grad(p, grads, i) for s in snaps for i, p in s.pending)
         ):
             return snaps
+        if type(self.state) is not _StateMap or self.state._flag is not self._flag:
+            self.state = _StateMap(self._flag, self.state)
+        for k, v in list(self.state.items()):
+            if type(v) is not _StateDict:
+                self.state[k] = _StateDict(self._flag, v)
         snaps = []
         backing: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
         flat = 0
@@ -278,12 +376,22 @@ class Adagrad(Optimizer):
                 snap.states.append(state)
                 snap.backs.append(self._adopt(p, state, backing))
                 snap.index.append(flat + i)
+            # The group's step counts side by side in one array (one cache line per 16 parameters, not one each).
+            steps = np.empty(len(snap.keys), dtype=np.float32)
+            for j, state in enumerate(snap.states):
+                view = steps[j : j + 1].reshape(())
+                owned = torch.from_numpy(view)
+                owned.copy_(torch.as_tensor(state["step"]).reshape(()))
+                state["step"] = owned
+                back = snap.backs[j]
+                snap.backs[j] = (back[0], back[1], owned, view, back[4], back[5])
             snaps.append(snap)
             flat += len(params)
         self._backing = backing
         self._snaps = snaps
         self._state_ref = self.state
         self._cache.clear()
+        self._flag.dirty = False
         return snaps
 
     @staticmethod
@@ -300,6 +408,12 @@ class Adagrad(Optimizer):
             self._check_param(p)
         super().add_param_group(param_group)
         self._snaps = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """As ``torch.optim.Optimizer.state_dict``, with plain dicts (loadable where adagrad_cpu is not installed)."""
+        sd = super().state_dict()
+        sd["state"] = {k: dict(v) for k, v in sd["state"].items()}
+        return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As ``torch.optim.Optimizer.load_state_dict`` (a ``torch.optim.Adagrad`` checkpoint loads too). The
@@ -340,6 +454,7 @@ class Adagrad(Optimizer):
             self._master_weights = settings["master_weights"]
             self._cache = _native.TensorCache()
             self._backing = {}
+            self._flag = _Flag()
         self._snaps = None
         self._state_ref = None
         super().__setstate__(state)
@@ -363,40 +478,34 @@ class Adagrad(Optimizer):
             grads = list(grads)
         # As in torch, the accumulators start from the optimizer's initial_accumulator_value, not a group's.
         init = float(self.defaults["initial_accumulator_value"])
-        for attempt in range(2):
-            snaps = self._snapshot(grads, force=attempt > 0)
-            groups = []
-            for group, snap in zip(self.param_groups, snaps):
-                groups.append(
-                    (
-                        snap.keys,
-                        snap.states,
-                        snap.backs,
-                        float(group["lr"]),
-                        float(group["lr_decay"]),
-                        float(group["weight_decay"]),
-                        float(group["eps"]),
-                        bool(group["maximize"]),
-                        init,
-                    )
+        snaps = self._snapshot(grads)
+        groups = []
+        for group, snap in zip(self.param_groups, snaps):
+            groups.append(
+                (
+                    snap.keys,
+                    snap.backs,
+                    float(group["lr"]),
+                    float(group["lr_decay"]),
+                    float(group["weight_decay"]),
+                    float(group["eps"]),
+                    bool(group["maximize"]),
+                    init,
                 )
-            flat_grads = None
-            if grads is not None:
-                total = sum(len(s.params) for s in snaps)
-                if len(grads) != total:
-                    raise AdagradError(f"grads has {len(grads)} entries; the optimizer has {total} parameters")
-                flat_grads = [grads[i] for s in snaps for i in s.index]
-            updated = self._engine.torch_step(
-                self._cache,
-                groups,
-                flat_grads,
-                getattr(self, "grad_scale", None),
-                getattr(self, "found_inf", None),
             )
-            if updated is not None:
-                break
-        else:
-            raise AdagradError("the optimizer's state changed while it was being read")
+        flat_grads = None
+        if grads is not None:
+            total = sum(len(s.params) for s in snaps)
+            if len(grads) != total:
+                raise AdagradError(f"grads has {len(grads)} entries; the optimizer has {total} parameters")
+            flat_grads = [grads[i] for s in snaps for i in s.index]
+        updated = self._engine.torch_step(
+            self._cache,
+            groups,
+            flat_grads,
+            getattr(self, "grad_scale", None),
+            getattr(self, "found_inf", None),
+        )
         if updated:
             # Autograd's in-place checks see the parameters as modified, as after torch's own step.
             for snap in snaps:

@@ -37,10 +37,9 @@ pub struct Engine {
     base: Config,
 }
 
-/// A parameter group as `Engine.torch_step` receives it: `(params, states, backs, lr, lr_decay, weight_decay, eps,
+/// A parameter group as `Engine.torch_step` receives it: `(params, backs, lr, lr_decay, weight_decay, eps,
 /// maximize, initial_accumulator_value)`.
 type GroupTuple<'py> = (
-    Bound<'py, PyList>,
     Bound<'py, PyList>,
     Bound<'py, PyList>,
     f64,
@@ -163,14 +162,14 @@ impl Engine {
         format!("{:?}", self.exec.tuning())
     }
 
-    /// One step of a PyTorch optimizer. `groups`: per parameter group a tuple `(params, states, backs, lr,
-    /// lr_decay, weight_decay, eps, maximize, initial_accumulator_value)`: the parameters that have state, their state dicts, and per
+    /// One step of a PyTorch optimizer. `groups`: per parameter group a tuple `(params, backs, lr, lr_decay,
+    /// weight_decay, eps, maximize, initial_accumulator_value)`: the parameters that have state and per
     /// parameter `(sum, sum_array, step, step_array, master, master_array)`, the state tensors and the numpy
-    /// arrays that own their memory (`master`: the float32 copy of a 16-bit parameter, else `None`); `grads`: `None` (use `p.grad`) or one entry per parameter of every group, in order;
-    /// `grad_scale`, `found_inf`: `torch._fused_adagrad_`'s. Parameters whose gradient is `None` are skipped.
-    /// Everything is checked before anything is written. Returns how many parameters were updated, or
-    /// `None`, with nothing changed, when a state dict no longer holds the backed tensors (adopt them and call
-    /// again).
+    /// arrays that own their memory (`master`: the float32 copy of a 16-bit parameter, else `None`); `cache`
+    /// must be cleared whenever these change. `grads`: `None` (use `p.grad`) or one entry per parameter of every
+    /// group, in order; `grad_scale`, `found_inf`: `torch._fused_adagrad_`'s. Parameters whose gradient is
+    /// `None` are skipped. Everything is checked before anything is written. Returns how many parameters were
+    /// updated.
     #[pyo3(signature = (cache, groups, grads=None, grad_scale=None, found_inf=None))]
     fn torch_step(
         &self,
@@ -180,18 +179,14 @@ impl Engine {
         grads: Option<Bound<'_, PyList>>,
         grad_scale: Option<Bound<'_, PyAny>>,
         found_inf: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Option<usize>> {
+    ) -> PyResult<usize> {
         let mut parsed = Vec::with_capacity(groups.len());
         let mut hypers = Vec::with_capacity(groups.len());
         for g in groups.iter() {
             let g = g.cast_into::<PyTuple>()?;
-            let (params, states, backs, lr, lr_decay, weight_decay, eps, maximize, init): GroupTuple<'_> =
+            let (params, backs, lr, lr_decay, weight_decay, eps, maximize, init): GroupTuple<'_> =
                 g.extract()?;
-            parsed.push(torch::Group {
-                params,
-                states,
-                backs,
-            });
+            parsed.push(torch::Group { params, backs });
             hypers.push(Hyper {
                 lr,
                 lr_decay,
@@ -228,7 +223,6 @@ impl Engine {
         let planned = match torch::plan(py, &mut cache, &parsed, grads.as_ref(), &scalars)? {
             torch::Plan::Ready(p) => p,
             torch::Plan::Refused(r) => return Err(refused(r.0)),
-            torch::Plan::Stale => return Ok(None),
         };
         let mut jobs = Vec::with_capacity(planned.len());
         for (h, pl) in hypers.iter().zip(&planned) {
@@ -254,7 +248,7 @@ impl Engine {
             unsafe { *(pl.step.addr as *mut f32) = pl.t - inf };
             updated += 1;
         }
-        Ok(Some(if skip { 0 } else { updated }))
+        Ok(if skip { 0 } else { updated })
     }
 
     /// One step over numpy arrays, in place: `params`, `grads`, `sums` (one array each per tensor, C-contiguous,

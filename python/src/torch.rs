@@ -5,7 +5,7 @@
 use crate::mem::{Dtype, Item, Kind, Mem, Place, Role, Work, check_overlap};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::PyList;
 use pyo3::{Py, PyAny, intern};
 
 /// torch's dtype objects and `torch.strided`, looked up once.
@@ -157,15 +157,10 @@ fn inspect_grad(
     }
 }
 
-/// The optimizer's own state memory for one parameter, as the Python layer keeps it: the state tensors (`sum`,
-/// `step`, `master`) and the numpy arrays that own their memory. The arrays are held here, so the memory stays
-/// valid whatever happens to the tensor objects; it never needs to be re-read.
+/// The optimizer's own state memory for one parameter: the memory of the numpy arrays that own the state tensors'
+/// memory (`sum`, `step`, `master`). The arrays are held here, so the memory stays valid whatever happens to
+/// the tensor objects; it never needs to be re-read.
 struct Backing {
-    /// The tuple the Python layer passed (identity says whether the backing changed).
-    tuple: Py<PyAny>,
-    sum: Py<PyAny>,
-    step: Py<PyAny>,
-    master: Option<Py<PyAny>>,
     s: Mem,
     k: Mem,
     m: Option<Mem>,
@@ -211,12 +206,13 @@ impl TensorCache {
     }
 }
 
-/// One parameter group as the Python layer hands it over: the parameters that have state, their state dicts,
-/// and per parameter a tuple `(sum, sum_array, step, step_array, master, master_array)` (`master`s `None`
-/// unless the parameter is 16-bit) of the state tensors and the numpy arrays owning their memory.
+/// One parameter group as the Python layer hands it over: the parameters that have state and per parameter a
+/// tuple `(sum, sum_array, step, step_array, master, master_array)` (`master`s `None` unless the parameter is
+/// 16-bit) of the state tensors and the numpy arrays owning their memory. The Python layer clears the cache
+/// whenever it rebuilds these (any change to the groups or the state), so an entry, once made, stays the
+/// truth about its position's state while the same parameter object sits there.
 pub struct Group<'py> {
     pub params: Bound<'py, PyList>,
-    pub states: Bound<'py, PyList>,
     pub backs: Bound<'py, PyList>,
 }
 
@@ -228,12 +224,10 @@ pub struct Planned {
     pub at: (usize, usize),
 }
 
-/// What planning found: the work, a refusal, or state dicts whose tensors are no longer the backed ones (the
-/// Python layer then adopts the new tensors and asks again).
+/// What planning found: the work, or a refusal.
 pub enum Plan {
     Ready(Vec<Vec<Planned>>),
     Refused(Refusal),
-    Stale,
 }
 
 /// Reads the step's tensors of every group; `grads`, when given, replaces `p.grad` (one entry per parameter
@@ -274,7 +268,7 @@ pub fn plan(
     let mut flat = 0;
     for (gi, group) in groups.iter().enumerate() {
         let n = group.params.len();
-        if group.states.len() != n || group.backs.len() != n {
+        if group.backs.len() != n {
             return Ok(Plan::Refused(Refusal(format!(
                 "param_groups[{gi}]: the state lists do not match its {n} parameters"
             ))));
@@ -296,12 +290,10 @@ pub fn plan(
             if g.is_none() {
                 continue;
             }
-            let back = group.backs.get_item(i)?;
-            let reuse = slot
-                .as_ref()
-                .is_some_and(|e| p.is(&e.param) && back.is(&e.back.tuple));
+            let reuse = slot.as_ref().is_some_and(|e| p.is(&e.param));
             if !reuse {
                 *slot = None;
+                let back = group.backs.get_item(i)?;
                 let pm = check!(inspect(py, &p, at(Role::Param))?);
                 let b = check!(backing(py, &back, at)?);
                 check!(fits(pm, &b, at));
@@ -314,27 +306,6 @@ pub fn plan(
                 });
             }
             let e = slot.as_mut().expect("filled above");
-            // The state dict must still hold the backed tensors (else: stale, the Python layer adopts).
-            let st = group.states.get_item(i)?;
-            let Ok(st) = st.cast::<PyDict>() else {
-                return Ok(Plan::Refused(Refusal(format!(
-                    "{}: its state is not a dict",
-                    at(Role::Param)
-                ))));
-            };
-            let same = |key: &Bound<'_, PyString>, want: Option<&Py<PyAny>>| -> PyResult<bool> {
-                Ok(match (st.get_item(key)?, want) {
-                    (Some(v), Some(w)) => v.is(w),
-                    (None, None) => true,
-                    _ => false,
-                })
-            };
-            if !(same(intern!(py, "sum"), Some(&e.back.sum))?
-                && same(intern!(py, "step"), Some(&e.back.step))?
-                && same(intern!(py, "master"), e.back.master.as_ref())?)
-            {
-                return Ok(Plan::Stale);
-            }
             // The parameter's memory may have moved (p.data = ..., ZeRO's bucket views).
             if data_ptr(py, &p)? != e.p.addr {
                 let pm = check!(inspect(py, &p, at(Role::Param))?);
@@ -449,7 +420,7 @@ fn backing(
     back: &Bound<'_, PyAny>,
     at: impl Fn(Role) -> Place,
 ) -> PyResult<Checked<Backing>> {
-    let (sum, sa, step, ka, master, ma): BackTuple<'_> = back.extract()?;
+    let (_sum, sa, _step, ka, master, ma): BackTuple<'_> = back.extract()?;
     let s = match crate::numpy::memory(py, &sa) {
         Ok(m) => m,
         Err(e) => return refuse(at(Role::Sum), e),
@@ -476,10 +447,6 @@ fn backing(
     let mut arrays = vec![sa.unbind(), ka.unbind()];
     arrays.extend(ma.map(Bound::unbind));
     Ok(Ok(Backing {
-        tuple: back.clone().unbind(),
-        sum: sum.unbind(),
-        step: step.unbind(),
-        master: master.map(Bound::unbind),
         s,
         k,
         m,

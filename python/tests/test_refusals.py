@@ -187,3 +187,37 @@ def test_state_replaced_by_hand_is_adopted() -> None:
     opt.state[ps[0]]["sum"] = torch.ones(3)
     with pytest.raises(at.AdagradError, match="shape"):
         opt.step()
+
+
+def test_whole_state_dict_replaced_by_hand_is_adopted() -> None:
+    """opt.state[p] replaced by a new dict: read at the next step (the state mapping tells the optimizer)."""
+    ps, opt = fresh()
+    opt.state[ps[1]] = {"sum": torch.full((100,), 9.0), "step": torch.tensor(7.0)}
+    for p in ps:
+        p.grad = torch.ones(100)
+    opt.step()
+    assert torch.equal(opt.state[ps[1]]["sum"], torch.full((100,), 10.0))
+    assert float(opt.state[ps[1]]["step"]) == 8.0
+
+
+def test_state_without_sum_is_refused() -> None:
+    """A state dict missing 'sum' (deleted by hand) is refused with nothing changed."""
+    ps, opt = fresh()
+    del opt.state[ps[0]]["sum"]
+    for p in ps:
+        p.grad = torch.ones(100)
+    before = [p.detach().clone() for p in ps]
+    with pytest.raises(at.AdagradError, match="no 'sum'"):
+        opt.step()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, ps))
+
+
+def test_state_dict_holds_plain_dicts() -> None:
+    """state_dict() and pickles of it hold plain dicts and tensors (loadable without adagrad_cpu)."""
+    import pickle
+
+    _, opt = fresh()
+    sd = opt.state_dict()
+    assert all(type(v) is dict for v in sd["state"].values())
+    blob = pickle.dumps(sd)
+    assert b"adagrad_cpu" not in blob
