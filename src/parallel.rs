@@ -362,38 +362,41 @@ pub(crate) fn helpers(threads: usize) -> Option<Arc<ThreadPool>> {
 mod tests {
     use super::*;
 
-    /// Splits land where they should: at the aligned point inside the head, a whole tensor, or the tail, so that
-    /// pieces are as even as alignment allows (the bits never depend on it; the balance does).
-    #[test]
-    fn splits_land_on_the_aligned_point_in_head_tensor_and_tail() {
-        let lens = [100usize, 300, 50];
+    /// Calls `f` with a segment over zero-filled tensors of the given lengths.
+    fn with_seg<R>(
+        lens: &[usize],
+        f: impl FnOnce(Seg<'_, '_, '_, f32, f32, adagrad_kernels::NoCopy, &mut [f32]>) -> R,
+    ) -> R {
         let mut p: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
         let g: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
         let mut st: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
         let mut ps: Vec<&mut [f32]> = p.iter_mut().map(|x| x.as_mut_slice()).collect();
         let gs: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
         let mut ss: Vec<&mut [f32]> = st.iter_mut().map(|x| x.as_mut_slice()).collect();
-        let seg = Seg::<f32, f32, adagrad_kernels::NoCopy, &mut [f32]>::new(
-            &mut ps,
-            &gs,
-            &mut ss,
-            &mut [],
-        );
-        assert_eq!(seg.len(), 450);
-        // In whole tensor 1, 150 elements in: aligned down to 128.
-        let (l, r) = seg.split(250);
-        assert_eq!((l.len(), r.len()), (228, 222));
-        // The left part's tail is tensor 1's first 128: a point in it (100 in) aligns to 64.
-        let (ll, lr) = l.split(200);
-        assert_eq!((ll.len(), lr.len()), (164, 64));
-        // The right part's head is tensor 1's last 172: a point in it aligns down to 64.
-        let (rl, rr) = r.split(100);
-        assert_eq!((rl.len(), rr.len()), (64, 158));
-        // A point exactly at the head's end takes the whole head; in tensor 2, 22 in, aligns to 0.
-        let (a, b) = rr.split(108);
-        assert_eq!((a.len(), b.len()), (108, 50));
-        let (rrl, _) = Seg::<f32, f32, adagrad_kernels::NoCopy, &mut [f32]>::split(b, 22);
-        assert_eq!(rrl.len(), 0);
+        f(Seg::new(&mut ps, &gs, &mut ss, &mut []))
+    }
+
+    /// Splits land where they should: at the aligned point inside the head, a whole tensor, or the tail, so that
+    /// pieces are as even as alignment allows (the bits never depend on it; the balance does).
+    #[test]
+    fn splits_land_on_the_aligned_point_in_head_tensor_and_tail() {
+        with_seg(&[100, 300, 50], |seg| {
+            assert_eq!(seg.len(), 450);
+            // In whole tensor 1, 150 elements in: aligned down to 128.
+            let (l, r) = seg.split(250);
+            assert_eq!((l.len(), r.len()), (228, 222));
+            // The left part's tail is tensor 1's first 128: a point in it (100 in) aligns to 64.
+            let (ll, lr) = l.split(200);
+            assert_eq!((ll.len(), lr.len()), (164, 64));
+            // The right part's head is tensor 1's last 172: a point in it aligns down to 64.
+            let (rl, rr) = r.split(100);
+            assert_eq!((rl.len(), rr.len()), (64, 158));
+            // A point exactly at the head's end takes the whole head; in tensor 2, 22 in, aligns to 0.
+            let (a, b) = rr.split(108);
+            assert_eq!((a.len(), b.len()), (108, 50));
+            let (rrl, _) = Seg::<f32, f32, adagrad_kernels::NoCopy, &mut [f32]>::split(b, 22);
+            assert_eq!(rrl.len(), 0);
+        });
     }
 
     /// Split points inside a tensor fall on multiples of ALIGN, so that only a tensor's last piece has a tail.
@@ -415,23 +418,13 @@ mod tests {
     /// Where each piece of a step ran: (elements, rayon worker index or `None` for the calling thread), in
     /// the order they were recorded.
     fn pieces(lens: &[usize], threads: usize, min_piece: usize) -> Vec<(usize, Option<usize>)> {
-        let mut p: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
-        let g: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
-        let mut st: Vec<Vec<f32>> = lens.iter().map(|&n| vec![0.0; n]).collect();
-        let mut ps: Vec<&mut [f32]> = p.iter_mut().map(|x| x.as_mut_slice()).collect();
-        let gs: Vec<&[f32]> = g.iter().map(|x| x.as_slice()).collect();
-        let mut ss: Vec<&mut [f32]> = st.iter_mut().map(|x| x.as_mut_slice()).collect();
-        let seg = Seg::<f32, f32, adagrad_kernels::NoCopy, &mut [f32]>::new(
-            &mut ps,
-            &gs,
-            &mut ss,
-            &mut [],
-        );
         let pool = helpers(threads);
         let seen = Mutex::new(Vec::new());
-        seg.run_pieces(pool.as_deref(), threads, min_piece, &|piece| {
-            let me = rayon::current_thread_index();
-            seen.lock().unwrap().push((piece.len(), me));
+        with_seg(lens, |seg| {
+            seg.run_pieces(pool.as_deref(), threads, min_piece, &|piece| {
+                let me = rayon::current_thread_index();
+                seen.lock().unwrap().push((piece.len(), me));
+            })
         });
         seen.into_inner().unwrap()
     }

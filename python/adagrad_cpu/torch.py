@@ -73,7 +73,21 @@ class _Flag:
         self.dirty = True
 
 
-class _StateDict(dict):
+class _Flagging:
+    """Mixin for the state's dict types: assigning or deleting an entry sets the optimizer's flag."""
+
+    _flag: _Flag
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._flag.dirty = True
+        super().__setitem__(key, value)  # type: ignore[misc]
+
+    def __delitem__(self, key: Any) -> None:
+        self._flag.dirty = True
+        super().__delitem__(key)  # type: ignore[misc]
+
+
+class _StateDict(_Flagging, dict):
     """A parameter's state dict that tells the optimizer when an entry is assigned or removed (values changed in
     place, such as ``opt.state[p]["sum"].zero_()``, need no telling: the memory is the same)."""
 
@@ -86,14 +100,6 @@ class _StateDict(dict):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as a plain dict: a checkpoint must load where adagrad_cpu is not installed.
         return (dict, (dict(self),))
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._flag.dirty = True
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self._flag.dirty = True
-        super().__delitem__(key)
 
     def _touch(self, name: str, *args: Any) -> Any:
         self._flag.dirty = True
@@ -121,7 +127,7 @@ class _StateDict(dict):
         return self._touch("setdefault", *args)
 
 
-class _StateMap(defaultdict):
+class _StateMap(_Flagging, defaultdict):
     """The optimizer's ``state`` (parameter → state dict), telling the optimizer when a parameter's dict is
     replaced or removed; new dicts are ``_StateDict``s."""
 
@@ -135,16 +141,8 @@ class _StateMap(defaultdict):
     def __missing__(self, key: Any) -> _StateDict:
         self._flag.dirty = True
         value = _StateDict(self._flag)
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)
         return value
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._flag.dirty = True
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self._flag.dirty = True
-        super().__delitem__(key)
 
 
 def _plain_state(items: dict[Any, Any]) -> defaultdict:
