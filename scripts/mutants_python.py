@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--functions", default=".", help="regex on the mutated function's name")
     ap.add_argument("--out", default="mutants-python.out")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per build and per test run")
+    ap.add_argument("-k", dest="select", default=None, help="pytest -k expression (e.g. 'not zero' to save time)")
     a = ap.parse_args()
     cmd = ["cargo", "mutants", "--no-config", "--workspace", "--list", "--json"]
     for f in FILES:
@@ -94,7 +95,8 @@ def main() -> None:
                     shutil.copyfile(lib, dest)
                     try:
                         test = subprocess.run(
-                            [str(python), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "python/tests"],
+                            [str(python), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "python/tests"]
+                            + (["-k", a.select] if a.select else []),
                             cwd=scratch,
                             check=False,
                             env=env,
