@@ -221,3 +221,16 @@ def test_state_dict_holds_plain_dicts() -> None:
     assert all(type(v) is dict for v in sd["state"].values())
     blob = pickle.dumps(sd)
     assert b"adagrad_cpu" not in blob
+
+
+def test_no_group_is_written_when_a_later_group_is_refused() -> None:
+    """Group 0 (float64) would accept lr = 1e39; group 1 (float32) cannot hold it: the step is refused before
+    either group is written."""
+    p64 = torch.ones(100, dtype=torch.float64, requires_grad=True)
+    p32 = torch.ones(100, requires_grad=True)
+    opt = at.Adagrad([{"params": [p64]}, {"params": [p32]}], lr=0.1)
+    p64.grad = torch.ones(100, dtype=torch.float64)
+    p32.grad = torch.ones(100)
+    for group in opt.param_groups:
+        group["lr"] = 1e39
+    refused(opt, [p64, p32], "lr")

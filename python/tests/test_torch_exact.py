@@ -275,3 +275,23 @@ def test_share_memory_is_refused() -> None:
     opt = at.Adagrad([torch.zeros(3, requires_grad=True)])
     with pytest.raises(at.AdagradError, match="shared memory"):
         opt.share_memory()
+
+
+def test_params_appended_to_a_group_list_are_stepped_as_in_torch() -> None:
+    """A parameter appended to a group's list (or one replaced in it) is picked up at the next step, with state
+    created at its first gradient, as torch.optim.Adagrad does."""
+    results = []
+    for make in (lambda ps: torch.optim.Adagrad(ps, fused=True, lr=0.2), lambda ps: at.Adagrad(ps, lr=0.2)):
+        ps = make_params(torch.float32, (10, 20, 30))
+        opt = make(ps[:2])
+        for p in ps[:2]:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        opt.param_groups[0]["params"].append(ps[2])
+        opt.param_groups[0]["params"][0] = ps[0]  # the same object: nothing changes
+        for p in ps:
+            p.grad = torch.full_like(p, 0.5)
+        opt.step()
+        opt.step()
+        results.append([p.detach().clone() for p in ps])
+    assert_same_bits(results[0], results[1])
