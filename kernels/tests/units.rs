@@ -117,3 +117,27 @@ fn reference_update_mixed_writes_the_copy_out() {
     assert_ne!(p, p_before);
     assert_ne!(s, s_before);
 }
+
+/// A `NoCopy` "copy-out" is ignored by the dispatched step too, whatever its length; Debug names path and prefetch.
+#[test]
+fn kernels_ignore_a_nocopy_copy_out_and_debug_names_the_path() {
+    use adagrad_kernels::Isa;
+    let h = Hyper::<f32>::new(0.1, 0.0, 1, 0.0, 1e-10, false, EpsPlacement::Outside);
+    for isa in Isa::available() {
+        let k = Kernels::new(isa).unwrap();
+        let (mut p, mut s) = ([1.0f32; 3], [0.0f32; 3]);
+        let mut none = [NoCopy; 1];
+        k.update_with(
+            &mut p,
+            &[0.5f32; 3],
+            &mut s,
+            Some(&mut none[..]),
+            &h,
+            Precision::Exact,
+        )
+        .unwrap();
+        assert_eq!(s, [0.25; 3]);
+    }
+    let k = Kernels::new(Isa::Scalar).unwrap().with_prefetch(4096);
+    assert_eq!(format!("{k:?}"), "Kernels { isa: Scalar, prefetch: 4096 }");
+}

@@ -234,3 +234,21 @@ def test_no_group_is_written_when_a_later_group_is_refused() -> None:
     for group in opt.param_groups:
         group["lr"] = 1e39
     refused(opt, [p64, p32], "lr")
+
+
+def test_parameter_turned_16bit_after_construction() -> None:
+    """p.data replaced by a bfloat16 tensor between steps (without master_weights): refused with the reason."""
+    ps, opt = fresh()
+    ps[0].data = ps[0].data.to(torch.bfloat16)
+    ps[0].grad = torch.ones(100, dtype=torch.bfloat16)
+    ps[1].grad = torch.ones(100)
+    refused(opt, ps, "master_weights=True")
+
+
+def test_parameter_resized_after_construction() -> None:
+    """p.data replaced by a longer tensor between steps: its state no longer fits, refused and named."""
+    ps, opt = fresh()
+    ps[0].data = torch.ones(200)
+    ps[0].grad = torch.ones(200)
+    ps[1].grad = torch.ones(100)
+    refused(opt, ps, "parameter's 200 elements")
