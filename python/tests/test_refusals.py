@@ -252,3 +252,26 @@ def test_parameter_resized_after_construction() -> None:
     ps[0].grad = torch.ones(200)
     ps[1].grad = torch.ones(100)
     refused(opt, ps, "parameter's 200 elements")
+
+
+def test_invalid_float64_group_after_a_valid_float32_group() -> None:
+    """The other order: group 0 (float32) fine, group 1 (float64) with lr = NaN: refused, group 0 unwritten."""
+    p32 = torch.ones(100, requires_grad=True)
+    p64 = torch.ones(100, dtype=torch.float64, requires_grad=True)
+    opt = at.Adagrad([{"params": [p32]}, {"params": [p64], "lr": float("nan")}], lr=0.1)
+    p32.grad = torch.ones(100)
+    p64.grad = torch.ones(100, dtype=torch.float64)
+    refused(opt, [p32, p64], "lr")
+
+
+def test_float64_groups_are_judged_as_float64() -> None:
+    """lr = 1e39 does not fit a float32 but is a valid float64: a float64 group steps with it, as torch does."""
+    ref = torch.ones(10, dtype=torch.float64, requires_grad=True)
+    got = torch.ones(10, dtype=torch.float64, requires_grad=True)
+    o_ref = torch.optim.Adagrad([ref], lr=1e39, fused=True)
+    o_got = at.Adagrad([got], lr=1e39)
+    for p in (ref, got):
+        p.grad = torch.full((10,), 0.5, dtype=torch.float64)
+    o_ref.step()
+    o_got.step()
+    assert torch.equal(ref.detach().view(torch.int64), got.detach().view(torch.int64))
