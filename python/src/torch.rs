@@ -320,6 +320,20 @@ pub fn plan(
                 Some(m) if data_ptr(py, &g)? == m.addr => m,
                 _ => {
                     let m = check!(inspect_grad(py, &g, e.p.len, at(Role::Grad))?);
+                    // A gradient in p.grad has p's shape (torch's setter checks it); one passed in `grads`
+                    // must be checked here: equal lengths are not equal shapes.
+                    if grads.is_some() {
+                        let (gs, ps) = (
+                            g.getattr(intern!(py, "shape"))?,
+                            p.getattr(intern!(py, "shape"))?,
+                        );
+                        if !gs.eq(&ps)? {
+                            return Ok(Plan::Refused(Refusal(format!(
+                                "{}: has shape {gs}; its parameter has shape {ps}",
+                                at(Role::Grad)
+                            ))));
+                        }
+                    }
                     e.grad = weakref(py, &g)?.map(|w| (w, m));
                     m
                 }

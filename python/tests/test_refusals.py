@@ -275,3 +275,12 @@ def test_float64_groups_are_judged_as_float64() -> None:
     o_ref.step()
     o_got.step()
     assert torch.equal(ref.detach().view(torch.int64), got.detach().view(torch.int64))
+
+
+def test_gradient_of_another_shape_with_the_same_length() -> None:
+    """grads= with a (100,) gradient for a (10, 10) parameter: equal lengths, different shapes, refused."""
+    p = torch.ones(10, 10, requires_grad=True)
+    q = torch.ones(100, requires_grad=True)
+    opt = at.Adagrad([p, q])
+    refused(opt, [p, q], "shape", grads=[torch.ones(100), torch.ones(100)])
+    opt.step(grads=[torch.ones(10, 10), torch.ones(100)])
