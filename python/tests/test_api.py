@@ -87,3 +87,32 @@ def test_step_hooks_and_profiler_label() -> None:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         opt.step()
     assert any(e.name == "Optimizer.step#Adagrad.step" for e in prof.events())
+
+
+def test_native_step_checks_its_backing_and_counts_updates() -> None:
+    """The native entry point refuses a state backing of the wrong kind (it never trusts its caller's arrays) and
+    returns how many parameters it updated."""
+    import numpy as np
+
+    from adagrad_cpu import _native
+
+    engine = _native.Engine(threads=1)
+    p = torch.ones(4, requires_grad=True)
+    q = torch.ones(4, requires_grad=True)
+    p.grad, q.grad = torch.ones(4), torch.ones(4)
+
+    def backing(step_dtype: type = np.float32, master: bool = False) -> tuple[object, ...]:
+        s, k = np.zeros(4, np.float32), np.zeros((), step_dtype)
+        m = np.ones(4, np.float64) if master else None
+        return (torch.from_numpy(s), s, torch.from_numpy(k), k, None if m is None else torch.from_numpy(m), m)
+
+    def group(params: list[torch.Tensor], backs: list[tuple[object, ...]]) -> tuple[object, ...]:
+        return (params, backs, 0.1, 0.0, 0.0, 1e-10, False, 0.0)
+
+    with pytest.raises(adagrad_cpu.AdagradError, match="one float32 element"):
+        engine.torch_step(_native.TensorCache(), [group([p], [backing(np.float64)])])
+    with pytest.raises(adagrad_cpu.AdagradError, match="must be float32"):
+        engine.torch_step(_native.TensorCache(), [group([p], [backing(master=True)])])
+    assert torch.equal(p.detach(), torch.ones(4))
+    assert engine.torch_step(_native.TensorCache(), [group([p, q], [backing(), backing()])]) == 2
+    assert not torch.equal(p.detach(), torch.ones(4))
