@@ -62,6 +62,24 @@ struct Hyper {
 }
 
 impl Engine {
+    /// The configuration and the checked work of a numpy step (everything validated; nothing run).
+    #[allow(clippy::too_many_arguments)]
+    fn numpy_work(
+        &self,
+        py: Python<'_>,
+        h: &Hyper,
+        params: &[Bound<'_, PyAny>],
+        grads: &[Bound<'_, PyAny>],
+        sums: &[Bound<'_, PyAny>],
+        t: u64,
+        grad_scale: Option<f64>,
+    ) -> PyResult<(Config, mem::Work)> {
+        let config = self.config(h);
+        let work = numpy::plan(py, params, grads, sums, t).map_err(refused)?;
+        validate(&config, &work, grad_scale)?;
+        Ok((config, work))
+    }
+
     fn config(&self, h: &Hyper) -> Config {
         self.base
             .clone()
@@ -273,16 +291,15 @@ impl Engine {
         init: f64,
         grad_scale: Option<f64>,
     ) -> PyResult<()> {
-        let config = self.config(&Hyper {
+        let hyper = Hyper {
             lr,
             lr_decay,
             weight_decay,
             eps,
             maximize,
             init,
-        });
-        let work = numpy::plan(py, &params, &grads, &sums, t).map_err(refused)?;
-        validate(&config, &work, grad_scale)?;
+        };
+        let (config, work) = self.numpy_work(py, &hyper, &params, &grads, &sums, t, grad_scale)?;
         let exec = &self.exec;
         py.detach(|| mem::run(exec, &config, &work, grad_scale))
             .map_err(crate_error)
@@ -303,16 +320,15 @@ fn rust_step_seconds(
     reps: usize,
     lr: f64,
 ) -> PyResult<Vec<f64>> {
-    let config = engine.config(&Hyper {
+    let hyper = Hyper {
         lr,
         lr_decay: 0.0,
         weight_decay: 0.0,
         eps: 1e-10,
         maximize: false,
         init: 0.0,
-    });
-    let work = numpy::plan(py, &params, &grads, &sums, 1).map_err(refused)?;
-    validate(&config, &work, None)?;
+    };
+    let (config, work) = engine.numpy_work(py, &hyper, &params, &grads, &sums, 1, None)?;
     let exec = &engine.exec;
     py.detach(|| {
         (0..reps)

@@ -137,8 +137,7 @@ pub fn check_overlap(regions: &mut [(Mem, Place)]) -> Result<(), String> {
             continue;
         }
         let clash = if place.role.written() { any } else { written };
-        if let Some((end, other)) = clash.filter(|&(end, _)| m.addr < end) {
-            let _ = end;
+        if let Some((_, other)) = clash.filter(|&(end, _)| m.addr < end) {
             return Err(format!(
                 "{other} and {place} overlap in memory (views of one storage?); each must have memory of its own"
             ));

@@ -5,7 +5,7 @@
 use crate::mem::{Dtype, Item, Kind, Mem, Place, Role, Work, check_overlap};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyWeakrefMethods, PyWeakrefReference};
 use pyo3::{Py, PyAny, intern};
 
 /// torch's dtype objects and `torch.strided`, looked up once.
@@ -173,7 +173,7 @@ struct Entry {
     param: Py<PyAny>,
     p: Mem,
     back: Backing,
-    grad: Option<(Py<PyAny>, Mem)>,
+    grad: Option<(Py<PyWeakrefReference>, Mem)>,
     /// The serial of the last plan this entry was in, and the parameter and gradient memory it had then.
     planned: (u64, Option<(Mem, Mem)>),
 }
@@ -216,9 +216,11 @@ pub struct Group<'py> {
     pub backs: Bound<'py, PyList>,
 }
 
-/// A parameter with a gradient, ready to run: its item, its step tensor's memory and new value, its place.
+/// A parameter with a gradient, ready to run: its item and its kind, its step tensor's memory and new value, its
+/// place.
 pub struct Planned {
     pub item: Item,
+    pub kind: Kind,
     pub step: Mem,
     pub t: f32,
     pub at: (usize, usize),
@@ -313,7 +315,7 @@ pub fn plan(
                 e.p = pm;
             }
             let cached = e.grad.as_ref().and_then(|(w, m)| {
-                let alive = w.bind(py).call0().ok()?;
+                let alive = w.bind(py).upgrade()?;
                 alive.is(&g).then_some(*m)
             });
             let gm = match cached {
@@ -334,7 +336,8 @@ pub fn plan(
                             ))));
                         }
                     }
-                    e.grad = weakref(py, &g)?.map(|w| (w, m));
+                    // A tensor that takes no weak reference is simply not cached.
+                    e.grad = PyWeakrefReference::new(&g).ok().map(|w| (w.unbind(), m));
                     m
                 }
             };
@@ -348,12 +351,15 @@ pub fn plan(
                 s: e.back.s,
                 out: out16,
             };
-            if let Err(why) = Kind::of(&item) {
-                return Ok(Plan::Refused(Refusal(format!(
-                    "{}: {why}",
-                    at(Role::Param)
-                ))));
-            }
+            let kind = match Kind::of(&item) {
+                Ok(kind) => kind,
+                Err(why) => {
+                    return Ok(Plan::Refused(Refusal(format!(
+                        "{}: {why}",
+                        at(Role::Param)
+                    ))));
+                }
+            };
             changed |= e.planned != (serial - 1, Some((e.p, gm))) || !reuse;
             e.planned = (serial, Some((e.p, gm)));
             count += 1;
@@ -368,6 +374,7 @@ pub fn plan(
             }
             planned.push(Planned {
                 item,
+                kind,
                 step: e.back.k,
                 t,
                 at: (gi, i),
@@ -406,16 +413,6 @@ pub fn plan(
         cache.checked = Some((count, scalars.to_vec()));
     }
     Ok(Plan::Ready(out))
-}
-
-/// A weak reference to `t` (`None` if the object takes none).
-fn weakref(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-    let weakref = py.import(intern!(py, "weakref"))?;
-    Ok(weakref
-        .getattr(intern!(py, "ref"))?
-        .call1((t,))
-        .ok()
-        .map(Bound::unbind))
 }
 
 /// `(sum, sum_array, step, step_array, master, master_array)`.
@@ -530,8 +527,7 @@ pub fn scalar(py: Python<'_>, t: &Bound<'_, PyAny>, name: &str) -> PyResult<Chec
 pub fn work(planned: &[Planned]) -> Work {
     let mut w = Work::new();
     for pl in planned {
-        let kind = Kind::of(&pl.item).expect("checked when planned");
-        w.entry((kind, pl.t as u64)).or_default().push(pl.item);
+        w.entry((pl.kind, pl.t as u64)).or_default().push(pl.item);
     }
     w
 }
