@@ -72,6 +72,17 @@ pub enum Error {
     InvalidTune(String),
     /// A checkpoint could not be written or read.
     Checkpoint(crate::CheckpointError),
+    /// An embedding table's shape is unusable.
+    TableShape {
+        /// Rows asked for.
+        rows: usize,
+        /// Elements per row asked for.
+        dim: usize,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An embedding step's table or lookups are malformed (see [`crate::embedding::LookupError`]).
+    Lookup(crate::embedding::LookupError),
 }
 
 impl fmt::Display for Error {
@@ -133,6 +144,10 @@ impl fmt::Display for Error {
                 write!(f, "cannot allocate {elements} elements")
             }
             Error::Checkpoint(e) => write!(f, "checkpoint: {e}"),
+            Error::TableShape { rows, dim, reason } => {
+                write!(f, "invalid table shape {rows} × {dim}: {reason}")
+            }
+            Error::Lookup(e) => write!(f, "lookups: {e}"),
         }
     }
 }
@@ -148,5 +163,11 @@ impl From<IsaError> for Error {
 impl From<crate::CheckpointError> for Error {
     fn from(e: crate::CheckpointError) -> Self {
         Error::Checkpoint(e)
+    }
+}
+
+impl From<crate::embedding::LookupError> for Error {
+    fn from(e: crate::embedding::LookupError) -> Self {
+        Error::Lookup(e)
     }
 }

@@ -82,6 +82,16 @@ impl Executor {
         self.kernels.isa()
     }
 
+    /// The kernel table.
+    pub(crate) fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
+    /// The helper pool (`None`: sequential) and the threads a step uses, the caller included.
+    pub(crate) fn pool_and_threads(&self) -> (Option<&ThreadPool>, usize) {
+        (self.pool.as_deref(), self.threads)
+    }
+
     /// The performance settings.
     pub fn tuning(&self) -> Tuning {
         self.tuning

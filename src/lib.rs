@@ -39,6 +39,7 @@
 mod buffer;
 mod checkpoint;
 mod config;
+pub mod embedding;
 mod error;
 pub mod functional;
 mod optimizer;

@@ -243,20 +243,6 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>
         }
     }
 
-    /// Runs as `pieces` pieces of about equal element counts, each on `rayon::join`, each by `leaf`.
-    fn run_split<F: Fn(Self) + Sync>(self, pieces: usize, leaf: &F) {
-        if pieces <= 1 {
-            return leaf(self);
-        }
-        let left = pieces / 2;
-        let at = (self.len as u128 * left as u128 / pieces as u128) as usize;
-        let (l, r) = self.split(at);
-        rayon::join(
-            || l.run_split(left, leaf),
-            || r.run_split(pieces - left, leaf),
-        );
-    }
-
     /// Runs the step on `threads` threads (the caller and `threads − 1` of `pool`'s), in pieces of at least
     /// `min_piece` elements; on the calling thread alone when there is no pool, one thread, or one piece.
     pub(crate) fn run(
@@ -268,41 +254,75 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>
         threads: usize,
         min_piece: usize,
     ) {
-        self.run_pieces(pool, threads, min_piece, &|piece: Self| {
+        run_pieces(self, pool, threads, min_piece, &|piece: Self| {
             piece.run_here(k, h, pr)
         });
     }
+}
 
-    /// [`Seg::run`]'s division of the work, with `leaf` run on each piece (the step's kernels; in tests, a
-    /// recorder of where the pieces went).
-    fn run_pieces<F: Fn(Self) + Sync>(
-        self,
-        pool: Option<&ThreadPool>,
-        threads: usize,
-        min_piece: usize,
-        leaf: &F,
-    ) {
-        let pieces = threads.min(self.len / min_piece.max(1));
-        let Some(pool) = pool.filter(|_| pieces > 1) else {
-            return leaf(self);
-        };
-        let share = self.len / pieces;
-        let (mine, rest) = self.split(share);
-        if mine.len == 0 || rest.len == 0 {
-            // Nothing to split at an aligned point (one short tensor).
-            leaf(mine);
-            return leaf(rest);
-        }
-        let done = AtomicBool::new(false);
-        pool.in_place_scope(|scope| {
-            scope.spawn(|_| {
-                let _done = SetOnDrop(&done);
-                rest.run_split(pieces - 1, leaf);
-            });
-            leaf(mine);
-            wait(&done);
-        });
+impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>> Split
+    for Seg<'x, 'b, 'c, T, G, O, S>
+{
+    fn len(&self) -> usize {
+        self.len
     }
+    fn split(self, at: usize) -> (Self, Self) {
+        Seg::split(self, at)
+    }
+}
+
+/// Work that can be cut in two near a given point (a step's elements, an embedding step's rows).
+pub(crate) trait Split: Sized + Send {
+    /// The amount of work (what split points count).
+    fn len(&self) -> usize;
+    /// `[..≈at]` and the rest.
+    fn split(self, at: usize) -> (Self, Self);
+}
+
+/// Runs as `pieces` pieces of about equal length, each on `rayon::join`, each by `leaf`.
+fn run_split<S: Split, F: Fn(S) + Sync>(work: S, pieces: usize, leaf: &F) {
+    if pieces <= 1 {
+        return leaf(work);
+    }
+    let left = pieces / 2;
+    let at = (work.len() as u128 * left as u128 / pieces as u128) as usize;
+    let (l, r) = work.split(at);
+    rayon::join(
+        || run_split(l, left, leaf),
+        || run_split(r, pieces - left, leaf),
+    );
+}
+
+/// Runs `work` on `threads` threads (the caller and `threads − 1` of `pool`'s) in pieces of at least `min_piece`,
+/// `leaf` on each: the caller takes the first piece and spins until the pool's are done. On the calling thread
+/// alone when there is no pool, one thread, or one piece.
+pub(crate) fn run_pieces<S: Split, F: Fn(S) + Sync>(
+    work: S,
+    pool: Option<&ThreadPool>,
+    threads: usize,
+    min_piece: usize,
+    leaf: &F,
+) {
+    let pieces = threads.min(work.len() / min_piece.max(1));
+    let Some(pool) = pool.filter(|_| pieces > 1) else {
+        return leaf(work);
+    };
+    let share = work.len() / pieces;
+    let (mine, rest) = work.split(share);
+    if mine.len() == 0 || rest.len() == 0 {
+        // Nothing to split at an allowed point (one short tensor).
+        leaf(mine);
+        return leaf(rest);
+    }
+    let done = AtomicBool::new(false);
+    pool.in_place_scope(|scope| {
+        scope.spawn(|_| {
+            let _done = SetOnDrop(&done);
+            run_split(rest, pieces - 1, leaf);
+        });
+        leaf(mine);
+        wait(&done);
+    });
 }
 
 /// Sets the flag when dropped: on completion and, should the task unwind, then too, so the caller never waits
@@ -421,7 +441,7 @@ mod tests {
         let pool = helpers(threads);
         let seen = Mutex::new(Vec::new());
         with_seg(lens, |seg| {
-            seg.run_pieces(pool.as_deref(), threads, min_piece, &|piece| {
+            run_pieces(seg, pool.as_deref(), threads, min_piece, &|piece| {
                 let me = rayon::current_thread_index();
                 seen.lock().unwrap().push((piece.len(), me));
             })

@@ -2,6 +2,7 @@
 //! be built for a path the CPU supports.
 
 use crate::lanes::{Mode, Pass};
+use crate::rowwise::{self, RowHyper};
 use crate::{CopyOut, Float, Grad, Hyper, LengthMismatch, NoCopy, Precision, arch, reference};
 use std::fmt;
 use std::str::FromStr;
@@ -32,6 +33,8 @@ pub(crate) trait Path {
         pass: Pass,
     );
     unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pass: Pass);
+    /// One row-wise step of an f32 row ([`crate::rowwise::update_f32`]); `w.len() == g.len() > 0`.
+    unsafe fn rowwise(w: &mut [f32], g: &[f32], h: &mut f32, hy: &RowHyper);
 }
 
 /// The scalar path: the reference, element by element.
@@ -50,6 +53,10 @@ impl Path for Scalar {
     }
     unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, _: Pass) {
         reference::mixed_same_len::<f64, f64, NoCopy>(p, g, s, &mut [], h)
+    }
+    unsafe fn rowwise(w: &mut [f32], g: &[f32], h: &mut f32, hy: &RowHyper) {
+        // The lengths agree (contract), so the reference cannot refuse.
+        let _ = rowwise::update_f32(w, g, h, hy);
     }
 }
 
@@ -106,6 +113,7 @@ fn table<P: Path>(isa: Isa) -> Kernels {
     Kernels {
         isa,
         prefetch: 0,
+        rowwise: P::rowwise,
         f32: Entry {
             update: [
                 [
@@ -278,6 +286,7 @@ pub struct Kernels {
     prefetch: usize,
     pub(crate) f32: Entry<f32>,
     pub(crate) f64: Entry<f64>,
+    rowwise: unsafe fn(&mut [f32], &[f32], &mut f32, &RowHyper),
 }
 
 impl fmt::Debug for Kernels {
@@ -406,6 +415,36 @@ impl Kernels {
             prefetch: self.prefetch,
         };
         self.run(params, grads, state, out, h, pass)
+    }
+
+    /// One row-wise step of an f32 embedding row `w` with its summed gradient `g` and its accumulator `h`,
+    /// bit-identical to [`rowwise::update_f32`] (the 8-lane sum of FBGEMM's kernel on every SIMD path).
+    ///
+    /// Returns [`LengthMismatch`] and changes nothing unless `w` and `g` have the same length.
+    ///
+    /// ```
+    /// use adagrad_kernels::{EpsPlacement, Kernels, rowwise::{DecayMode, RowHyper}};
+    /// let hy = RowHyper::new(0.1, 0.0, 1, 0.0, DecayMode::L2, 1e-8, false, EpsPlacement::Outside);
+    /// let (mut w, mut h) = (vec![1.0f32; 64], 0.0f32);
+    /// Kernels::best().rowwise(&mut w, &[2.0; 64], &mut h, &hy).unwrap();
+    /// assert_eq!((w[63], h), (0.9, 4.0));
+    /// ```
+    #[inline]
+    pub fn rowwise(
+        &self,
+        w: &mut [f32],
+        g: &[f32],
+        h: &mut f32,
+        hy: &RowHyper,
+    ) -> Result<(), LengthMismatch> {
+        LengthMismatch::check(w.len(), g.len(), w.len())?;
+        if w.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `self` was built by `Kernels::new`, which checked that the CPU runs `self.isa`; the lengths
+        // agree and are not zero (checked above).
+        unsafe { (self.rowwise)(w, g, h, hy) };
+        Ok(())
     }
 
     /// Checks the lengths and calls the table entry of these formats.

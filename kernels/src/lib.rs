@@ -26,6 +26,7 @@ mod cpu;
 mod dispatch;
 mod lanes;
 pub mod reference;
+pub mod rowwise;
 
 pub use cpu::{Cpu, Vendor};
 pub use dispatch::{Isa, IsaError, Kernels};

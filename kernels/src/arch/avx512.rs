@@ -6,6 +6,7 @@
 
 use crate::dispatch::Path;
 use crate::lanes::{self, Lanes, Pass};
+use crate::rowwise::{self, RowHyper};
 use crate::{CopyOut, Grad, Hyper, NoCopy};
 use core::arch::x86_64::*;
 
@@ -249,6 +250,10 @@ impl Path for Avx512 {
         // SAFETY: `update_f64`'s contract is this function's.
         unsafe { update_f64(p, g, s, h, pass) }
     }
+    unsafe fn rowwise(w: &mut [f32], g: &[f32], h: &mut f32, hy: &RowHyper) {
+        // SAFETY: `rowwise_f32`'s contract is this function's.
+        unsafe { rowwise_f32(w, g, h, hy) }
+    }
 }
 
 /// # Safety
@@ -272,4 +277,12 @@ unsafe fn update_f32<G: Grad<f32>, O: CopyOut<f32>>(
 unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pass: Pass) {
     // SAFETY: this function's contract is the body's.
     unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, pass) }
+}
+
+/// # Safety
+/// The CPU has AVX-512F (which implies AVX2 and FMA); `w.len() == g.len() > 0`.
+#[target_feature(enable = "avx512f")]
+unsafe fn rowwise_f32(w: &mut [f32], g: &[f32], h: &mut f32, hy: &RowHyper) {
+    // SAFETY: this function's contract is the body's (super::avx2::F32s has 8 lanes).
+    unsafe { rowwise::body::<super::avx2::F32s>(w, g, h, hy) }
 }

@@ -7,6 +7,7 @@
 
 use crate::dispatch::Path;
 use crate::lanes::{self, Lanes, Pass};
+use crate::rowwise::{self, RowHyper};
 use crate::{CopyOut, Grad, Hyper, NoCopy};
 use wide::{f32x8, f64x4};
 
@@ -216,5 +217,9 @@ impl Path for Portable {
     unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pass: Pass) {
         // SAFETY: the body's contract is this function's.
         unsafe { lanes::update::<F64s, f64, NoCopy>(p, g, s, &mut [], h, pass) }
+    }
+    unsafe fn rowwise(w: &mut [f32], g: &[f32], h: &mut f32, hy: &RowHyper) {
+        // SAFETY: the body's contract is this function's (F32s has 8 lanes).
+        unsafe { rowwise::body::<F32s>(w, g, h, hy) }
     }
 }

@@ -1,0 +1,879 @@
+//! Embedding tables: sparse Adagrad with one accumulator per row ([`Accumulator::RowWise`], FBGEMM's
+//! `EXACT_ROWWISE_ADAGRAD`, TorchRec's default) or per element ([`Accumulator::ElementWise`], `torch.optim.Adagrad`
+//! on sparse gradients, FBGEMM's `EXACT_ADAGRAD`).
+//!
+//! A step takes the lookups of a batch as frameworks produce them — one gradient row per lookup, pooled bags
+//! (offsets into the ids, one gradient row per bag, optional per-lookup weights), or rows already coalesced — sums
+//! each row's gradients in ascending lookup position (so the result never depends on the thread count), then updates
+//! every touched row once. The per-row math is [`adagrad_kernels::rowwise`] (row-wise; bit-exact with FBGEMM 1.9.0)
+//! and the dense step (element-wise; a step that touches every row once equals the dense step on that gradient).
+//!
+//! ```
+//! use adagrad::embedding::{EmbeddingAdagrad, Lookups, TableOptions};
+//! use adagrad::Config;
+//! let (rows, dim) = (1000, 4);
+//! let mut table = vec![0.5f32; rows * dim];
+//! let mut opt = EmbeddingAdagrad::<f32>::new(Config::default().lr(0.1).eps(1e-8), rows, dim, TableOptions::default())?;
+//! // Three lookups, row 7 twice: its two gradient rows are summed first, then the row is updated once.
+//! let ids = [7u32, 42, 7];
+//! let grads = [1.0f32; 3 * 4];
+//! opt.step(&mut table, Lookups::Rows { ids: &ids, grads: &grads })?;
+//! assert_eq!(opt.state()[7], 4.0); // the mean of the summed row's squares, (1 + 1)²
+//! assert_eq!(table[7 * dim], 0.4); // 0.5 − 0.1·2/(√4 + 1e-8)
+//! assert_eq!(table[0], 0.5); // untouched
+//! # Ok::<(), adagrad::Error>(())
+//! ```
+
+use crate::functional::Executor;
+use crate::parallel::{Split, run_pieces};
+use crate::{AlignedBuf, Config, Error, NonFinite, StepOutcome};
+use adagrad_kernels::rowwise::{self, DecayMode, Narrow, Rounding, RowHyper};
+use adagrad_kernels::{Grad, Hyper, Isa, Kernels, Precision, bf16, f16};
+use std::cell::RefCell;
+use std::fmt;
+
+/// Which accumulator the optimizer keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Accumulator {
+    /// One per row: the mean of the row's squared (summed) gradient is added to it (FBGEMM, TorchRec). The default.
+    #[default]
+    RowWise,
+    /// One per element, as dense Adagrad.
+    ElementWise,
+}
+
+/// The embedding-specific settings (the hyperparameters and execution settings are a [`Config`]'s).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TableOptions {
+    /// Row-wise (default) or element-wise accumulator.
+    pub accumulator: Accumulator,
+    /// How [`Config::weight_decay`] enters: L2 (default) or decoupled.
+    pub decay: DecayMode,
+    /// How updates are rounded into a bf16/f16 table (ignored for f32 tables): to nearest even (default) or
+    /// stochastically.
+    pub rounding: Rounding,
+}
+
+impl TableOptions {
+    /// Sets [`TableOptions::accumulator`].
+    pub fn accumulator(mut self, a: Accumulator) -> Self {
+        self.accumulator = a;
+        self
+    }
+    /// Sets [`TableOptions::decay`].
+    pub fn decay(mut self, d: DecayMode) -> Self {
+        self.decay = d;
+        self
+    }
+    /// Sets [`TableOptions::rounding`].
+    pub fn rounding(mut self, r: Rounding) -> Self {
+        self.rounding = r;
+        self
+    }
+}
+
+/// Row ids (and bag offsets) as frameworks hand them: `u32`, `u64`, `usize`, or signed `i32`/`i64` (torch), where
+/// a negative value is refused.
+pub trait Id: Copy + Send + Sync + fmt::Debug + 'static {
+    /// The value, as a non-negative index, or `None` if negative.
+    fn index(self) -> Option<u64>;
+    /// The value, for error messages.
+    fn value(self) -> i128;
+}
+
+macro_rules! impl_id {
+    ($($t:ty),*) => {$(
+        impl Id for $t {
+            #[inline(always)]
+            fn index(self) -> Option<u64> {
+                u64::try_from(self).ok()
+            }
+            fn value(self) -> i128 {
+                self as i128
+            }
+        }
+    )*};
+}
+impl_id!(u32, u64, usize, i32, i64);
+
+/// One step's lookups. Gradients are f32, or bf16/f16 widened exactly; rows are `dim` elements, row-major.
+#[derive(Clone, Copy, Debug)]
+pub enum Lookups<'a, I: Id, G: Grad<f32> = f32> {
+    /// One gradient row per lookup, in lookup order (`grads.len() == ids.len() · dim`).
+    Rows {
+        /// The row id of each lookup.
+        ids: &'a [I],
+        /// One row per lookup.
+        grads: &'a [G],
+    },
+    /// Pooled bags, as an `EmbeddingBag` (sum pooling) or TBE backward gives them: bag `b` holds lookups
+    /// `offsets[b]..offsets[b + 1]` (`offsets` starts at 0, never decreases and ends at `ids.len()`), and the
+    /// gradient of each lookup is its bag's row, times its weight when `weights` are given.
+    Bags {
+        /// The row id of each lookup.
+        ids: &'a [I],
+        /// `bags + 1` offsets into `ids`.
+        offsets: &'a [I],
+        /// Per-lookup weights (`ids.len()` of them), or none.
+        weights: Option<&'a [f32]>,
+        /// One row per bag.
+        grads: &'a [G],
+    },
+    /// Already coalesced: each id at most once, one gradient row per id.
+    Coalesced {
+        /// Distinct row ids.
+        ids: &'a [I],
+        /// One row per id.
+        grads: &'a [G],
+    },
+}
+
+/// What is wrong with a step's table or lookups. Positions count lookups (or offsets) from 0; the first offending
+/// one is named. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LookupError {
+    /// The table slice does not have `rows · dim` elements.
+    TableLength {
+        /// `rows · dim`.
+        expected: usize,
+        /// The slice's length.
+        got: usize,
+    },
+    /// An id is negative or not below the number of rows.
+    Id {
+        /// The lookup's position.
+        position: usize,
+        /// The id.
+        id: i128,
+        /// The table's rows.
+        rows: usize,
+    },
+    /// The gradient slice does not have one row per lookup (bag, id).
+    GradLength {
+        /// Rows × dim expected.
+        expected: usize,
+        /// The slice's length.
+        got: usize,
+    },
+    /// The per-lookup weights are not one per id.
+    WeightsLength {
+        /// `ids.len()`.
+        expected: usize,
+        /// The weights' length.
+        got: usize,
+    },
+    /// The offsets are unusable.
+    Offset {
+        /// The offset's position (`offsets.len()` when there are none).
+        position: usize,
+        /// Its value (0 when there are none).
+        value: i128,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Coalesced input with an id given twice.
+    Duplicate {
+        /// The later position.
+        position: usize,
+        /// The id.
+        id: u64,
+    },
+    /// More lookups than a step handles (2³² − 1).
+    TooManyLookups {
+        /// Lookups given.
+        lookups: usize,
+    },
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LookupError::TableLength { expected, got } => {
+                write!(
+                    f,
+                    "table has {got} elements, expected rows × dim = {expected}"
+                )
+            }
+            LookupError::Id { position, id, rows } => {
+                write!(
+                    f,
+                    "id {id} at position {position} is outside the table's {rows} rows"
+                )
+            }
+            LookupError::GradLength { expected, got } => {
+                write!(f, "gradients have {got} elements, expected {expected}")
+            }
+            LookupError::WeightsLength { expected, got } => {
+                write!(f, "{got} per-lookup weights for {expected} lookups")
+            }
+            LookupError::Offset {
+                position,
+                value,
+                reason,
+            } => write!(f, "offset {value} at position {position}: {reason}"),
+            LookupError::Duplicate { position, id } => write!(
+                f,
+                "coalesced lookups give id {id} twice (again at position {position})"
+            ),
+            LookupError::TooManyLookups { lookups } => {
+                write!(f, "{lookups} lookups in one step; at most 4294967295")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for adagrad_kernels::bf16 {}
+    impl Sealed for adagrad_kernels::f16 {}
+}
+
+/// What one row's update needs besides the row.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct RowCtx<'a> {
+    kernels: &'a Kernels,
+    accumulator: Accumulator,
+    row: RowHyper,
+    dense: Hyper<f32>,
+    precision: Precision,
+    rounding: Rounding,
+    step: u64,
+}
+
+/// Table element types: `f32`, [`bf16`] and [`f16`](struct@f16) (with f32 state).
+pub trait Table:
+    sealed::Sealed + bytemuck::Pod + Copy + Send + Sync + fmt::Debug + 'static
+{
+    /// The type's name.
+    const NAME: &'static str;
+    /// Updates row `row` (`w`) with its summed gradient `g` and its state `s` (1 or `dim` elements); `buf` holds
+    /// `dim` f32 of scratch.
+    #[doc(hidden)]
+    fn update_row(
+        ctx: &RowCtx<'_>,
+        w: &mut [Self],
+        g: &[f32],
+        s: &mut [f32],
+        row: u64,
+        buf: &mut [f32],
+    );
+}
+
+impl Table for f32 {
+    const NAME: &'static str = "f32";
+    fn update_row(
+        ctx: &RowCtx<'_>,
+        w: &mut [f32],
+        g: &[f32],
+        s: &mut [f32],
+        _: u64,
+        _: &mut [f32],
+    ) {
+        let done = match ctx.accumulator {
+            Accumulator::RowWise => ctx.kernels.rowwise(w, g, &mut s[0], &ctx.row),
+            Accumulator::ElementWise => {
+                if let Some(c) = ctx.row.decoupled_factor() {
+                    rowwise::decay_elementwise(w, c);
+                }
+                ctx.kernels.update(w, g, s, &ctx.dense, ctx.precision)
+            }
+        };
+        done.expect("row lengths checked before the step");
+    }
+}
+
+fn update_narrow_row<W: Narrow>(
+    ctx: &RowCtx<'_>,
+    w: &mut [W],
+    g: &[f32],
+    s: &mut [f32],
+    row: u64,
+    buf: &mut [f32],
+) {
+    let key = ctx.rounding.key(ctx.step, row);
+    let done = match ctx.accumulator {
+        Accumulator::RowWise => {
+            rowwise::update_narrow(w, g, &mut s[0], &ctx.row, ctx.rounding, key)
+        }
+        Accumulator::ElementWise => {
+            let buf = &mut buf[..w.len()];
+            for (b, x) in buf.iter_mut().zip(w.iter()) {
+                *b = x.widen();
+            }
+            if let Some(c) = ctx.row.decoupled_factor() {
+                rowwise::decay_elementwise(buf, c);
+            }
+            let done = ctx.kernels.update(buf, g, s, &ctx.dense, ctx.precision);
+            ctx.rounding.round_row(buf, w, key);
+            done
+        }
+    };
+    done.expect("row lengths checked before the step");
+}
+
+impl Table for bf16 {
+    const NAME: &'static str = "bf16";
+    fn update_row(
+        ctx: &RowCtx<'_>,
+        w: &mut [bf16],
+        g: &[f32],
+        s: &mut [f32],
+        row: u64,
+        buf: &mut [f32],
+    ) {
+        update_narrow_row(ctx, w, g, s, row, buf)
+    }
+}
+
+impl Table for f16 {
+    const NAME: &'static str = "f16";
+    fn update_row(
+        ctx: &RowCtx<'_>,
+        w: &mut [f16],
+        g: &[f32],
+        s: &mut [f32],
+        row: u64,
+        buf: &mut [f32],
+    ) {
+        update_narrow_row(ctx, w, g, s, row, buf)
+    }
+}
+
+/// Scratch kept between steps, so that steps of repeating sizes allocate nothing.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// `(id << 32) | position` per lookup, sorted: duplicates adjacent, in ascending position.
+    keys: Vec<u64>,
+    /// Where each touched row's run of keys starts, then `keys.len()`.
+    starts: Vec<u32>,
+    /// The bag of each lookup (bags input).
+    bag_of: Vec<u32>,
+}
+
+/// Grows `v` to hold `n` more elements, or reports the allocation failure.
+fn reserve<T>(v: &mut Vec<T>, n: usize) -> Result<(), Error> {
+    v.try_reserve(n).map_err(|_| Error::Alloc { elements: n })
+}
+
+/// Adagrad for one embedding table of `rows × dim` elements of type `W`, with f32 state.
+///
+/// The table itself is the caller's (a slice given to every step); the optimizer owns the accumulators (`rows`
+/// of them for [`Accumulator::RowWise`], `rows · dim` for [`Accumulator::ElementWise`]) and the step count. Every
+/// step validates all of its input before writing anything. Threads, kernel path and tuning come from the
+/// [`Config`], as for [`crate::Adagrad`]; results never depend on them.
+#[derive(Debug)]
+pub struct EmbeddingAdagrad<W: Table> {
+    config: Config,
+    options: TableOptions,
+    exec: Executor,
+    rows: usize,
+    dim: usize,
+    state: AlignedBuf<f32>,
+    step: u64,
+    scratch: Scratch,
+    _table: std::marker::PhantomData<fn(&mut [W])>,
+}
+
+impl<W: Table> EmbeddingAdagrad<W> {
+    /// An optimizer for a table of `rows × dim` elements (`dim ≥ 1`, `rows < 2³²`), every accumulator set to
+    /// `initial_accumulator_value`. The configuration is validated as f32 values (the state's type).
+    pub fn new(
+        config: Config,
+        rows: usize,
+        dim: usize,
+        options: TableOptions,
+    ) -> Result<Self, Error> {
+        config.validate_for::<f32>()?;
+        let shape = |reason| Error::TableShape { rows, dim, reason };
+        if dim == 0 {
+            return Err(shape("dim must be at least 1"));
+        }
+        if rows > u32::MAX as usize {
+            return Err(shape("at most 4294967295 rows"));
+        }
+        let elements = rows.checked_mul(dim).ok_or(shape("rows × dim overflows"))?;
+        let exec = Executor::new(&config)?;
+        let n = match options.accumulator {
+            Accumulator::RowWise => rows,
+            Accumulator::ElementWise => elements,
+        };
+        let state = AlignedBuf::filled(n, config.initial_accumulator_value as f32)?;
+        Ok(EmbeddingAdagrad {
+            config,
+            options,
+            exec,
+            rows,
+            dim,
+            state,
+            step: 0,
+            scratch: Scratch::default(),
+            _table: std::marker::PhantomData,
+        })
+    }
+
+    /// One step: validates `table` and `lookups` (see [`LookupError`]), sums each touched row's gradients in
+    /// ascending lookup position, and updates each touched row once. On any error nothing is changed; with
+    /// [`NonFinite::SkipStep`] a step whose gradients (or weights) hold NaN or ±∞ changes nothing and returns
+    /// [`StepOutcome::Skipped`].
+    pub fn step<I: Id, G: Grad<f32>>(
+        &mut self,
+        table: &mut [W],
+        lookups: Lookups<'_, I, G>,
+    ) -> Result<StepOutcome, Error> {
+        let t = self.step.checked_add(1).ok_or(Error::StepCountOverflow)?;
+        let expected = self.rows * self.dim;
+        if table.len() != expected {
+            return Err(LookupError::TableLength {
+                expected,
+                got: table.len(),
+            }
+            .into());
+        }
+        let src = self.prepare(lookups)?.with_bags(&self.scratch.bag_of);
+        if self.config.non_finite != NonFinite::Propagate {
+            let bad = src.non_finite();
+            if bad > 0 {
+                return match self.config.non_finite {
+                    NonFinite::Error => Err(Error::NonFiniteGradient { count: bad }),
+                    _ => Ok(StepOutcome::Skipped { non_finite: bad }),
+                };
+            }
+        }
+        let c = &self.config;
+        let ctx = RowCtx {
+            kernels: self.exec.kernels(),
+            accumulator: self.options.accumulator,
+            row: RowHyper::new(
+                c.lr,
+                c.lr_decay,
+                t,
+                c.weight_decay,
+                self.options.decay,
+                c.eps,
+                c.maximize,
+                c.eps_placement,
+            ),
+            dense: Hyper::new(
+                c.lr,
+                c.lr_decay,
+                t,
+                if self.options.decay == DecayMode::L2 {
+                    c.weight_decay
+                } else {
+                    0.0
+                },
+                c.eps,
+                c.maximize,
+                c.eps_placement,
+            ),
+            precision: c.precision,
+            rounding: self.options.rounding,
+            step: t,
+        };
+        let per_row = match self.options.accumulator {
+            Accumulator::RowWise => 1,
+            Accumulator::ElementWise => self.dim,
+        };
+        let work = Rows {
+            keys: &self.scratch.keys,
+            starts: &self.scratch.starts,
+            first_row: 0,
+            table,
+            state: self.state.as_mut_slice(),
+            dim: self.dim,
+            per_row,
+        };
+        let leaf = |piece: Rows<'_, W>| piece.run(&ctx, &src);
+        // The dense step's thresholds, counted in touched elements: below the parallel threshold on the calling
+        // thread; otherwise one piece per thread, each of at least `min_piece` elements.
+        let tuning = self.exec.tuning();
+        let touched = work.len().saturating_mul(self.dim);
+        let (pool, threads) = self.exec.pool_and_threads();
+        let pool = pool.filter(|_| touched >= tuning.parallel_threshold);
+        let min_rows = tuning.min_piece.div_ceil(self.dim).max(1);
+        run_pieces(work, pool, threads, min_rows, &leaf);
+        self.step = t;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// Validates the lookups and fills the scratch: sorted keys and the start of each touched row's run.
+    fn prepare<'a, I: Id, G: Grad<f32>>(
+        &mut self,
+        lookups: Lookups<'a, I, G>,
+    ) -> Result<Source<'a, G>, Error> {
+        let (ids, grads_rows, src) = match lookups {
+            Lookups::Rows { ids, grads } => (ids, ids.len(), Source::Rows(grads)),
+            Lookups::Coalesced { ids, grads } => (ids, ids.len(), Source::Rows(grads)),
+            Lookups::Bags {
+                ids,
+                offsets,
+                weights,
+                grads,
+            } => {
+                let Some(bags) = offsets.len().checked_sub(1) else {
+                    return Err(LookupError::Offset {
+                        position: 0,
+                        value: 0,
+                        reason: "no offsets: bags need bags + 1 of them",
+                    }
+                    .into());
+                };
+                (
+                    ids,
+                    bags,
+                    Source::Bags {
+                        grads,
+                        weights,
+                        bag_of: &[],
+                    },
+                )
+            }
+        };
+        let n = ids.len();
+        if n > u32::MAX as usize {
+            return Err(LookupError::TooManyLookups { lookups: n }.into());
+        }
+        let rows = self.rows;
+        let s = &mut self.scratch;
+        s.keys.clear();
+        reserve(&mut s.keys, n)?;
+        for (pos, &id) in ids.iter().enumerate() {
+            match id.index() {
+                Some(r) if r < rows as u64 => s.keys.push((r << 32) | pos as u64),
+                _ => {
+                    return Err(LookupError::Id {
+                        position: pos,
+                        id: id.value(),
+                        rows,
+                    }
+                    .into());
+                }
+            }
+        }
+        let want = grads_rows.checked_mul(self.dim).unwrap_or(usize::MAX);
+        let got = src.grads_len();
+        if got != want {
+            return Err(LookupError::GradLength {
+                expected: want,
+                got,
+            }
+            .into());
+        }
+        let src = match (src, lookups) {
+            (Source::Bags { grads, weights, .. }, Lookups::Bags { offsets, .. }) => {
+                if let Some(w) = weights
+                    && w.len() != n
+                {
+                    return Err(LookupError::WeightsLength {
+                        expected: n,
+                        got: w.len(),
+                    }
+                    .into());
+                }
+                fill_bags(offsets, n, &mut s.bag_of)?;
+                Source::Bags {
+                    grads,
+                    weights,
+                    bag_of: &[],
+                }
+            }
+            (src, _) => src,
+        };
+        s.keys.sort_unstable();
+        s.starts.clear();
+        reserve(&mut s.starts, n + 1)?;
+        let mut prev = u64::MAX;
+        for (i, &k) in s.keys.iter().enumerate() {
+            if k >> 32 != prev {
+                s.starts.push(i as u32);
+                prev = k >> 32;
+            }
+        }
+        s.starts.push(n as u32);
+        if let Lookups::Coalesced { .. } = lookups {
+            first_duplicate(&s.keys, &s.starts)?;
+        }
+        Ok(src)
+    }
+
+    /// The accumulators: one per row (row-wise) or `rows · dim`, row-major (element-wise).
+    pub fn state(&self) -> &[f32] {
+        self.state.as_slice()
+    }
+
+    /// The accumulators, to set them (initialising or restoring a table's state). Every value must be finite and
+    /// not negative for the steps' results to mean anything; nothing checks them here.
+    pub fn state_mut(&mut self) -> &mut [f32] {
+        self.state.as_mut_slice()
+    }
+
+    /// Steps taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Rows of the table.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Elements per row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The embedding-specific options.
+    pub fn options(&self) -> TableOptions {
+        self.options
+    }
+
+    /// The kernel path.
+    pub fn isa(&self) -> Isa {
+        self.exec.isa()
+    }
+
+    /// Threads a large step runs on, the caller included.
+    pub fn threads(&self) -> usize {
+        self.exec.threads()
+    }
+
+    /// Changes the base learning rate for the following steps; a negative, NaN or infinite value (or one that
+    /// overflows f32) is refused and nothing changes.
+    pub fn set_lr(&mut self, lr: f64) -> Result<(), Error> {
+        Config {
+            lr,
+            ..self.config.clone()
+        }
+        .validate_for::<f32>()?;
+        self.config.lr = lr;
+        Ok(())
+    }
+}
+
+/// Checks the offsets (start at 0, never decrease, end at `lookups`) and writes each lookup's bag.
+fn fill_bags<I: Id>(offsets: &[I], lookups: usize, bag_of: &mut Vec<u32>) -> Result<(), Error> {
+    let bad = |position, value: I, reason| {
+        Err(Error::from(LookupError::Offset {
+            position,
+            value: value.value(),
+            reason,
+        }))
+    };
+    let last = offsets.len() - 1;
+    let mut prev = 0u64;
+    for (i, &o) in offsets.iter().enumerate() {
+        let Some(v) = o.index() else {
+            return bad(i, o, "negative");
+        };
+        if i == 0 && v != 0 {
+            return bad(i, o, "the first offset must be 0");
+        }
+        if v < prev {
+            return bad(i, o, "offsets must not decrease");
+        }
+        if v > lookups as u64 {
+            return bad(i, o, "beyond the number of lookups");
+        }
+        if i == last && v != lookups as u64 {
+            return bad(i, o, "the last offset must equal the number of lookups");
+        }
+        prev = v;
+    }
+    bag_of.clear();
+    reserve(bag_of, lookups)?;
+    for (b, pair) in offsets.windows(2).enumerate() {
+        let (lo, hi) = (pair[0].index().unwrap_or(0), pair[1].index().unwrap_or(0));
+        bag_of.extend((lo..hi).map(|_| b as u32));
+    }
+    Ok(())
+}
+
+/// In coalesced input, the first position whose id came earlier, as an error.
+fn first_duplicate(keys: &[u64], starts: &[u32]) -> Result<(), Error> {
+    let mut first: Option<(usize, u64)> = None;
+    for run in starts.windows(2) {
+        let (lo, hi) = (run[0] as usize, run[1] as usize);
+        if hi - lo > 1 {
+            // The run is in ascending position: its second key is the row's first repeat.
+            let k = keys[lo + 1];
+            let pos = (k & 0xFFFF_FFFF) as usize;
+            if first.is_none_or(|(p, _)| pos < p) {
+                first = Some((pos, k >> 32));
+            }
+        }
+    }
+    match first {
+        Some((position, id)) => Err(LookupError::Duplicate { position, id }.into()),
+        None => Ok(()),
+    }
+}
+
+/// Where a lookup's gradient row comes from.
+#[derive(Clone, Copy)]
+enum Source<'a, G> {
+    Rows(&'a [G]),
+    Bags {
+        grads: &'a [G],
+        weights: Option<&'a [f32]>,
+        bag_of: &'a [u32],
+    },
+}
+
+impl<'a, G: Grad<f32>> Source<'a, G> {
+    /// The same source, reading bag numbers from `bag_of` (filled by [`fill_bags`]).
+    fn with_bags(self, bag_of: &'a [u32]) -> Self {
+        match self {
+            Source::Bags { grads, weights, .. } => Source::Bags {
+                grads,
+                weights,
+                bag_of,
+            },
+            rows => rows,
+        }
+    }
+
+    fn grads_len(&self) -> usize {
+        match self {
+            Source::Rows(g) | Source::Bags { grads: g, .. } => g.len(),
+        }
+    }
+
+    /// Gradient and weight elements that are NaN or ±∞.
+    fn non_finite(&self) -> usize {
+        let (grads, weights) = match self {
+            Source::Rows(g) => (*g, None),
+            Source::Bags { grads, weights, .. } => (*grads, *weights),
+        };
+        grads.iter().filter(|g| !g.widen().is_finite()).count()
+            + weights.map_or(0, |w| w.iter().filter(|x| !x.is_finite()).count())
+    }
+}
+
+/// A run of touched rows: the rows of `starts[..]`'s runs, with the part of the table and state that holds them.
+struct Rows<'a, W> {
+    keys: &'a [u64],
+    /// Run starts into `keys`, and the end of the last run.
+    starts: &'a [u32],
+    /// The row index of `table`'s first row.
+    first_row: usize,
+    table: &'a mut [W],
+    state: &'a mut [f32],
+    dim: usize,
+    /// State elements per row (1 or dim).
+    per_row: usize,
+}
+
+impl<W: Table> Split for Rows<'_, W> {
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn split(self, at: usize) -> (Self, Self) {
+        let at = at.min(self.len());
+        let boundary = if at == self.len() {
+            self.first_row + self.table.len() / self.dim
+        } else {
+            (self.keys[self.starts[at] as usize] >> 32) as usize
+        };
+        let r = boundary - self.first_row;
+        let (t0, t1) = self.table.split_at_mut(r * self.dim);
+        let (s0, s1) = self.state.split_at_mut(r * self.per_row);
+        (
+            Rows {
+                keys: self.keys,
+                starts: &self.starts[..=at],
+                first_row: self.first_row,
+                table: t0,
+                state: s0,
+                dim: self.dim,
+                per_row: self.per_row,
+            },
+            Rows {
+                keys: self.keys,
+                starts: &self.starts[at..],
+                first_row: boundary,
+                table: t1,
+                state: s1,
+                dim: self.dim,
+                per_row: self.per_row,
+            },
+        )
+    }
+}
+
+thread_local! {
+    /// Per-thread rows of scratch: the summed gradient and a widened 16-bit row.
+    static ROW_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<W: Table> Rows<'_, W> {
+    /// Sums and applies every row of this run, on this thread.
+    fn run<G: Grad<f32>>(self, ctx: &RowCtx<'_>, src: &Source<'_, G>) {
+        let dim = self.dim;
+        ROW_SCRATCH.with_borrow_mut(|buf| {
+            if buf.len() < 2 * dim {
+                buf.resize(2 * dim, 0.0);
+            }
+            let (sum, wide) = buf.split_at_mut(dim);
+            for run in self.starts.windows(2) {
+                let keys = &self.keys[run[0] as usize..run[1] as usize];
+                let row = (keys[0] >> 32) as usize;
+                for (i, &k) in keys.iter().enumerate() {
+                    src.accumulate((k & 0xFFFF_FFFF) as usize, dim, sum, i == 0);
+                }
+                let r = row - self.first_row;
+                W::update_row(
+                    ctx,
+                    &mut self.table[r * dim..(r + 1) * dim],
+                    sum,
+                    &mut self.state[r * self.per_row..(r + 1) * self.per_row],
+                    row as u64,
+                    &mut wide[..dim],
+                );
+            }
+        });
+    }
+}
+
+impl<G: Grad<f32>> Source<'_, G> {
+    /// Adds lookup `pos`'s gradient row into `sum` (or sets it, for a row's first lookup).
+    #[inline]
+    fn accumulate(&self, pos: usize, dim: usize, sum: &mut [f32], first: bool) {
+        match *self {
+            Source::Rows(g) => add_row(sum, &g[pos * dim..(pos + 1) * dim], None, first),
+            Source::Bags {
+                grads,
+                weights,
+                bag_of,
+            } => {
+                let b = bag_of[pos] as usize;
+                add_row(
+                    sum,
+                    &grads[b * dim..(b + 1) * dim],
+                    weights.map(|w| w[pos]),
+                    first,
+                )
+            }
+        }
+    }
+}
+
+/// `sum (+)= weight · g`, element by element in f32 (the product rounded, then the sum).
+#[inline(always)]
+fn add_row<G: Grad<f32>>(sum: &mut [f32], g: &[G], weight: Option<f32>, first: bool) {
+    match (weight, first) {
+        (None, true) => sum.iter_mut().zip(g).for_each(|(s, g)| *s = g.widen()),
+        (None, false) => sum.iter_mut().zip(g).for_each(|(s, g)| *s += g.widen()),
+        (Some(w), true) => sum.iter_mut().zip(g).for_each(|(s, g)| *s = w * g.widen()),
+        (Some(w), false) => sum.iter_mut().zip(g).for_each(|(s, g)| *s += w * g.widen()),
+    }
+}
