@@ -554,7 +554,7 @@ impl<W: Table> EmbeddingAdagrad<W> {
                 }
             }
         }
-        let want = grads_rows.checked_mul(self.dim).unwrap_or(usize::MAX);
+        let want = grads_rows.saturating_mul(self.dim);
         let got = src.grads_len();
         if got != want {
             return Err(LookupError::GradLength {

@@ -137,7 +137,7 @@ impl RowHyper {
     /// no decoupled decay (see [`decay_elementwise`]).
     pub fn decoupled_factor(&self) -> Option<f32> {
         (self.decay == DecayMode::Decoupled && self.weight_decay != 0.0)
-            .then(|| 1.0 - self.clr * self.weight_decay)
+            .then_some(1.0 - self.clr * self.weight_decay)
     }
 }
 
