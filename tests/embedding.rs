@@ -1,0 +1,748 @@
+//! Embedding-table steps: an independent model of the duplicate sums (a map of rows, summed in lookup order, then
+//! the row spec) on every path; the element-wise step against the dense optimizer; thread counts and input forms
+//! that must not change a bit; every refusal, with nothing changed.
+
+#[path = "../kernels/tests/common/mod.rs"]
+mod kernels_common;
+
+use adagrad::embedding::{
+    Accumulator, EmbeddingAdagrad, LookupError, Lookups, Table, TableOptions,
+};
+use adagrad::kernels::rowwise::{self, DecayMode, Rounding, RowHyper};
+use adagrad::{
+    Adagrad, Config, EpsPlacement, Error, Isa, NonFinite, Parallelism, StepOutcome, Tuning, bf16,
+    f16,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+/// A configuration that splits even tiny steps across `threads` threads (pieces of one row).
+fn config(isa: Isa, threads: usize) -> Config {
+    Config::default()
+        .lr(0.05)
+        .lr_decay(0.01)
+        .eps(1e-8)
+        .isa(isa)
+        .parallelism(Parallelism::Threads(threads))
+        .tuning(Tuning {
+            parallel_threshold: 0,
+            min_piece: 1,
+            ..Tuning::for_cpu(&adagrad::Cpu::this())
+        })
+}
+
+/// Skewed ids (a few hot rows, many cold), the shape of real lookups.
+fn ids(rng: &mut StdRng, n: usize, rows: usize) -> Vec<i64> {
+    (0..n)
+        .map(|_| {
+            let u: f64 = rng.r#gen();
+            ((u * u * u * rows as f64) as usize).min(rows - 1) as i64
+        })
+        .collect()
+}
+
+fn values(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn bits<W: Table>(v: &[W]) -> Vec<u8> {
+    bytemuck::cast_slice(v).to_vec()
+}
+
+/// The model: each touched row's gradient summed in ascending lookup position, then the row spec (row-wise) —
+/// written with a map, sharing nothing with the crate's sorting and splitting.
+#[test]
+fn row_wise_steps_match_an_independent_model_on_every_path() {
+    let (rows, dim) = (300, 21);
+    for isa in Isa::ALL {
+        if kernels_common::kernels_or_skip(isa, "row_wise_model").is_none() {
+            continue;
+        }
+        for (wd, decay, maximize) in [
+            (0.0, DecayMode::L2, false),
+            (0.01, DecayMode::L2, true),
+            (0.02, DecayMode::Decoupled, false),
+        ] {
+            let mut rng = StdRng::seed_from_u64(1);
+            let mut table = values(&mut rng, rows * dim);
+            let mut model = table.clone();
+            let mut h = vec![0.1f32; rows];
+            let c = config(isa, 2)
+                .weight_decay(wd)
+                .maximize(maximize)
+                .initial_accumulator_value(0.1);
+            let mut opt = EmbeddingAdagrad::<f32>::new(
+                c.clone(),
+                rows,
+                dim,
+                TableOptions::default().decay(decay),
+            )
+            .unwrap();
+            for t in 1..=6u64 {
+                let ids = ids(&mut rng, 500, rows);
+                let grads = values(&mut rng, ids.len() * dim);
+                opt.step(
+                    &mut table,
+                    Lookups::Rows {
+                        ids: &ids,
+                        grads: &grads,
+                    },
+                )
+                .unwrap();
+                let mut sums: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+                for (pos, &id) in ids.iter().enumerate() {
+                    let g = &grads[pos * dim..(pos + 1) * dim];
+                    match sums.get_mut(&(id as usize)) {
+                        Some(s) => s.iter_mut().zip(g).for_each(|(s, g)| *s += g),
+                        None => {
+                            sums.insert(id as usize, g.to_vec());
+                        }
+                    }
+                }
+                let hy = RowHyper::new(
+                    c.lr,
+                    c.lr_decay,
+                    t,
+                    wd,
+                    decay,
+                    c.eps,
+                    maximize,
+                    EpsPlacement::Outside,
+                );
+                for (r, g) in &sums {
+                    rowwise::update_f32(&mut model[r * dim..(r + 1) * dim], g, &mut h[*r], &hy)
+                        .unwrap();
+                }
+                assert_eq!(bits(&table), bits(&model), "{isa} step {t} wd {wd}");
+                assert_eq!(bits(opt.state()), bits(&h), "{isa} step {t}");
+                assert_eq!(opt.step_count(), t);
+            }
+        }
+    }
+}
+
+/// An element-wise step that touches every row once is the dense step on that gradient, bit for bit.
+#[test]
+fn element_wise_step_over_every_row_is_the_dense_step() {
+    let (rows, dim) = (97, 13);
+    for isa in Isa::ALL {
+        if kernels_common::kernels_or_skip(isa, "element_wise_dense").is_none() {
+            continue;
+        }
+        for (wd, maximize, placement) in [
+            (0.0, false, EpsPlacement::Outside),
+            (0.03, true, EpsPlacement::Outside),
+            (0.0, false, EpsPlacement::Inside),
+        ] {
+            let c = config(isa, 3)
+                .weight_decay(wd)
+                .maximize(maximize)
+                .eps_placement(placement);
+            let mut rng = StdRng::seed_from_u64(2);
+            let mut table = values(&mut rng, rows * dim);
+            let mut dense = table.clone();
+            let opts = TableOptions::default().accumulator(Accumulator::ElementWise);
+            let mut opt = EmbeddingAdagrad::<f32>::new(c.clone(), rows, dim, opts).unwrap();
+            let mut dopt = Adagrad::<f32>::new(c, &[rows * dim]).unwrap();
+            for step in 0..5 {
+                // Every row once, in a shuffled order.
+                let mut order: Vec<u32> = (0..rows as u32).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.gen_range(0..=i));
+                }
+                let g_dense = values(&mut rng, rows * dim);
+                let grads: Vec<f32> = order
+                    .iter()
+                    .flat_map(|&r| g_dense[r as usize * dim..(r as usize + 1) * dim].to_vec())
+                    .collect();
+                opt.step(
+                    &mut table,
+                    Lookups::Rows {
+                        ids: &order,
+                        grads: &grads,
+                    },
+                )
+                .unwrap();
+                dopt.step_flat(&mut dense, &g_dense).unwrap();
+                assert_eq!(bits(&table), bits(&dense), "{isa} step {step}");
+                assert_eq!(
+                    bits(opt.state()),
+                    bits(&dopt.state()[0]),
+                    "{isa} step {step}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs `steps` steps of a random skewed workload on a `W` table and returns the table and state bits.
+fn workload<W: Table>(
+    isa: Isa,
+    threads: usize,
+    options: TableOptions,
+    from_f32: fn(f32) -> W,
+) -> (Vec<u8>, Vec<u8>) {
+    let (rows, dim) = (2000, 19);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut table: Vec<W> = values(&mut rng, rows * dim)
+        .into_iter()
+        .map(from_f32)
+        .collect();
+    let c = config(isa, threads).weight_decay(0.01);
+    let mut opt = EmbeddingAdagrad::<W>::new(c, rows, dim, options).unwrap();
+    for _ in 0..4 {
+        let ids = ids(&mut rng, 3000, rows);
+        let grads = values(&mut rng, ids.len() * dim);
+        opt.step(
+            &mut table,
+            Lookups::Rows {
+                ids: &ids,
+                grads: &grads,
+            },
+        )
+        .unwrap();
+    }
+    (bits(&table), bits(opt.state()))
+}
+
+/// Thread counts and paths never change a bit: row-wise and element-wise, f32, bf16 (stochastic rounding) and f16
+/// tables, every decay mode.
+#[test]
+fn threads_and_paths_give_the_same_bits() {
+    for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
+        for decay in [DecayMode::L2, DecayMode::Decoupled] {
+            let o = TableOptions::default()
+                .accumulator(accumulator)
+                .decay(decay);
+            let sr = o.rounding(Rounding::Stochastic { seed: 9 });
+            let base32 = workload::<f32>(Isa::Scalar, 1, o, |x| x);
+            let base16 = workload::<f16>(Isa::Scalar, 1, o, f16::from_f32);
+            let base_b = workload::<bf16>(Isa::Scalar, 1, sr, bf16::from_f32);
+            assert_ne!(base_b, workload::<bf16>(Isa::Scalar, 1, o, bf16::from_f32));
+            for isa in Isa::ALL {
+                if kernels_common::kernels_or_skip(isa, "threads_and_paths").is_none() {
+                    continue;
+                }
+                for threads in [1, 2, 3, 4] {
+                    let what = format!("{isa} {threads} {accumulator:?} {decay:?}");
+                    assert_eq!(
+                        workload::<f32>(isa, threads, o, |x| x),
+                        base32,
+                        "f32 {what}"
+                    );
+                    assert_eq!(
+                        workload::<f16>(isa, threads, o, f16::from_f32),
+                        base16,
+                        "f16 {what}"
+                    );
+                    assert_eq!(
+                        workload::<bf16>(isa, threads, sr, bf16::from_f32),
+                        base_b,
+                        "bf16 {what}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Bags with weights are the per-lookup rows `f32(weight · bag row)`; coalesced input is per-lookup input with
+/// distinct ids; bf16 gradients are their exact f32 values; u32, u64, usize and i32 ids are i64 ids.
+#[test]
+fn input_forms_agree() {
+    let (rows, dim) = (500, 9);
+    let mut rng = StdRng::seed_from_u64(4);
+    let table0 = values(&mut rng, rows * dim);
+    let run = |f: &dyn Fn(&mut EmbeddingAdagrad<f32>, &mut Vec<f32>)| {
+        let mut t = table0.clone();
+        let mut opt = EmbeddingAdagrad::<f32>::new(
+            config(Isa::best(), 2),
+            rows,
+            dim,
+            TableOptions::default(),
+        )
+        .unwrap();
+        f(&mut opt, &mut t);
+        (bits(&t), bits(opt.state()))
+    };
+    let ids = ids(&mut rng, 800, rows);
+    let offsets: Vec<i64> = [0i64, 0, 5, 100, 100, 333, 700, 800].to_vec();
+    let weights = values(&mut rng, ids.len());
+    let bag_grads = values(&mut rng, (offsets.len() - 1) * dim);
+    let mut expanded = Vec::new();
+    for (pos, w) in weights.iter().enumerate() {
+        let b = offsets
+            .windows(2)
+            .position(|o| (o[0]..o[1]).contains(&(pos as i64)))
+            .unwrap();
+        expanded.extend(bag_grads[b * dim..(b + 1) * dim].iter().map(|g| w * g));
+    }
+    let bags = run(&|o, t| {
+        o.step(
+            t,
+            Lookups::Bags {
+                ids: &ids,
+                offsets: &offsets,
+                weights: Some(&weights),
+                grads: &bag_grads,
+            },
+        )
+        .unwrap();
+    });
+    let rows_form = run(&|o, t| {
+        o.step(
+            t,
+            Lookups::Rows {
+                ids: &ids,
+                grads: &expanded,
+            },
+        )
+        .unwrap();
+    });
+    assert_eq!(bags, rows_form);
+    // Unweighted bags: the bag row itself for each lookup.
+    let mut plain = Vec::new();
+    for pos in 0..ids.len() {
+        let b = offsets
+            .windows(2)
+            .position(|o| (o[0]..o[1]).contains(&(pos as i64)))
+            .unwrap();
+        plain.extend_from_slice(&bag_grads[b * dim..(b + 1) * dim]);
+    }
+    assert_eq!(
+        run(&|o, t| {
+            o.step(
+                t,
+                Lookups::Bags {
+                    ids: &ids,
+                    offsets: &offsets,
+                    weights: None,
+                    grads: &bag_grads,
+                },
+            )
+            .unwrap();
+        }),
+        run(&|o, t| {
+            o.step(
+                t,
+                Lookups::Rows {
+                    ids: &ids,
+                    grads: &plain,
+                },
+            )
+            .unwrap();
+        })
+    );
+    // Coalesced: distinct ids in any order.
+    let mut uniq: Vec<u32> = (0..rows as u32).filter(|r| r % 3 == 1).collect();
+    uniq.reverse();
+    let g = values(&mut rng, uniq.len() * dim);
+    let coalesced = run(&|o, t| {
+        o.step(
+            t,
+            Lookups::Coalesced {
+                ids: &uniq,
+                grads: &g,
+            },
+        )
+        .unwrap();
+    });
+    assert_eq!(
+        coalesced,
+        run(&|o, t| {
+            o.step(
+                t,
+                Lookups::Rows {
+                    ids: &uniq,
+                    grads: &g,
+                },
+            )
+            .unwrap();
+        })
+    );
+    // Id types.
+    let as_u64: Vec<u64> = uniq.iter().map(|&x| x as u64).collect();
+    let as_usize: Vec<usize> = uniq.iter().map(|&x| x as usize).collect();
+    let as_i32: Vec<i32> = uniq.iter().map(|&x| x as i32).collect();
+    for other in [
+        run(&|o, t| {
+            o.step(
+                t,
+                Lookups::Rows {
+                    ids: &as_u64,
+                    grads: &g,
+                },
+            )
+            .unwrap();
+        }),
+        run(&|o, t| {
+            o.step(
+                t,
+                Lookups::Rows {
+                    ids: &as_usize,
+                    grads: &g,
+                },
+            )
+            .unwrap();
+        }),
+        run(&|o, t| {
+            o.step(
+                t,
+                Lookups::Rows {
+                    ids: &as_i32,
+                    grads: &g,
+                },
+            )
+            .unwrap();
+        }),
+    ] {
+        assert_eq!(other, coalesced);
+    }
+    // bf16 gradients.
+    let gb: Vec<bf16> = g.iter().map(|&x| bf16::from_f32(x)).collect();
+    let gw: Vec<f32> = gb.iter().map(|x| x.to_f32()).collect();
+    assert_eq!(
+        run(&|o, t| {
+            o.step(
+                t,
+                Lookups::Rows {
+                    ids: &uniq,
+                    grads: &gb,
+                },
+            )
+            .unwrap();
+        }),
+        run(&|o, t| {
+            o.step(
+                t,
+                Lookups::Rows {
+                    ids: &uniq,
+                    grads: &gw,
+                },
+            )
+            .unwrap();
+        })
+    );
+}
+
+/// Every malformed input is refused with the first offending position, and nothing changes.
+#[test]
+fn refusals_change_nothing() {
+    let (rows, dim) = (10, 3);
+    let mut opt = EmbeddingAdagrad::<f32>::new(
+        Config::default().non_finite(NonFinite::Error),
+        rows,
+        dim,
+        TableOptions::default(),
+    )
+    .unwrap();
+    let mut table = vec![1.0f32; rows * dim];
+    let g = |n: usize| vec![0.5f32; n * dim];
+    // One good step, so that state and count are not at their initial values.
+    opt.step(
+        &mut table,
+        Lookups::Rows {
+            ids: &[1u32, 2],
+            grads: &g(2),
+        },
+    )
+    .unwrap();
+    let (t0, s0) = (table.clone(), opt.state().to_vec());
+    let cases: Vec<(Result<StepOutcome, Error>, LookupError)> = vec![
+        (
+            opt.step(
+                &mut table[..29],
+                Lookups::Rows {
+                    ids: &[1u32],
+                    grads: &g(1),
+                },
+            ),
+            LookupError::TableLength {
+                expected: 30,
+                got: 29,
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Rows {
+                    ids: &[1i64, 2, 3, 10, -1],
+                    grads: &g(5),
+                },
+            ),
+            LookupError::Id {
+                position: 3,
+                id: 10,
+                rows: 10,
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Rows {
+                    ids: &[1i64, -4, 30],
+                    grads: &g(3),
+                },
+            ),
+            LookupError::Id {
+                position: 1,
+                id: -4,
+                rows: 10,
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Rows {
+                    ids: &[1u32, 2],
+                    grads: &g(3),
+                },
+            ),
+            LookupError::GradLength {
+                expected: 6,
+                got: 9,
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Coalesced {
+                    ids: &[4u32, 3, 4, 3],
+                    grads: &g(4),
+                },
+            ),
+            LookupError::Duplicate { position: 2, id: 4 },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Bags {
+                    ids: &[1i64, 2],
+                    offsets: &[],
+                    weights: None,
+                    grads: &g(0),
+                },
+            ),
+            LookupError::Offset {
+                position: 0,
+                value: 0,
+                reason: "no offsets: bags need bags + 1 of them",
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Bags {
+                    ids: &[1i64, 2],
+                    offsets: &[1, 2],
+                    weights: None,
+                    grads: &g(1),
+                },
+            ),
+            LookupError::Offset {
+                position: 0,
+                value: 1,
+                reason: "the first offset must be 0",
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Bags {
+                    ids: &[1i64, 2, 3],
+                    offsets: &[0, 2, 1, 3],
+                    weights: None,
+                    grads: &g(3),
+                },
+            ),
+            LookupError::Offset {
+                position: 2,
+                value: 1,
+                reason: "offsets must not decrease",
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Bags {
+                    ids: &[1i64, 2, 3],
+                    offsets: &[0, 4, 3],
+                    weights: None,
+                    grads: &g(2),
+                },
+            ),
+            LookupError::Offset {
+                position: 1,
+                value: 4,
+                reason: "beyond the number of lookups",
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Bags {
+                    ids: &[1i64, 2, 3],
+                    offsets: &[0, 1, 2],
+                    weights: None,
+                    grads: &g(2),
+                },
+            ),
+            LookupError::Offset {
+                position: 2,
+                value: 2,
+                reason: "the last offset must equal the number of lookups",
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Bags {
+                    ids: &[1i64, 2, 3],
+                    offsets: &[0, -1, 3],
+                    weights: None,
+                    grads: &g(2),
+                },
+            ),
+            LookupError::Offset {
+                position: 1,
+                value: -1,
+                reason: "negative",
+            },
+        ),
+        (
+            opt.step(
+                &mut table,
+                Lookups::Bags {
+                    ids: &[1i64, 2, 3],
+                    offsets: &[0, 3],
+                    weights: Some(&[1.0; 2]),
+                    grads: &g(1),
+                },
+            ),
+            LookupError::WeightsLength {
+                expected: 3,
+                got: 2,
+            },
+        ),
+    ];
+    for (i, (got, want)) in cases.into_iter().enumerate() {
+        assert_eq!(got, Err(Error::Lookup(want)), "case {i}");
+    }
+    // Non-finite gradients under NonFinite::Error, and weights too.
+    let mut bad = g(2);
+    bad[4] = f32::NAN;
+    assert_eq!(
+        opt.step(
+            &mut table,
+            Lookups::Rows {
+                ids: &[1u32, 2],
+                grads: &bad
+            }
+        ),
+        Err(Error::NonFiniteGradient { count: 1 })
+    );
+    assert_eq!(
+        opt.step(
+            &mut table,
+            Lookups::Bags {
+                ids: &[1u32, 2],
+                offsets: &[0, 2],
+                weights: Some(&[1.0, f32::INFINITY]),
+                grads: &g(1)
+            },
+        ),
+        Err(Error::NonFiniteGradient { count: 1 })
+    );
+    assert_eq!(
+        (table.clone(), opt.state().to_vec(), opt.step_count()),
+        (t0.clone(), s0.clone(), 1)
+    );
+    // SkipStep reports the count and changes nothing either.
+    let mut skip = EmbeddingAdagrad::<f32>::new(
+        Config::default().non_finite(NonFinite::SkipStep),
+        rows,
+        dim,
+        TableOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        skip.step(
+            &mut table,
+            Lookups::Rows {
+                ids: &[1u32, 2],
+                grads: &bad
+            }
+        ),
+        Ok(StepOutcome::Skipped { non_finite: 1 })
+    );
+    assert_eq!((table, skip.step_count()), (t0, 0));
+    // Shapes and configurations refused at construction.
+    let shape = |rows, dim| {
+        EmbeddingAdagrad::<f16>::new(Config::default(), rows, dim, TableOptions::default())
+    };
+    assert!(matches!(
+        shape(10, 0),
+        Err(Error::TableShape {
+            reason: "dim must be at least 1",
+            ..
+        })
+    ));
+    assert!(matches!(shape(1 << 33, 1), Err(Error::TableShape { .. })));
+    assert!(matches!(
+        shape(usize::MAX / 2, 3),
+        Err(Error::TableShape { .. })
+    ));
+    assert!(matches!(
+        EmbeddingAdagrad::<f32>::new(Config::default().lr(1e39), 1, 1, TableOptions::default()),
+        Err(Error::InvalidConfig { field: "lr", .. })
+    ));
+    // Messages name what is wrong.
+    let e = Error::Lookup(LookupError::Id {
+        position: 3,
+        id: 10,
+        rows: 10,
+    });
+    assert_eq!(
+        e.to_string(),
+        "lookups: id 10 at position 3 is outside the table's 10 rows"
+    );
+}
+
+/// Untouched rows keep their bits and state; an empty step only counts.
+#[test]
+fn untouched_rows_are_left_alone() {
+    let (rows, dim) = (50, 4);
+    let mut table = vec![0.25f32; rows * dim];
+    let mut opt =
+        EmbeddingAdagrad::<bf16>::new(Config::default(), rows, dim, TableOptions::default())
+            .unwrap();
+    let mut t16: Vec<bf16> = table.iter().map(|&x| bf16::from_f32(x)).collect();
+    opt.step(
+        &mut t16,
+        Lookups::Rows {
+            ids: &[7u32, 7, 9],
+            grads: &[1.0f32; 12],
+        },
+    )
+    .unwrap();
+    for r in 0..rows {
+        let changed = t16[r * dim..(r + 1) * dim]
+            .iter()
+            .any(|x| x.to_f32() != 0.25);
+        assert_eq!(changed, r == 7 || r == 9, "row {r}");
+        assert_eq!(opt.state()[r] != 0.0, r == 7 || r == 9);
+    }
+    let none: [u32; 0] = [];
+    let before = t16.clone();
+    opt.step(
+        &mut t16,
+        Lookups::Rows {
+            ids: &none,
+            grads: &[0.0f32; 0],
+        },
+    )
+    .unwrap();
+    assert_eq!((opt.step_count(), bits(&t16)), (2, bits(&before)));
+    table.clear();
+}
