@@ -7,7 +7,7 @@ mod golden_sparse;
 mod kernels_common;
 
 use adagrad::Isa;
-use golden_sparse::{Judge, replay};
+use golden_sparse::{Judge, replay, replay_value};
 use std::path::Path;
 
 const FILES: [(&str, Judge); 5] = [
@@ -41,4 +41,26 @@ fn golden_sparse_files_replay_on_every_path_and_thread_count() {
             }
         }
     }
+}
+
+/// The judges fail on a planted difference: one flipped weight bit in a row-wise file, and an element-wise file's
+/// weight moved by 64 epsilons.
+#[test]
+fn judges_catch_planted_differences() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden-sparse");
+    let load = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    let mut v = load("fbgemm_exact_rowwise_adagrad_d16.json");
+    let cell = &mut v["steps"][4]["weights_bits"][17];
+    let b = u32::from_str_radix(cell.as_str().unwrap(), 16).unwrap() ^ 1;
+    *cell = format!("{b:08x}").into();
+    let r = replay_value(&v, Isa::Scalar, 1);
+    assert!(!r.passed() && r.weight_mismatch == 1, "{r:?}");
+    let mut v = load("fbgemm_exact_adagrad_d16.json");
+    let cell = &mut v["steps"][2]["weights_bits"][40];
+    let x = f32::from_bits(u32::from_str_radix(cell.as_str().unwrap(), 16).unwrap());
+    *cell = format!("{:08x}", (x * (1.0 + 64.0 * f32::EPSILON)).to_bits()).into();
+    let r = replay_value(&v, Isa::Scalar, 1);
+    assert!(!r.passed() && r.worst.0 > 8.0, "{r:?}");
 }

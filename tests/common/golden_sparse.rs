@@ -87,6 +87,7 @@ fn ulps32(a: f32, b: f32) -> u64 {
     key(a).abs_diff(key(b))
 }
 
+#[allow(dead_code)]
 /// Replays `path` on `isa` with `threads` threads (pieces as small as one row, so that several threads really
 /// share the step). Panics on a malformed file.
 pub fn replay(path: &Path, isa: Isa, threads: usize) -> SparseReport {
