@@ -24,6 +24,9 @@
 //! f32 parameters and f32 state, so their checkpoints are f32 checkpoints: the 16-bit formats are chosen per step
 //! and hold no state.
 //!
+//! Embedding optimizers ([`crate::embedding::EmbeddingAdagrad`]) write their own format, with magic
+//! `b"ADAGEMB\0"` (see [`EMBEDDING_MAGIC`]), through the same atomic save and bounded, checked load.
+//!
 //! Saving writes a temporary file in the target's directory, fsyncs it, renames it over the target and fsyncs
 //! the directory, so a crash leaves either the old checkpoint or the new one. Loading checks magic, version,
 //! sizes (before allocating anything), the checksum, the dtype and every tensor length against the optimizer it
@@ -175,25 +178,25 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
-fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
+pub(crate) fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
     Error::Checkpoint(CheckpointError::Io {
         kind: e.kind(),
         message: format!("{what} {}: {e}", path.display()),
     })
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-fn f64_at(b: &[u8], at: usize) -> f64 {
+pub(crate) fn f64_at(b: &[u8], at: usize) -> f64 {
     f64::from_bits(u64_at(b, at))
 }
 
 /// A writer that feeds a CRC-32 on the way.
-struct Crc<W> {
-    inner: W,
-    crc: crc32fast::Hasher,
+pub(crate) struct Crc<W> {
+    pub(crate) inner: W,
+    pub(crate) crc: crc32fast::Hasher,
 }
 
 impl<W: Write> Write for Crc<W> {
@@ -208,7 +211,7 @@ impl<W: Write> Write for Crc<W> {
 }
 
 /// Writes `data`'s elements in little-endian order (zero-copy on little-endian hosts).
-fn write_le<T: bytemuck::Pod, W: Write>(w: &mut W, data: &[T]) -> io::Result<()> {
+pub(crate) fn write_le<T: bytemuck::Pod, W: Write>(w: &mut W, data: &[T]) -> io::Result<()> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     if cfg!(target_endian = "little") {
         return w.write_all(bytes);
@@ -223,6 +226,97 @@ fn write_le<T: bytemuck::Pod, W: Write>(w: &mut W, data: &[T]) -> io::Result<()>
         w.write_all(out)?;
     }
     Ok(())
+}
+
+/// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which is fsynced and renamed
+/// over `path`, then the directory is fsynced. A crash at any point leaves the previous file (or none) at `path`,
+/// never a partial one; on error the temporary file is removed.
+pub(crate) fn save_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io_err(
+            "saving to",
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
+        )
+    })?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tmp = dir.join(format!(
+        ".{}.{}.{nanos}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_err("creating", &tmp, e))?;
+        let mut w = io::BufWriter::with_capacity(1 << 20, file);
+        write(&mut w)?;
+        let file = w
+            .into_inner()
+            .map_err(|e| io_err("writing", &tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(|e| io_err("renaming over", path, e))?;
+        #[cfg(unix)]
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("syncing directory", &dir, e))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads the regular file at `path`, at most `expected + 1` bytes (never allocating more, whatever its metadata
+/// says). A larger file is refused with `mismatch`'s reading of its header (why it is not this optimizer's), or
+/// else as trailing bytes.
+pub(crate) fn read_bounded(
+    path: &Path,
+    expected: u64,
+    mismatch: impl FnOnce(&[u8]) -> Option<CheckpointError>,
+) -> Result<Vec<u8>, Error> {
+    // Only a regular file is read: a FIFO could block forever at open, a character device or a proc file could
+    // report length 0 and never end.
+    let meta = fs::metadata(path).map_err(|e| io_err("inspecting", path, e))?;
+    if !meta.is_file() {
+        return Err(CheckpointError::NotAFile {
+            path: path.display().to_string(),
+        }
+        .into());
+    }
+    let file = File::open(path).map_err(|e| io_err("opening", path, e))?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact((expected + 1).min(meta.len().saturating_add(1)) as usize)
+        .map_err(|_| CheckpointError::Io {
+            kind: io::ErrorKind::OutOfMemory,
+            message: format!("reading {}: out of memory", path.display()),
+        })?;
+    file.take(expected + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_err("reading", path, e))?;
+    if bytes.len() as u64 > expected {
+        return Err(mismatch(&bytes)
+            .unwrap_or(CheckpointError::TrailingBytes {
+                expected,
+                actual: meta.len().max(bytes.len() as u64),
+            })
+            .into());
+    }
+    Ok(bytes)
 }
 
 impl<T: Float + bytemuck::Pod> Adagrad<T> {
@@ -312,90 +406,16 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
     /// # Ok::<(), adagrad::Error>(())
     /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        let path = path.as_ref();
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path.file_name().ok_or_else(|| {
-            io_err(
-                "saving to",
-                path,
-                io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
-            )
-        })?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let tmp = dir.join(format!(
-            ".{}.{}.{nanos}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let result = (|| {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| io_err("creating", &tmp, e))?;
-            let mut w = io::BufWriter::with_capacity(1 << 20, file);
-            self.write_checkpoint(&mut w)?;
-            let file = w
-                .into_inner()
-                .map_err(|e| io_err("writing", &tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
-            drop(file);
-            fs::rename(&tmp, path).map_err(|e| io_err("renaming over", path, e))?;
-            #[cfg(unix)]
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_err("syncing directory", &dir, e))?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        save_atomic(path.as_ref(), |w| self.write_checkpoint(w))
     }
 
     /// Loads the checkpoint at `path` into this optimizer: state, step count and hyperparameters (the kernel path
     /// and parallelism stay this optimizer's). The file must hold this dtype and exactly this optimizer's tensor
     /// lengths; on any error nothing changes.
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
-        let path = path.as_ref();
-        // Only a regular file is read: a FIFO could block forever at open, a character device or a proc file
-        // could report length 0 and never end.
-        let meta = fs::metadata(path).map_err(|e| io_err("inspecting", path, e))?;
-        if !meta.is_file() {
-            return Err(CheckpointError::NotAFile {
-                path: path.display().to_string(),
-            }
-            .into());
-        }
-        let file = File::open(path).map_err(|e| io_err("opening", path, e))?;
-        // The size this optimizer's checkpoint has: never read (or allocate) more than that plus one byte (to see
-        // an excess), whatever the file's metadata says.
-        let expected = self.to_checkpoint_len();
-        let mut bytes = Vec::new();
-        bytes
-            .try_reserve_exact((expected + 1).min(meta.len().saturating_add(1)) as usize)
-            .map_err(|_| CheckpointError::Io {
-                kind: io::ErrorKind::OutOfMemory,
-                message: format!("reading {}: out of memory", path.display()),
-            })?;
-        file.take(expected + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| io_err("reading", path, e))?;
-        if bytes.len() as u64 > expected {
-            // A bigger file: say why, from its header, as `load_bytes` would (another dtype, other tensors).
-            return Err(self
-                .header_mismatch(&bytes)
-                .unwrap_or(CheckpointError::TrailingBytes {
-                    expected,
-                    actual: meta.len().max(bytes.len() as u64),
-                })
-                .into());
-        }
+        let bytes = read_bounded(path.as_ref(), self.to_checkpoint_len(), |b| {
+            self.header_mismatch(b)
+        })?;
         self.load_bytes(&bytes)
     }
 
@@ -604,5 +624,297 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
             });
         }
         Ok(c)
+    }
+}
+
+/// The first eight bytes of an embedding optimizer's checkpoint.
+///
+/// # Embedding format (version 1)
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | magic `b"ADAGEMB\0"` |
+/// | 8 | 4 | format version, u32 (1) |
+/// | 12 | 1 | table type: 0 f32, 1 bf16, 2 f16 |
+/// | 13 | 1 | eps placement: 0 outside, 1 inside |
+/// | 14 | 1 | maximize: 0 or 1 |
+/// | 15 | 1 | precision: 0 exact, 1 fast |
+/// | 16 | 1 | non-finite policy: 0 propagate, 1 skip step, 2 error |
+/// | 17 | 1 | accumulator: 0 row-wise, 1 element-wise |
+/// | 18 | 1 | decay mode: 0 L2, 1 decoupled |
+/// | 19 | 1 | rounding: 0 nearest even, 1 stochastic |
+/// | 20 | 4 | reserved, zero |
+/// | 24 | 40 | lr, lr_decay, weight_decay, initial_accumulator_value, eps: f64 each |
+/// | 64 | 8 | step count, u64 |
+/// | 72 | 8 | stochastic rounding seed, u64 (0 for nearest even) |
+/// | 80 | 8 | rows, u64 |
+/// | 88 | 8 | dim, u64 |
+/// | 96 | 4·n | the accumulators, f32 (n = rows, or rows · dim) |
+/// | end − 4 | 4 | CRC-32 (IEEE) of every byte before it, u32 |
+pub const EMBEDDING_MAGIC: [u8; 8] = *b"ADAGEMB\0";
+/// Bytes before an embedding checkpoint's accumulators.
+const EMB_FIXED: usize = 96;
+
+mod embedding_format {
+    use super::*;
+    use crate::embedding::{Accumulator, EmbeddingAdagrad, Table, TableOptions};
+    use adagrad_kernels::rowwise::{DecayMode, Rounding};
+
+    fn table_code<W: Table>() -> u8 {
+        match W::NAME {
+            "bf16" => 1,
+            "f16" => 2,
+            _ => 0,
+        }
+    }
+
+    impl<W: Table> EmbeddingAdagrad<W> {
+        fn emb_header(&self) -> Vec<u8> {
+            let c = &self.config;
+            let o = &self.options;
+            let mut h = Vec::with_capacity(EMB_FIXED);
+            h.extend_from_slice(&EMBEDDING_MAGIC);
+            h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            let seed = match o.rounding {
+                Rounding::NearestEven => None,
+                Rounding::Stochastic { seed } => Some(seed),
+            };
+            h.extend_from_slice(&[
+                table_code::<W>(),
+                (c.eps_placement == EpsPlacement::Inside) as u8,
+                c.maximize as u8,
+                (c.precision == Precision::Fast) as u8,
+                match c.non_finite {
+                    NonFinite::Propagate => 0,
+                    NonFinite::SkipStep => 1,
+                    NonFinite::Error => 2,
+                },
+                (o.accumulator == Accumulator::ElementWise) as u8,
+                (o.decay == DecayMode::Decoupled) as u8,
+                seed.is_some() as u8,
+                0,
+                0,
+                0,
+                0,
+            ]);
+            for v in [
+                c.lr,
+                c.lr_decay,
+                c.weight_decay,
+                c.initial_accumulator_value,
+                c.eps,
+            ] {
+                h.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [
+                self.step,
+                seed.unwrap_or(0),
+                self.rows as u64,
+                self.dim as u64,
+            ] {
+                h.extend_from_slice(&v.to_le_bytes());
+            }
+            h
+        }
+
+        /// Writes the checkpoint to `w` (see [`EMBEDDING_MAGIC`] for the format): hyperparameters, options, step
+        /// count, shape and every accumulator. The table itself is the caller's to save.
+        pub fn write_checkpoint<Wr: Write>(&self, w: Wr) -> Result<(), Error> {
+            let io = |e: io::Error| {
+                Error::Checkpoint(CheckpointError::Io {
+                    kind: e.kind(),
+                    message: format!("writing checkpoint: {e}"),
+                })
+            };
+            let mut w = Crc {
+                inner: w,
+                crc: crc32fast::Hasher::new(),
+            };
+            w.write_all(&self.emb_header()).map_err(io)?;
+            write_le(&mut w, self.state()).map_err(io)?;
+            let crc = w.crc.clone().finalize();
+            w.inner.write_all(&crc.to_le_bytes()).map_err(io)?;
+            w.inner.flush().map_err(io)
+        }
+
+        /// The checkpoint as bytes.
+        pub fn to_checkpoint_bytes(&self) -> Vec<u8> {
+            let mut v = Vec::new();
+            self.write_checkpoint(&mut v)
+                .expect("writing to a Vec cannot fail");
+            v
+        }
+
+        /// Saves atomically to `path` (as [`crate::Adagrad::save`]).
+        ///
+        /// ```
+        /// use adagrad::embedding::{EmbeddingAdagrad, Lookups, TableOptions};
+        /// use adagrad::Config;
+        /// let path = std::env::temp_dir().join(format!("adagrad-emb-doc-{}.ckpt", std::process::id()));
+        /// let mut table = vec![0.0f32; 10 * 4];
+        /// let mut opt = EmbeddingAdagrad::<f32>::new(Config::default(), 10, 4, TableOptions::default())?;
+        /// opt.step(&mut table, Lookups::Rows { ids: &[3u32], grads: &[1.0; 4] })?;
+        /// opt.save(&path)?;
+        /// let mut resumed = EmbeddingAdagrad::<f32>::new(Config::default(), 10, 4, TableOptions::default())?;
+        /// resumed.load(&path)?;
+        /// assert_eq!((resumed.step_count(), resumed.state()), (1, opt.state()));
+        /// # std::fs::remove_file(&path).unwrap();
+        /// # Ok::<(), adagrad::Error>(())
+        /// ```
+        pub fn save(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+            save_atomic(path.as_ref(), |w| self.write_checkpoint(w))
+        }
+
+        fn emb_checkpoint_len(&self) -> u64 {
+            (EMB_FIXED + 4 * self.state().len() + 4) as u64
+        }
+
+        /// Loads the checkpoint at `path`: accumulators, step count, hyperparameters and options (the kernel path
+        /// and parallelism stay this optimizer's). It must be for this table type, shape and accumulator; on any
+        /// error nothing changes.
+        pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
+            let bytes = read_bounded(path.as_ref(), self.emb_checkpoint_len(), |b| {
+                self.emb_check(b).err()
+            })?;
+            self.load_bytes(&bytes)
+        }
+
+        /// Loads a checkpoint from bytes (see [`EmbeddingAdagrad::load`]). Never panics; on any error nothing
+        /// changes.
+        pub fn load_bytes(&mut self, b: &[u8]) -> Result<(), Error> {
+            let (config, options) = self.emb_check(b)?;
+            let state = self.state_mut();
+            for (s, chunk) in state.iter_mut().zip(b[EMB_FIXED..].chunks_exact(4)) {
+                *s = f32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+            }
+            self.step = u64_at(b, 64);
+            self.config = config;
+            self.options = options;
+            Ok(())
+        }
+
+        /// Validates everything; returns the configuration and options the checkpoint holds.
+        fn emb_check(&self, b: &[u8]) -> Result<(Config, TableOptions), CheckpointError> {
+            let available = b.len() as u64;
+            if b.len() >= 8 && b[..8] != EMBEDDING_MAGIC {
+                return Err(CheckpointError::BadMagic);
+            }
+            if b.len() < EMB_FIXED + 4 {
+                return Err(CheckpointError::Truncated {
+                    needed: (EMB_FIXED + 4) as u64,
+                    available,
+                });
+            }
+            let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+            if version != FORMAT_VERSION {
+                return Err(CheckpointError::UnsupportedVersion(version));
+            }
+            let (rows, dim) = (u64_at(b, 80), u64_at(b, 88));
+            let n = match b[17] {
+                0 => Some(rows),
+                _ => rows.checked_mul(dim),
+            };
+            let needed = n
+                .and_then(|n| n.checked_mul(4))
+                .and_then(|d| d.checked_add(EMB_FIXED as u64 + 4))
+                .unwrap_or(u64::MAX);
+            if needed > available {
+                return Err(CheckpointError::Truncated { needed, available });
+            }
+            if needed < available {
+                return Err(CheckpointError::TrailingBytes {
+                    expected: needed,
+                    actual: available,
+                });
+            }
+            let (body, tail) = b.split_at(b.len() - 4);
+            let stored = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
+            let computed = crc32fast::hash(body);
+            if stored != computed && !cfg!(fuzzing) {
+                return Err(CheckpointError::Checksum { stored, computed });
+            }
+            let bad =
+                |field: &'static str, detail: String| CheckpointError::BadField { field, detail };
+            let flag = |at: usize, field: &'static str, max: u8| {
+                if b[at] > max {
+                    Err(bad(field, format!("{}", b[at])))
+                } else {
+                    Ok(b[at])
+                }
+            };
+            let table = flag(12, "table type", 2)?;
+            if table != table_code::<W>() {
+                return Err(bad(
+                    "table type",
+                    format!(
+                        "the file is for {}, this optimizer's table is {}",
+                        ["f32", "bf16", "f16"][table as usize],
+                        W::NAME
+                    ),
+                ));
+            }
+            let placement = flag(13, "eps placement", 1)?;
+            let maximize = flag(14, "maximize", 1)?;
+            let precision = flag(15, "precision", 1)?;
+            let non_finite = flag(16, "non-finite policy", 2)?;
+            let accumulator = flag(17, "accumulator", 1)?;
+            let decay = flag(18, "decay mode", 1)?;
+            let rounding = flag(19, "rounding", 1)?;
+            if b[20..24].iter().any(|&x| x != 0) {
+                return Err(bad("reserved bytes", "not zero".into()));
+            }
+            if rows != self.rows as u64 || dim != self.dim as u64 {
+                return Err(bad(
+                    "shape",
+                    format!(
+                        "the file is for {rows} × {dim}, this optimizer's table is {} × {}",
+                        self.rows, self.dim
+                    ),
+                ));
+            }
+            let acc = [Accumulator::RowWise, Accumulator::ElementWise][accumulator as usize];
+            if acc != self.options.accumulator {
+                return Err(bad(
+                    "accumulator",
+                    format!(
+                        "the file holds {acc:?} state, this optimizer {:?}",
+                        self.options.accumulator
+                    ),
+                ));
+            }
+            let seed = u64_at(b, 72);
+            if rounding == 0 && seed != 0 {
+                return Err(bad("seed", "set without stochastic rounding".into()));
+            }
+            let mut c = self.config.clone();
+            c.eps_placement = [EpsPlacement::Outside, EpsPlacement::Inside][placement as usize];
+            c.maximize = maximize == 1;
+            c.precision = [Precision::Exact, Precision::Fast][precision as usize];
+            c.non_finite =
+                [NonFinite::Propagate, NonFinite::SkipStep, NonFinite::Error][non_finite as usize];
+            c.lr = f64_at(b, 24);
+            c.lr_decay = f64_at(b, 32);
+            c.weight_decay = f64_at(b, 40);
+            c.initial_accumulator_value = f64_at(b, 48);
+            c.eps = f64_at(b, 56);
+            c.validate_for::<f32>()
+                .map_err(|e| bad("hyperparameters", e.to_string()))?;
+            if u64_at(b, 64) == u64::MAX {
+                return Err(bad(
+                    "step count",
+                    "u64::MAX: no further step could be counted".into(),
+                ));
+            }
+            let options = TableOptions {
+                accumulator: acc,
+                decay: [DecayMode::L2, DecayMode::Decoupled][decay as usize],
+                rounding: if rounding == 1 {
+                    Rounding::Stochastic { seed }
+                } else {
+                    Rounding::NearestEven
+                },
+            };
+            Ok((c, options))
+        }
     }
 }

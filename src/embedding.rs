@@ -367,13 +367,13 @@ fn reserve<T>(v: &mut Vec<T>, n: usize) -> Result<(), Error> {
 /// [`Config`], as for [`crate::Adagrad`]; results never depend on them.
 #[derive(Debug)]
 pub struct EmbeddingAdagrad<W: Table> {
-    config: Config,
-    options: TableOptions,
+    pub(crate) config: Config,
+    pub(crate) options: TableOptions,
     exec: Executor,
-    rows: usize,
-    dim: usize,
+    pub(crate) rows: usize,
+    pub(crate) dim: usize,
     state: AlignedBuf<f32>,
-    step: u64,
+    pub(crate) step: u64,
     scratch: Scratch,
     _table: std::marker::PhantomData<fn(&mut [W])>,
 }

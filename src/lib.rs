@@ -51,7 +51,7 @@ pub use adagrad_kernels::{
     Vendor, bf16, f16,
 };
 pub use buffer::AlignedBuf;
-pub use checkpoint::{CheckpointError, FORMAT_VERSION, MAGIC};
+pub use checkpoint::{CheckpointError, EMBEDDING_MAGIC, FORMAT_VERSION, MAGIC};
 pub use config::{Config, NonFinite, Parallelism};
 pub use error::Error;
 pub use functional::Executor;

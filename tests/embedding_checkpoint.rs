@@ -1,0 +1,199 @@
+//! Embedding checkpoints: a run resumed from one continues bit for bit; every corruption, truncation or mismatch
+//! is refused with nothing changed.
+
+use adagrad::embedding::{Accumulator, EmbeddingAdagrad, Lookups, Table, TableOptions};
+use adagrad::kernels::rowwise::{DecayMode, Rounding};
+use adagrad::{Adagrad, CheckpointError, Config, EMBEDDING_MAGIC, Error, bf16, f16};
+
+const ROWS: usize = 40;
+const DIM: usize = 6;
+
+fn batch(step: u64) -> (Vec<u32>, Vec<f32>) {
+    let ids: Vec<u32> = (0..25)
+        .map(|i| ((i * 7 + step * 3) % ROWS as u64) as u32)
+        .collect();
+    let grads = (0..ids.len() * DIM)
+        .map(|i| ((i as f32 + step as f32) * 0.37).sin())
+        .collect();
+    (ids, grads)
+}
+
+fn config() -> Config {
+    Config::default()
+        .lr(0.1)
+        .lr_decay(0.01)
+        .weight_decay(0.01)
+        .eps(1e-8)
+}
+
+fn resumed_run_is_identical<W: Table>(options: TableOptions, from: fn(f32) -> W) {
+    let mut table: Vec<W> = (0..ROWS * DIM)
+        .map(|i| from((i as f32 * 0.1).cos()))
+        .collect();
+    let mut opt = EmbeddingAdagrad::<W>::new(config(), ROWS, DIM, options).unwrap();
+    for t in 1..=3 {
+        let (ids, g) = batch(t);
+        opt.step(
+            &mut table,
+            Lookups::Rows {
+                ids: &ids,
+                grads: &g,
+            },
+        )
+        .unwrap();
+    }
+    let path = std::env::temp_dir().join(format!(
+        "adagrad-emb-{}-{}.ckpt",
+        W::NAME,
+        std::process::id()
+    ));
+    opt.save(&path).unwrap();
+    // A fresh optimizer with other hyperparameters and options takes the file's.
+    let other = TableOptions {
+        rounding: Rounding::NearestEven,
+        decay: DecayMode::L2,
+        ..options
+    };
+    let mut resumed = EmbeddingAdagrad::<W>::new(Config::default(), ROWS, DIM, other).unwrap();
+    resumed.load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(resumed.options(), opt.options());
+    assert_eq!(resumed.config().lr_decay, 0.01);
+    let mut table2 = table.clone();
+    for t in 4..=6 {
+        let (ids, g) = batch(t);
+        opt.step(
+            &mut table,
+            Lookups::Rows {
+                ids: &ids,
+                grads: &g,
+            },
+        )
+        .unwrap();
+        resumed
+            .step(
+                &mut table2,
+                Lookups::Rows {
+                    ids: &ids,
+                    grads: &g,
+                },
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        bytemuck::cast_slice::<W, u8>(&table),
+        bytemuck::cast_slice::<W, u8>(&table2)
+    );
+    assert_eq!(opt.state(), resumed.state());
+    assert_eq!(resumed.step_count(), 6);
+}
+
+#[test]
+fn resumed_runs_continue_bit_for_bit() {
+    let sr = TableOptions::default()
+        .rounding(Rounding::Stochastic { seed: 77 })
+        .decay(DecayMode::Decoupled);
+    resumed_run_is_identical::<f32>(TableOptions::default(), |x| x);
+    resumed_run_is_identical::<f32>(sr.accumulator(Accumulator::ElementWise), |x| x);
+    resumed_run_is_identical::<bf16>(sr, bf16::from_f32);
+    resumed_run_is_identical::<f16>(sr.accumulator(Accumulator::ElementWise), f16::from_f32);
+}
+
+#[test]
+fn corrupt_and_mismatched_checkpoints_change_nothing() {
+    let mut table = vec![0.5f32; ROWS * DIM];
+    let mut src =
+        EmbeddingAdagrad::<f32>::new(config(), ROWS, DIM, TableOptions::default()).unwrap();
+    let (ids, g) = batch(1);
+    src.step(
+        &mut table,
+        Lookups::Rows {
+            ids: &ids,
+            grads: &g,
+        },
+    )
+    .unwrap();
+    let good = src.to_checkpoint_bytes();
+    assert_eq!(good[..8], EMBEDDING_MAGIC);
+    let mut dst =
+        EmbeddingAdagrad::<f32>::new(Config::default(), ROWS, DIM, TableOptions::default())
+            .unwrap();
+    let before = (dst.state().to_vec(), dst.step_count(), dst.config().lr);
+    let unchanged = |d: &EmbeddingAdagrad<f32>| {
+        assert_eq!((d.state().to_vec(), d.step_count(), d.config().lr), before);
+    };
+    // Every single-byte change is refused (checksum, or a field check ahead of it).
+    for i in 0..good.len() {
+        let mut b = good.clone();
+        b[i] ^= 0x41;
+        assert!(dst.load_bytes(&b).is_err(), "byte {i}");
+        unchanged(&dst);
+    }
+    // Truncated, extended, empty.
+    for b in [&good[..good.len() - 1], &good[..50], &[][..]] {
+        assert!(matches!(
+            dst.load_bytes(b),
+            Err(Error::Checkpoint(CheckpointError::Truncated { .. }))
+        ));
+    }
+    let mut long = good.clone();
+    long.push(0);
+    assert!(matches!(
+        dst.load_bytes(&long),
+        Err(Error::Checkpoint(CheckpointError::TrailingBytes { .. }))
+    ));
+    unchanged(&dst);
+    // Another shape, accumulator or table type.
+    let mut other =
+        EmbeddingAdagrad::<f32>::new(Config::default(), ROWS + 1, DIM, TableOptions::default())
+            .unwrap();
+    assert!(matches!(
+        other.load_bytes(&good),
+        Err(Error::Checkpoint(
+            CheckpointError::Truncated { .. } | CheckpointError::BadField { .. }
+        ))
+    ));
+    let elem = TableOptions::default().accumulator(Accumulator::ElementWise);
+    let mut e = EmbeddingAdagrad::<f32>::new(Config::default(), ROWS, DIM, elem).unwrap();
+    let r = e.load_bytes(&good);
+    assert!(
+        matches!(
+            r,
+            Err(Error::Checkpoint(CheckpointError::BadField {
+                field: "accumulator",
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
+    let mut h = EmbeddingAdagrad::<f16>::new(Config::default(), ROWS, DIM, TableOptions::default())
+        .unwrap();
+    assert!(matches!(
+        h.load_bytes(&good),
+        Err(Error::Checkpoint(CheckpointError::BadField {
+            field: "table type",
+            ..
+        }))
+    ));
+    // A dense checkpoint is not an embedding one, and vice versa.
+    let dense = Adagrad::<f32>::new(Config::default(), &[ROWS])
+        .unwrap()
+        .to_checkpoint_bytes();
+    assert!(matches!(
+        dst.load_bytes(&dense),
+        Err(Error::Checkpoint(CheckpointError::BadMagic))
+    ));
+    let mut d = Adagrad::<f32>::new(Config::default(), &[ROWS]).unwrap();
+    assert!(matches!(
+        d.load_bytes(&good),
+        Err(Error::Checkpoint(CheckpointError::BadMagic))
+    ));
+    // A path that is not a file, and a file that is too large for this optimizer, are refused before reading.
+    assert!(matches!(
+        dst.load(std::env::temp_dir()),
+        Err(Error::Checkpoint(CheckpointError::NotAFile { .. }))
+    ));
+    unchanged(&dst);
+    dst.load_bytes(&good).unwrap();
+    assert_eq!((dst.state(), dst.step_count()), (src.state(), 1));
+}
