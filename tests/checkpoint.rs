@@ -352,3 +352,20 @@ fn crash_child_saver() {
         opt.save(path).unwrap();
     }
 }
+
+/// A bare file name (no directory part) saves into the current directory: the temporary file and the directory
+/// sync use `.`, not an empty path.
+#[test]
+fn save_to_a_bare_file_name_uses_the_current_directory() {
+    let name = format!("adagrad-bare-{}.ckpt", std::process::id());
+    let mut opt = adagrad::Adagrad::<f32>::new(adagrad::Config::default(), &[3]).unwrap();
+    let mut p = vec![1.0f32; 3];
+    opt.step_flat(&mut p, &[0.5, 0.25, 0.125]).unwrap();
+    let saved = opt.save(&name);
+    let mut back = adagrad::Adagrad::<f32>::new(adagrad::Config::default(), &[3]).unwrap();
+    let loaded = back.load(&name);
+    let _ = std::fs::remove_file(&name);
+    saved.unwrap();
+    loaded.unwrap();
+    assert_eq!(back.state(), opt.state());
+}
