@@ -66,3 +66,40 @@ def rust_step_seconds(
     reps: int,
     lr: float = 0.01,
 ) -> list[float]: ...
+
+class Embedding:
+    """Row-wise or element-wise Adagrad for one float32 embedding table."""
+
+    def __init__(
+        self,
+        rows: int,
+        dim: int,
+        *,
+        lr: float,
+        lr_decay: float,
+        weight_decay: float,
+        eps: float,
+        maximize: bool,
+        initial_accumulator_value: float,
+        accumulator: str,
+        decay: str,
+        stochastic_seed: int | None,
+        threads: int | None,
+        isa: str | None,
+        eps_placement: str,
+    ) -> None: ...
+    def step(
+        self,
+        table: np.ndarray,
+        ids: np.ndarray,
+        grads: np.ndarray,
+        offsets: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> None: ...
+    def state(self) -> np.ndarray: ...
+    @property
+    def step_count(self) -> int: ...
+    @property
+    def isa(self) -> str: ...
+    @property
+    def threads(self) -> int: ...

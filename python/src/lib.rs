@@ -3,6 +3,7 @@
 //! step's tensors; this module reads their memory, refuses what the step cannot run on in place (with nothing
 //! changed), and runs the step with the GIL released.
 
+mod embedding;
 mod mem;
 mod numpy;
 mod torch;
@@ -356,6 +357,7 @@ fn available_isas() -> Vec<&'static str> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_class::<embedding::Embedding>()?;
     m.add_class::<torch::TensorCache>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(same_objects, m)?)?;

@@ -1,0 +1,89 @@
+"""Row-wise and element-wise Adagrad for embedding tables held in numpy arrays (or torch tensors via ``.numpy()``).
+
+The table is updated in place with the GIL released: each touched row's gradients are summed in ascending lookup
+position, then the row is updated once. Row-wise is FBGEMM's ``EXACT_ROWWISE_ADAGRAD`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adagrad_cpu._native import Embedding
+
+__all__ = ["EmbeddingAdagrad"]
+
+
+class EmbeddingAdagrad:
+    """Adagrad for one float32 embedding table of ``rows × dim``.
+
+    ``accumulator``: ``"rowwise"`` (one per row, the mean of the row's squared gradient; FBGEMM, TorchRec) or
+    ``"elementwise"`` (one per element). ``decay``: ``"l2"`` or ``"decoupled"`` weight decay.
+    ``stochastic_seed`` is accepted for symmetry with the Rust API; float32 tables are never rounded.
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        dim: int,
+        *,
+        lr: float = 0.01,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        eps: float = 1e-8,
+        maximize: bool = False,
+        initial_accumulator_value: float = 0.0,
+        accumulator: str = "rowwise",
+        decay: str = "l2",
+        stochastic_seed: int | None = None,
+        threads: int | None = None,
+        isa: str | None = None,
+        eps_placement: str = "outside",
+    ) -> None:
+        """Validate every setting (``AdagradError`` on a bad one) and allocate the accumulators."""
+        self._native = Embedding(
+            rows,
+            dim,
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            eps=eps,
+            maximize=maximize,
+            initial_accumulator_value=initial_accumulator_value,
+            accumulator=accumulator,
+            decay=decay,
+            stochastic_seed=stochastic_seed,
+            threads=threads,
+            isa=isa,
+            eps_placement=eps_placement,
+        )
+
+    def step(
+        self,
+        table: np.ndarray,
+        ids: np.ndarray,
+        grads: np.ndarray,
+        offsets: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> None:
+        """Apply one step in place.
+
+        ``ids`` are int64 row ids, one per lookup; ``grads`` one float32 row per lookup, or per bag when
+        ``offsets`` (int64, bags + 1, from 0 to ``len(ids)``) are given, with optional per-lookup ``weights``.
+        Anything malformed raises ``AdagradError`` naming the first offending position; nothing is changed then.
+        """
+        self._native.step(table, ids, grads, offsets, weights)
+
+    @property
+    def state(self) -> np.ndarray:
+        """A copy of the accumulators (``rows`` or ``rows · dim`` float32)."""
+        return self._native.state()
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken so far."""
+        return self._native.step_count
+
+    @property
+    def isa(self) -> str:
+        """The kernel path's name."""
+        return self._native.isa

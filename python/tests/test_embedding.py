@@ -1,0 +1,79 @@
+"""The embedding optimizer from Python: FBGEMM's row-wise trajectory bit for bit, bags, and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adagrad_cpu._native import AdagradError
+from adagrad_cpu.embedding import EmbeddingAdagrad
+
+GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden-sparse"
+
+
+def _bits(values: list[str]) -> np.ndarray:
+    return np.array([int(v, 16) for v in values], dtype=np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fbgemm_rowwise_trajectory_bit_for_bit(isa: str, threads: int) -> None:
+    """FBGEMM 1.9.0's EXACT_ROWWISE_ADAGRAD trajectory, every step, every path."""
+    data = json.loads((GOLDEN / "fbgemm_exact_rowwise_adagrad_d16.json").read_text())
+    rows, dim = data["meta"]["rows"], data["meta"]["D"]
+    table = _bits(data["initial_weights_bits"]).reshape(rows, dim).copy()
+    opt = EmbeddingAdagrad(rows, dim, lr=0.1, eps=1e-8, threads=threads, isa=isa)
+    for step in data["steps"]:
+        ids = np.array(step["indices"], dtype=np.int64)
+        grads = _bits(step["grads_bits"]).reshape(len(ids), dim)
+        opt.step(table, ids, grads)
+        assert table.view(np.uint32).ravel().tolist() == _bits(step["weights_bits"]).view(np.uint32).tolist()
+        assert opt.state.view(np.uint32).tolist() == _bits(step["state_bits"]).view(np.uint32).tolist()
+    assert opt.step_count == 5
+
+
+def test_bags_with_weights_equal_expanded_rows() -> None:
+    """Pooled bags with per-lookup weights are the rows ``weight · bag row``."""
+    rng = np.random.default_rng(0)
+    rows, dim = 100, 8
+    ids = rng.integers(0, rows, 60).astype(np.int64)
+    offsets = np.array([0, 10, 10, 45, 60], dtype=np.int64)
+    weights = rng.standard_normal(60).astype(np.float32)
+    bag_grads = rng.standard_normal((4, dim)).astype(np.float32)
+    bag_of = np.searchsorted(offsets, np.arange(60), side="right") - 1
+    expanded = (weights[:, None] * bag_grads[bag_of]).astype(np.float32)
+    a = rng.standard_normal((rows, dim)).astype(np.float32)
+    b = a.copy()
+    EmbeddingAdagrad(rows, dim, lr=0.1).step(a, ids, bag_grads, offsets, weights)
+    EmbeddingAdagrad(rows, dim, lr=0.1).step(b, ids, expanded)
+    assert a.tobytes() == b.tobytes()
+
+
+def test_refusals_change_nothing() -> None:
+    """Bad ids, shapes, aliasing and settings raise AdagradError and leave table and state alone."""
+    rows, dim = 10, 4
+    table = np.ones((rows, dim), dtype=np.float32)
+    opt = EmbeddingAdagrad(rows, dim)
+    grads = np.ones((2, dim), dtype=np.float32)
+    bad = [
+        (np.array([1, 10], dtype=np.int64), grads, None, None, "position 1"),
+        (np.array([-3, 1], dtype=np.int64), grads, None, None, "id -3"),
+        (np.array([1, 2], dtype=np.int64), np.ones((3, dim), dtype=np.float32), None, None, "gradients"),
+        (np.array([1, 2], dtype=np.int64), grads[:1], np.array([0, 1], dtype=np.int64), None, "last offset"),
+        (np.array([1, 2], dtype=np.int64), grads, None, np.ones(2, dtype=np.float32), "offsets"),
+    ]
+    for ids, g, offsets, weights, message in bad:
+        with pytest.raises(AdagradError, match=message):
+            opt.step(table, ids, g, offsets, weights)
+    # Gradients that are a view of the table: refused by numpy's borrow tracking (or the step's own check).
+    with pytest.raises((AdagradError, TypeError), match="borrowed|shares memory"):
+        opt.step(table, np.array([1, 2], dtype=np.int64), table[:2])
+    with pytest.raises(AdagradError, match="table"):
+        opt.step(table[:, :2], np.array([1], dtype=np.int64), np.ones((1, 2), dtype=np.float32))
+    assert (table == 1).all() and (opt.state == 0).all() and opt.step_count == 0
+    with pytest.raises(AdagradError, match="dim"):
+        EmbeddingAdagrad(10, 0)
+    with pytest.raises(AdagradError, match="accumulator"):
+        EmbeddingAdagrad(10, 4, accumulator="per-row")
