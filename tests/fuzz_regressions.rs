@@ -31,3 +31,18 @@ fn checkpoint_regressions() {
 fn kernel_regressions() {
     assert!(replay("kernels", fuzz_checks::kernels) > 0);
 }
+
+#[test]
+fn embedding_regressions() {
+    assert!(replay("embedding", fuzz_checks::embedding) > 0);
+    // Some of the inputs are accepted steps, so the model comparison runs, and some refused ones.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/embedding");
+    let outcomes: Vec<bool> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| fuzz_checks::embedding_accepted(&std::fs::read(e.unwrap().path()).unwrap()))
+        .collect();
+    assert!(
+        outcomes.contains(&true) && outcomes.contains(&false),
+        "{outcomes:?}"
+    );
+}

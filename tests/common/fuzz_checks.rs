@@ -269,3 +269,161 @@ fn mixed_step<O: adagrad::CopyOut<f32> + adagrad::Grad<f32>>(
         assert_eq!(bits(&kout), bits(&rout), "{isa} copy-out differs");
     }
 }
+
+/// Embedding steps from arbitrary bytes: ids (any i64, out of range and negative included), offsets, weights
+/// and gradient bits parsed from the input. A refused step changes nothing (table, state, count); an accepted one
+/// equals a model written here (each row's gradients summed in lookup order with a map, then the row spec, or
+/// the dense reference per row). Arbitrary bytes loaded as an embedding checkpoint never panic and, refused,
+/// change nothing.
+pub fn embedding(data: &[u8]) {
+    embedding_accepted(data);
+}
+
+/// [`embedding`], saying whether the step was accepted (so that the regression inputs can be shown to reach the
+/// model comparison).
+pub fn embedding_accepted(data: &[u8]) -> bool {
+    use adagrad::embedding::{Accumulator, EmbeddingAdagrad, Lookups, TableOptions};
+    use adagrad::kernels::rowwise::{self, DecayMode, RowHyper};
+    use std::collections::BTreeMap;
+    let Some((&head, rest)) = data.split_first() else {
+        return false;
+    };
+    let (rows, dim) = (1 + (head & 7) as usize, 1 + ((head >> 3) & 7) as usize);
+    let accumulator = if head & 0x40 != 0 {
+        Accumulator::ElementWise
+    } else {
+        Accumulator::RowWise
+    };
+    let form = rest.first().copied().unwrap_or(0) % 3;
+    let rest = rest.get(1..).unwrap_or(&[]);
+    // Lookups: one byte each for the id (a few out of range or negative), then gradient bits.
+    let n = rest.len().min(24) / 2;
+    let ids: Vec<i64> = rest[..n]
+        .iter()
+        .map(|&b| b as i8 as i64 % (rows as i64 + 2))
+        .collect();
+    let mut words = rest[n..].chunks(4).map(|c| {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        f32::from_le_bytes(w)
+    });
+    let mut take = |k: usize| -> Vec<f32> { (0..k).map(|_| words.next().unwrap_or(0.5)).collect() };
+    let grads = take(n * dim);
+    let offsets: Vec<i64> = rest[..n.min(4)]
+        .iter()
+        .map(|&b| (b % (n as u8 + 2)) as i64)
+        .collect();
+    let weights = take(n);
+    let config = Config::default().lr(0.05).eps(1e-8).weight_decay(0.01);
+    let options = TableOptions::default()
+        .accumulator(accumulator)
+        .decay(if head & 0x80 != 0 {
+            DecayMode::Decoupled
+        } else {
+            DecayMode::L2
+        });
+    let mut opt = EmbeddingAdagrad::<f32>::new(config.clone(), rows, dim, options).unwrap();
+    let mut table: Vec<f32> = (0..rows * dim).map(|i| (i as f32 * 0.37).sin()).collect();
+    let (t0, s0) = (table.clone(), opt.state().to_vec());
+    let lookups = match form {
+        0 => Lookups::Rows {
+            ids: &ids,
+            grads: &grads,
+        },
+        1 => Lookups::Coalesced {
+            ids: &ids,
+            grads: &grads,
+        },
+        _ => Lookups::Bags {
+            ids: &ids,
+            offsets: &offsets,
+            weights: Some(&weights),
+            grads: &grads[..grads.len().min(offsets.len().saturating_sub(1) * dim)],
+        },
+    };
+    let result = opt.step(&mut table, lookups);
+    if result.is_err() {
+        assert_eq!(
+            table.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            t0.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            opt.state().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            s0.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(opt.step_count(), 0);
+    } else {
+        // The model: per-lookup gradient rows (bags expanded), summed per row in lookup order.
+        let row_of = |pos: usize| -> Vec<f32> {
+            match form {
+                2 => {
+                    let b = offsets
+                        .windows(2)
+                        .position(|o| (o[0]..o[1]).contains(&(pos as i64)))
+                        .unwrap();
+                    grads[b * dim..(b + 1) * dim]
+                        .iter()
+                        .map(|g| weights[pos] * g)
+                        .collect()
+                }
+                _ => grads[pos * dim..(pos + 1) * dim].to_vec(),
+            }
+        };
+        let mut sums: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+        for (pos, &id) in ids.iter().enumerate() {
+            let g = row_of(pos);
+            match sums.get_mut(&(id as usize)) {
+                Some(s) => s.iter_mut().zip(&g).for_each(|(s, g)| *s += g),
+                None => {
+                    sums.insert(id as usize, g);
+                }
+            }
+        }
+        let mut model = t0.clone();
+        let mut state = s0.clone();
+        let hy = RowHyper::new(
+            0.05,
+            0.0,
+            1,
+            0.01,
+            options.decay,
+            1e-8,
+            false,
+            EpsPlacement::Outside,
+        );
+        let dense = Hyper::<f32>::new(
+            0.05,
+            0.0,
+            1,
+            if options.decay == DecayMode::L2 {
+                0.01
+            } else {
+                0.0
+            },
+            1e-8,
+            false,
+            EpsPlacement::Outside,
+        );
+        for (r, g) in &sums {
+            let w = &mut model[r * dim..(r + 1) * dim];
+            match accumulator {
+                Accumulator::RowWise => rowwise::update_f32(w, g, &mut state[*r], &hy).unwrap(),
+                Accumulator::ElementWise => {
+                    if let Some(c) = hy.decoupled_factor() {
+                        rowwise::decay_elementwise(w, c);
+                    }
+                    reference::update(w, g, &mut state[r * dim..(r + 1) * dim], &dense).unwrap()
+                }
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&table), bits(&model));
+        assert_eq!(bits(opt.state()), bits(&state));
+    }
+    // The same bytes as a checkpoint.
+    let before = opt.to_checkpoint_bytes();
+    if opt.load_bytes(data).is_err() {
+        assert_eq!(opt.to_checkpoint_bytes(), before);
+    }
+    result.is_ok()
+}

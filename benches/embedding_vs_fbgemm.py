@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""The crate's embedding step against FBGEMM and torch sparse, in interleaved rounds in one process.
+
+Run with the FBGEMM environment of ``../shared/bench/fbgemm`` (torch 2.14.1 + fbgemm-gpu-cpu 1.9.0) after
+installing this package's wheel into it::
+
+    maturin build --release -m python/Cargo.toml -o /tmp/wheels
+    ~/fbgemm-venv/bin/pip install --force-reinstall --no-deps /tmp/wheels/adagrad_cpu-*-cp311-*.whl
+    ~/fbgemm-venv/bin/python benches/embedding_vs_fbgemm.py --json docs/results/embedding-vs-fbgemm-<cpu>.json
+
+Per configuration (1,000,000-row f32 table; D, B lookups, Zipf(1.05) or uniform ids; threads), each round times
+one update of every implementation in turn (ours row-wise, FBGEMM ``EXACT_ROWWISE_ADAGRAD``, ours element-wise,
+FBGEMM ``EXACT_ADAGRAD``, torch sparse), then the ratios of that round are taken; the table reports medians of
+the per-round ratios. FBGEMM runs with its ISA flags fixed (``fbgemm_isa.fix_fbgemm_cpuinfo``: its JIT kernels,
+as designed), through the fused backward op with one index per bag (sort, duplicate sum and update), the same
+thing ours does. GB/s counts the touched rows' weights and state read and written and the gradients read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench" / "fbgemm"
+sys.path.insert(0, str(SHARED))
+
+import fbgemm_bench  # noqa: E402
+import fbgemm_isa  # noqa: E402
+from fbgemm_gpu.split_embedding_configs import EmbOptimType  # noqa: E402
+
+from adagrad_cpu.embedding import EmbeddingAdagrad  # noqa: E402
+
+ROWS = fbgemm_bench.ROWS
+LR, EPS = fbgemm_bench.LR, fbgemm_bench.EPS
+
+
+def timed(fn) -> float:  # noqa: ANN001
+    """Seconds one call takes."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.random.Generator) -> dict:
+    """Times every implementation on one configuration in interleaved rounds."""
+    torch.set_num_threads(threads)
+    perm = rng.permutation(ROWS)
+    if dist == "zipf1.05":
+        ids = fbgemm_bench.zipf_indices(rng, b, ROWS, 1.05, perm)
+    else:
+        ids = rng.integers(0, ROWS, size=b, dtype=np.int64)
+    grads = rng.standard_normal((b, d)).astype(np.float32) * 0.01
+    unique = int(np.unique(ids).size)
+    ids_t, grads_t = torch.from_numpy(ids), torch.from_numpy(grads)
+    offsets_t = torch.arange(b + 1, dtype=torch.int64)
+
+    table_rw = rng.standard_normal((ROWS, d)).astype(np.float32) * 0.01
+    table_ew = table_rw.copy()
+    ours_rw = EmbeddingAdagrad(ROWS, d, lr=LR, eps=EPS, threads=threads)
+    ours_ew = EmbeddingAdagrad(ROWS, d, lr=LR, eps=EPS, threads=threads, accumulator="elementwise")
+    tbe_rw = fbgemm_bench.make_tbe(EmbOptimType.EXACT_ROWWISE_ADAGRAD, d)
+    tbe_ew = fbgemm_bench.make_tbe(EmbOptimType.EXACT_ADAGRAD, d)
+    fb_rw = fbgemm_bench.bwd_op_call(tbe_rw, EmbOptimType.EXACT_ROWWISE_ADAGRAD)
+    fb_ew = fbgemm_bench.bwd_op_call(tbe_ew, EmbOptimType.EXACT_ADAGRAD)
+    param = torch.nn.Parameter(torch.from_numpy(table_rw.copy()))
+    opt_t = torch.optim.Adagrad([param], lr=LR, eps=EPS)
+    sparse = torch.sparse_coo_tensor(ids_t[None], grads_t, (ROWS, d))
+
+    def torch_step() -> None:
+        param.grad = sparse
+        opt_t.step()
+
+    impls = {
+        "ours_rowwise": lambda: ours_rw.step(table_rw, ids, grads),
+        "fbgemm_rowwise": lambda: fb_rw(grads_t, ids_t, offsets_t),
+        "ours_elementwise": lambda: ours_ew.step(table_ew, ids, grads),
+        "fbgemm_elementwise": lambda: fb_ew(grads_t, ids_t, offsets_t),
+        "torch_sparse": torch_step,
+    }
+    for fn in impls.values():  # warm-up: first-touch of state, scratch, thread pools
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    for _ in range(rounds):
+        for k, fn in impls.items():
+            times[k].append(timed(fn))
+    ratios = {
+        "rowwise_vs_fbgemm": [f / o for f, o in zip(times["fbgemm_rowwise"], times["ours_rowwise"], strict=True)],
+        "elementwise_vs_fbgemm": [
+            f / o for f, o in zip(times["fbgemm_elementwise"], times["ours_elementwise"], strict=True)
+        ],
+        "elementwise_vs_torch": [
+            t / o for t, o in zip(times["torch_sparse"], times["ours_elementwise"], strict=True)
+        ],
+    }
+    bytes_rw = 2 * unique * d * 4 + 2 * unique * 4 + b * d * 4
+    bytes_ew = 4 * unique * d * 4 + b * d * 4
+    out = dict(D=d, B=b, dist=dist, threads=threads, unique_rows=unique, rounds=rounds)
+    for k, v in times.items():
+        out[f"{k}_ms"] = statistics.median(v) * 1e3
+    for k, v in ratios.items():
+        out[k] = statistics.median(v)
+        out[k + "_range"] = [min(v), max(v)]
+    out["ours_rowwise_gbps"] = bytes_rw / statistics.median(times["ours_rowwise"]) / 1e9
+    out["ours_elementwise_gbps"] = bytes_ew / statistics.median(times["ours_elementwise"]) / 1e9
+    return out
+
+
+def main() -> None:
+    """Run every configuration and print (and optionally store) the table."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--quick", action="store_true", help="D = 64, B = 16,384 only")
+    args = ap.parse_args()
+    isa = fbgemm_isa.fix_fbgemm_cpuinfo()
+    print(f"fbgemm ISA flags: {isa}", flush=True)
+    rng = np.random.default_rng(1234)
+    results = []
+    dims = [64] if args.quick else [64, 128]
+    batches = [16384] if args.quick else [16384, 262144]
+    hdr = (
+        f"{'D':>4} {'B':>7} {'ids':>8} {'thr':>3} | {'ours rw ms':>10} {'fbgemm rw':>9} {'ratio':>6} | "
+        f"{'ours ew ms':>10} {'fbgemm ew':>9} {'ratio':>6} {'torch':>8} {'ratio':>6} | {'rw GB/s':>7}"
+    )
+    print(hdr)
+    for d in dims:
+        for b in batches:
+            for dist in ["zipf1.05", "uniform"]:
+                for threads in [1, 2]:
+                    r = config_rows(d, b, dist, threads, args.rounds, rng)
+                    results.append(r)
+                    print(
+                        f"{d:>4} {b:>7} {dist:>8} {threads:>3} | {r['ours_rowwise_ms']:>10.3f} "
+                        f"{r['fbgemm_rowwise_ms']:>9.3f} {r['rowwise_vs_fbgemm']:>5.2f}x | "
+                        f"{r['ours_elementwise_ms']:>10.3f} {r['fbgemm_elementwise_ms']:>9.3f} "
+                        f"{r['elementwise_vs_fbgemm']:>5.2f}x {r['torch_sparse_ms']:>8.2f} "
+                        f"{r['elementwise_vs_torch']:>5.2f}x | {r['ours_rowwise_gbps']:>7.2f}",
+                        flush=True,
+                    )
+    if args.json:
+        meta = dict(cpu=fbgemm_bench.cpu_model(), fbgemm_isa=isa, torch=torch.__version__, rows=ROWS, lr=LR, eps=EPS)
+        args.json.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+
+
+if __name__ == "__main__":
+    main()
