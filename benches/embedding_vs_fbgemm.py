@@ -23,6 +23,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +32,17 @@ import torch
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench" / "fbgemm"
 sys.path.insert(0, str(SHARED))
 
-import fbgemm_bench  # noqa: E402
-import fbgemm_isa  # noqa: E402
-from fbgemm_gpu.split_embedding_configs import EmbOptimType  # noqa: E402
+import fbgemm_bench
+import fbgemm_isa
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
 
-from adagrad_cpu.embedding import EmbeddingAdagrad  # noqa: E402
+from adagrad_cpu.embedding import EmbeddingAdagrad
 
 ROWS = fbgemm_bench.ROWS
 LR, EPS = fbgemm_bench.LR, fbgemm_bench.EPS
 
 
-def timed(fn) -> float:  # noqa: ANN001
+def timed(fn: Callable[[], object]) -> float:
     """Seconds one call takes."""
     t0 = time.perf_counter()
     fn()
@@ -95,13 +96,11 @@ def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.ra
         "elementwise_vs_fbgemm": [
             f / o for f, o in zip(times["fbgemm_elementwise"], times["ours_elementwise"], strict=True)
         ],
-        "elementwise_vs_torch": [
-            t / o for t, o in zip(times["torch_sparse"], times["ours_elementwise"], strict=True)
-        ],
+        "elementwise_vs_torch": [t / o for t, o in zip(times["torch_sparse"], times["ours_elementwise"], strict=True)],
     }
     bytes_rw = 2 * unique * d * 4 + 2 * unique * 4 + b * d * 4
     bytes_ew = 4 * unique * d * 4 + b * d * 4
-    out = dict(D=d, B=b, dist=dist, threads=threads, unique_rows=unique, rounds=rounds)
+    out = {"D": d, "B": b, "dist": dist, "threads": threads, "unique_rows": unique, "rounds": rounds}
     for k, v in times.items():
         out[f"{k}_ms"] = statistics.median(v) * 1e3
     for k, v in ratios.items():
@@ -145,8 +144,15 @@ def main() -> None:
                         flush=True,
                     )
     if args.json:
-        meta = dict(cpu=fbgemm_bench.cpu_model(), fbgemm_isa=isa, torch=torch.__version__, rows=ROWS, lr=LR, eps=EPS)
-        args.json.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+        meta = {
+            "cpu": fbgemm_bench.cpu_model(),
+            "fbgemm_isa": isa,
+            "torch": torch.__version__,
+            "rows": ROWS,
+            "lr": LR,
+            "eps": EPS,
+        }
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

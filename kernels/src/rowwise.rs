@@ -302,7 +302,7 @@ pub enum Rounding {
 /// Which row of which step a 16-bit row is (the stochastic rounding key, with the column added per element).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RowKey {
-    /// The generator's seed (from [`Rounding::Stochastic`]; set by [`Rounding::round`]'s caller).
+    /// The generator's seed (from [`Rounding::Stochastic`]).
     pub seed: u64,
     /// The step number.
     pub step: u64,
