@@ -326,30 +326,9 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
         h.extend_from_slice(&MAGIC);
         h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         h.push(size_of::<T>() as u8);
-        h.push(match c.eps_placement {
-            EpsPlacement::Outside => 0,
-            EpsPlacement::Inside => 1,
-        });
-        h.push(c.maximize as u8);
-        h.push(match c.precision {
-            Precision::Exact => 0,
-            Precision::Fast => 1,
-        });
-        h.push(match c.non_finite {
-            NonFinite::Propagate => 0,
-            NonFinite::SkipStep => 1,
-            NonFinite::Error => 2,
-        });
+        h.extend_from_slice(&flag_bytes(c));
         h.extend_from_slice(&[0; 7]);
-        for v in [
-            c.lr,
-            c.lr_decay,
-            c.weight_decay,
-            c.initial_accumulator_value,
-            c.eps,
-        ] {
-            h.extend_from_slice(&v.to_le_bytes());
-        }
+        h.extend_from_slice(&hyper_bytes(c));
         h.extend_from_slice(&self.step.to_le_bytes());
         h.extend_from_slice(&(self.state.len() as u64).to_le_bytes());
         for s in &self.state {
@@ -573,45 +552,13 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
                 });
             }
         }
-        let flag = |at: usize, field: &'static str, max: u8| {
-            if b[at] > max {
-                Err(CheckpointError::BadField {
-                    field,
-                    detail: format!("{}", b[at]),
-                })
-            } else {
-                Ok(b[at])
-            }
-        };
-        let placement = flag(13, "eps placement", 1)?;
-        let maximize = flag(14, "maximize", 1)?;
-        let precision = flag(15, "precision", 1)?;
-        let non_finite = flag(16, "non-finite policy", 2)?;
         if b[17..24].iter().any(|&x| x != 0) {
             return Err(CheckpointError::BadField {
                 field: "reserved bytes",
                 detail: "not zero".into(),
             });
         }
-        let mut c = self.config.clone();
-        c.eps_placement = if placement == 0 {
-            EpsPlacement::Outside
-        } else {
-            EpsPlacement::Inside
-        };
-        c.maximize = maximize == 1;
-        c.precision = if precision == 0 {
-            Precision::Exact
-        } else {
-            Precision::Fast
-        };
-        c.non_finite =
-            [NonFinite::Propagate, NonFinite::SkipStep, NonFinite::Error][non_finite as usize];
-        c.lr = f64_at(b, 24);
-        c.lr_decay = f64_at(b, 32);
-        c.weight_decay = f64_at(b, 40);
-        c.initial_accumulator_value = f64_at(b, 48);
-        c.eps = f64_at(b, 56);
+        let c = read_config(b, &self.config)?;
         c.validate_for::<T>()
             .map_err(|e| CheckpointError::BadField {
                 field: "hyperparameters",
@@ -625,6 +572,61 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
         }
         Ok(c)
     }
+}
+
+/// The four flag bytes both formats hold at offsets 13..17: eps placement, maximize, precision, non-finite policy.
+fn flag_bytes(c: &Config) -> [u8; 4] {
+    [
+        (c.eps_placement == EpsPlacement::Inside) as u8,
+        c.maximize as u8,
+        (c.precision == Precision::Fast) as u8,
+        match c.non_finite {
+            NonFinite::Propagate => 0,
+            NonFinite::SkipStep => 1,
+            NonFinite::Error => 2,
+        },
+    ]
+}
+
+/// The five hyperparameters both formats hold at offsets 24..64.
+fn hyper_bytes(c: &Config) -> Vec<u8> {
+    [
+        c.lr,
+        c.lr_decay,
+        c.weight_decay,
+        c.initial_accumulator_value,
+        c.eps,
+    ]
+    .iter()
+    .flat_map(|v| v.to_le_bytes())
+    .collect()
+}
+
+/// `base` with the flags (13..17) and hyperparameters (24..64) of a checkpoint of either format (`b` holds at
+/// least 64 bytes). Flags no writer produces are refused; the values are validated by the caller, per dtype.
+fn read_config(b: &[u8], base: &Config) -> Result<Config, CheckpointError> {
+    let flag = |at: usize, field: &'static str, max: u8| {
+        if b[at] > max {
+            Err(CheckpointError::BadField {
+                field,
+                detail: format!("{}", b[at]),
+            })
+        } else {
+            Ok(b[at] as usize)
+        }
+    };
+    let mut c = base.clone();
+    c.eps_placement = [EpsPlacement::Outside, EpsPlacement::Inside][flag(13, "eps placement", 1)?];
+    c.maximize = flag(14, "maximize", 1)? == 1;
+    c.precision = [Precision::Exact, Precision::Fast][flag(15, "precision", 1)?];
+    c.non_finite = [NonFinite::Propagate, NonFinite::SkipStep, NonFinite::Error]
+        [flag(16, "non-finite policy", 2)?];
+    c.lr = f64_at(b, 24);
+    c.lr_decay = f64_at(b, 32);
+    c.weight_decay = f64_at(b, 40);
+    c.initial_accumulator_value = f64_at(b, 48);
+    c.eps = f64_at(b, 56);
+    Ok(c)
 }
 
 /// The first eight bytes of an embedding optimizer's checkpoint.
@@ -679,16 +681,9 @@ mod embedding_format {
                 Rounding::NearestEven => None,
                 Rounding::Stochastic { seed } => Some(seed),
             };
+            h.push(table_code::<W>());
+            h.extend_from_slice(&flag_bytes(c));
             h.extend_from_slice(&[
-                table_code::<W>(),
-                (c.eps_placement == EpsPlacement::Inside) as u8,
-                c.maximize as u8,
-                (c.precision == Precision::Fast) as u8,
-                match c.non_finite {
-                    NonFinite::Propagate => 0,
-                    NonFinite::SkipStep => 1,
-                    NonFinite::Error => 2,
-                },
                 (o.accumulator == Accumulator::ElementWise) as u8,
                 (o.decay == DecayMode::Decoupled) as u8,
                 seed.is_some() as u8,
@@ -697,15 +692,7 @@ mod embedding_format {
                 0,
                 0,
             ]);
-            for v in [
-                c.lr,
-                c.lr_decay,
-                c.weight_decay,
-                c.initial_accumulator_value,
-                c.eps,
-            ] {
-                h.extend_from_slice(&v.to_le_bytes());
-            }
+            h.extend_from_slice(&hyper_bytes(c));
             for v in [
                 self.step,
                 seed.unwrap_or(0),
@@ -853,10 +840,6 @@ mod embedding_format {
                     ),
                 ));
             }
-            let placement = flag(13, "eps placement", 1)?;
-            let maximize = flag(14, "maximize", 1)?;
-            let precision = flag(15, "precision", 1)?;
-            let non_finite = flag(16, "non-finite policy", 2)?;
             let accumulator = flag(17, "accumulator", 1)?;
             let decay = flag(18, "decay mode", 1)?;
             let rounding = flag(19, "rounding", 1)?;
@@ -886,17 +869,7 @@ mod embedding_format {
             if rounding == 0 && seed != 0 {
                 return Err(bad("seed", "set without stochastic rounding".into()));
             }
-            let mut c = self.config.clone();
-            c.eps_placement = [EpsPlacement::Outside, EpsPlacement::Inside][placement as usize];
-            c.maximize = maximize == 1;
-            c.precision = [Precision::Exact, Precision::Fast][precision as usize];
-            c.non_finite =
-                [NonFinite::Propagate, NonFinite::SkipStep, NonFinite::Error][non_finite as usize];
-            c.lr = f64_at(b, 24);
-            c.lr_decay = f64_at(b, 32);
-            c.weight_decay = f64_at(b, 40);
-            c.initial_accumulator_value = f64_at(b, 48);
-            c.eps = f64_at(b, 56);
+            let c = read_config(b, &self.config)?;
             c.validate_for::<f32>()
                 .map_err(|e| bad("hyperparameters", e.to_string()))?;
             if u64_at(b, 64) == u64::MAX {
