@@ -77,8 +77,9 @@ fn inspect(py: Python<'_>, t: &Bound<'_, PyAny>, place: Place) -> PyResult<Check
     let tt = torch(py)?;
     if !t.getattr(intern!(py, "layout"))?.is(&tt.strided) {
         let why = if place.role == Role::Grad {
-            "sparse gradients are not supported: use a dense embedding (sparse=False), or torch.optim.Adagrad \
-             for this parameter"
+            "sparse gradients are not supported here: train the embedding table with \
+             adagrad_cpu.embedding.EmbeddingAdagrad (its lookups' ids and gradient rows), use a dense embedding \
+             (sparse=False), or torch.optim.Adagrad for this parameter"
         } else {
             "only dense (strided) tensors are supported"
         };
