@@ -824,7 +824,10 @@ impl<W: Table> Rows<'_, W> {
                 buf.resize(2 * dim, 0.0);
             }
             let (sum, wide) = buf.split_at_mut(dim);
-            for run in self.starts.windows(2) {
+            for (i, run) in self.starts.windows(2).enumerate() {
+                if let Some(ahead) = self.starts.get(i + AHEAD..i + AHEAD + 2) {
+                    self.prefetch(ahead[0] as usize, ahead[1] as usize, src);
+                }
                 let keys = &self.keys[run[0] as usize..run[1] as usize];
                 let row = (keys[0] >> 32) as usize;
                 for (i, &k) in keys.iter().enumerate() {
@@ -844,7 +847,37 @@ impl<W: Table> Rows<'_, W> {
     }
 }
 
+impl<W: Table> Rows<'_, W> {
+    /// Prefetches what the run of keys `lo..hi` will touch: its table row and state, and the gradient rows of its
+    /// first lookups.
+    #[inline]
+    fn prefetch<G: Grad<f32>>(&self, lo: usize, hi: usize, src: &Source<'_, G>) {
+        let r = (self.keys[lo] >> 32) as usize - self.first_row;
+        rowwise::prefetch_row(&self.table[r * self.dim..(r + 1) * self.dim]);
+        rowwise::prefetch_row(&self.state[r * self.per_row..(r + 1) * self.per_row]);
+        for &k in &self.keys[lo..hi.min(lo + 2)] {
+            src.prefetch((k & 0xFFFF_FFFF) as usize, self.dim);
+        }
+    }
+}
+
+/// Runs ahead of the one being updated whose memory is prefetched.
+const AHEAD: usize = 24;
+
 impl<G: Grad<f32>> Source<'_, G> {
+    /// Prefetches lookup `pos`'s gradient row.
+    #[inline]
+    fn prefetch(&self, pos: usize, dim: usize) {
+        let row = match *self {
+            Source::Rows(_) => pos,
+            Source::Bags { bag_of, .. } => bag_of[pos] as usize,
+        };
+        let g = match *self {
+            Source::Rows(g) | Source::Bags { grads: g, .. } => g,
+        };
+        rowwise::prefetch_row(&g[row * dim..(row + 1) * dim]);
+    }
+
     /// Adds lookup `pos`'s gradient row into `sum` (or sets it, for a row's first lookup).
     #[inline]
     fn accumulate(&self, pos: usize, dim: usize, sum: &mut [f32], first: bool) {

@@ -228,6 +228,24 @@ pub fn decay_elementwise(w: &mut [f32], c: f32) {
     }
 }
 
+/// Asks for every cache line of `row` to be brought into the cache ahead of use (a hint: it never faults and
+/// never changes a value). Embedding steps call it on the rows a few rows ahead of the one they update, whose
+/// random addresses no hardware prefetcher can guess.
+#[inline(always)]
+pub fn prefetch_row<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let (start, bytes) = (row.as_ptr().cast::<i8>(), std::mem::size_of_val(row));
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: prefetching never faults; the address lies within `row`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
 /// 16-bit table formats: [`bf16`] and [`f16`](struct@f16).
 pub trait Narrow:
     crate::sealed::Sealed + bytemuck::Pod + Copy + Send + Sync + std::fmt::Debug
