@@ -11,7 +11,9 @@ installing this package's wheel into it::
 Per configuration (1,000,000-row f32 table; D, B lookups, Zipf(1.05) or uniform ids; threads), each round times
 one update of every implementation in turn (ours row-wise, FBGEMM ``EXACT_ROWWISE_ADAGRAD``, ours element-wise,
 FBGEMM ``EXACT_ADAGRAD``, torch sparse), then the ratios of that round are taken; the table reports medians of
-the per-round ratios. FBGEMM runs with its ISA flags fixed (``fbgemm_isa.fix_fbgemm_cpuinfo``: its JIT kernels,
+the per-round ratios. Each round also measures the independent memory ceiling (``adagrad_ceiling::rows``: the
+same rows' bytes with trivial arithmetic, best of its prefetch variants, same threads) for both accumulators;
+"%" is ceiling time / our time, per round, median. FBGEMM runs with its ISA flags fixed (``fbgemm_isa.fix_fbgemm_cpuinfo``: its JIT kernels,
 as designed), through the fused backward op with one index per bag (sort, duplicate sum and update), the same
 thing ours does. GB/s counts the touched rows' weights and state read and written and the gradients read.
 """
@@ -36,6 +38,7 @@ import fbgemm_bench
 import fbgemm_isa
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 
+from adagrad_cpu._native import embedding_ceiling
 from adagrad_cpu.embedding import EmbeddingAdagrad
 
 ROWS = fbgemm_bench.ROWS
@@ -85,29 +88,64 @@ def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.ra
         "fbgemm_elementwise": lambda: fb_ew(grads_t, ids_t, offsets_t),
         "torch_sparse": torch_step,
     }
+    # The ceilings' own arrays (the ceiling adds the gradients into them).
+    ceil_table = np.ones((ROWS, d), dtype=np.float32)
+    ceil_state = {1: np.ones(ROWS, dtype=np.float32), d: np.ones(ROWS * d, dtype=np.float32)}
+
+    # The ceiling's variants (prefetch distances) run as separate entries of the round, between the
+    # implementations, so that each of its passes starts as cold as theirs; its time is its best variant's.
+    variants = (0, 8, 32)
+    for per_row, name in ((1, "rowwise"), (d, "elementwise")):
+        for ahead in variants:
+            impls[f"ceiling_{name}_{ahead}"] = lambda per_row=per_row, ahead=ahead: embedding_ceiling(
+                ceil_table, ceil_state[per_row], ids, grads, per_row, threads, ahead
+            )
+    order = [
+        "ours_rowwise",
+        "ceiling_rowwise_0",
+        "fbgemm_rowwise",
+        "ceiling_rowwise_8",
+        "ours_elementwise",
+        "ceiling_elementwise_0",
+        "fbgemm_elementwise",
+        "ceiling_elementwise_8",
+        "torch_sparse",
+        "ceiling_rowwise_32",
+        "ceiling_elementwise_32",
+    ]
     for fn in impls.values():  # warm-up: first-touch of state, scratch, thread pools
         fn()
     times: dict[str, list[float]] = {k: [] for k in impls}
     for _ in range(rounds):
-        for k, fn in impls.items():
-            times[k].append(timed(fn))
+        for k in order:
+            fn = impls[k]
+            times[k].append(fn() if k.startswith("ceiling") else timed(fn))
+    for name in ("rowwise", "elementwise"):
+        best = min(variants, key=lambda a, name=name: statistics.median(times[f"ceiling_{name}_{a}"]))
+        times[f"ceiling_{name}"] = times[f"ceiling_{name}_{best}"]
     ratios = {
         "rowwise_vs_fbgemm": [f / o for f, o in zip(times["fbgemm_rowwise"], times["ours_rowwise"], strict=True)],
         "elementwise_vs_fbgemm": [
             f / o for f, o in zip(times["fbgemm_elementwise"], times["ours_elementwise"], strict=True)
         ],
         "elementwise_vs_torch": [t / o for t, o in zip(times["torch_sparse"], times["ours_elementwise"], strict=True)],
+        "rowwise_of_ceiling": [c / o for c, o in zip(times["ceiling_rowwise"], times["ours_rowwise"], strict=True)],
+        "elementwise_of_ceiling": [
+            c / o for c, o in zip(times["ceiling_elementwise"], times["ours_elementwise"], strict=True)
+        ],
     }
     bytes_rw = 2 * unique * d * 4 + 2 * unique * 4 + b * d * 4
     bytes_ew = 4 * unique * d * 4 + b * d * 4
     out = {"D": d, "B": b, "dist": dist, "threads": threads, "unique_rows": unique, "rounds": rounds}
     for k, v in times.items():
-        out[f"{k}_ms"] = statistics.median(v) * 1e3
+        out[f"{k}_ms"] = statistics.median(v) * 1e3  # ceiling_*: the seconds the binding returned
     for k, v in ratios.items():
         out[k] = statistics.median(v)
         out[k + "_range"] = [min(v), max(v)]
     out["ours_rowwise_gbps"] = bytes_rw / statistics.median(times["ours_rowwise"]) / 1e9
     out["ours_elementwise_gbps"] = bytes_ew / statistics.median(times["ours_elementwise"]) / 1e9
+    out["ceiling_rowwise_gbps"] = bytes_rw / statistics.median(times["ceiling_rowwise"]) / 1e9
+    out["ceiling_elementwise_gbps"] = bytes_ew / statistics.median(times["ceiling_elementwise"]) / 1e9
     return out
 
 
@@ -126,7 +164,8 @@ def main() -> None:
     batches = [16384] if args.quick else [16384, 262144]
     hdr = (
         f"{'D':>4} {'B':>7} {'ids':>8} {'thr':>3} | {'ours rw ms':>10} {'fbgemm rw':>9} {'ratio':>6} | "
-        f"{'ours ew ms':>10} {'fbgemm ew':>9} {'ratio':>6} {'torch':>8} {'ratio':>6} | {'rw GB/s':>7}"
+        f"{'ours ew ms':>10} {'fbgemm ew':>9} {'ratio':>6} {'torch':>8} {'ratio':>6} | "
+        f"{'rw GB/s':>7} {'ceil':>5} {'%':>4} | {'ew GB/s':>7} {'ceil':>5} {'%':>4}"
     )
     print(hdr)
     for d in dims:
@@ -140,7 +179,10 @@ def main() -> None:
                         f"{r['fbgemm_rowwise_ms']:>9.3f} {r['rowwise_vs_fbgemm']:>5.2f}x | "
                         f"{r['ours_elementwise_ms']:>10.3f} {r['fbgemm_elementwise_ms']:>9.3f} "
                         f"{r['elementwise_vs_fbgemm']:>5.2f}x {r['torch_sparse_ms']:>8.2f} "
-                        f"{r['elementwise_vs_torch']:>5.2f}x | {r['ours_rowwise_gbps']:>7.2f}",
+                        f"{r['elementwise_vs_torch']:>5.2f}x | {r['ours_rowwise_gbps']:>7.2f} "
+                        f"{r['ceiling_rowwise_gbps']:>5.2f} {100 * r['rowwise_of_ceiling']:>3.0f}% | "
+                        f"{r['ours_elementwise_gbps']:>7.2f} {r['ceiling_elementwise_gbps']:>5.2f} "
+                        f"{100 * r['elementwise_of_ceiling']:>3.0f}%",
                         flush=True,
                     )
     if args.json:

@@ -16,6 +16,8 @@
 //!
 //! [`Ceiling::measure`] returns the fastest variant and its time.
 
+pub mod rows;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;

@@ -103,3 +103,13 @@ class Embedding:
     def isa(self) -> str: ...
     @property
     def threads(self) -> int: ...
+
+def embedding_ceiling(
+    table: np.ndarray,
+    state: np.ndarray,
+    ids: np.ndarray,
+    grads: np.ndarray,
+    per_row: int,
+    threads: int,
+    ahead: int,
+) -> float: ...

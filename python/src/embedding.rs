@@ -206,3 +206,47 @@ impl Embedding {
         self.opt.threads()
     }
 }
+
+/// Benchmark support (`benches/embedding_vs_fbgemm.py`), not used by any step: one pass of the embedding step's
+/// independent memory ceiling (`adagrad_ceiling::rows`) over `table` (float32, `rows × dim`), a state array of
+/// `rows × per_row` float32, the lookups' `ids` and `grads` — the same rows' traffic with trivial arithmetic —
+/// prefetching `ahead` runs ahead (one of `RowsCeiling::VARIANTS`), on `threads` threads. Returns the pass's
+/// seconds (grouping the lookups by row is not timed). The table and state change (the ceiling adds into them).
+#[pyfunction]
+#[pyo3(signature = (table, state, ids, grads, per_row, threads, ahead))]
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_ceiling(
+    py: Python<'_>,
+    mut table: PyReadwriteArrayDyn<'_, f32>,
+    mut state: PyReadwriteArrayDyn<'_, f32>,
+    ids: PyReadonlyArrayDyn<'_, i64>,
+    grads: PyReadonlyArrayDyn<'_, f32>,
+    per_row: usize,
+    threads: usize,
+    ahead: usize,
+) -> PyResult<f64> {
+    let ids = contiguous("ids", &ids)?;
+    let grads = contiguous("grads", &grads)?;
+    let table = table
+        .as_slice_mut()
+        .map_err(|_| refused("table: is not C-contiguous"))?;
+    let state = state
+        .as_slice_mut()
+        .map_err(|_| refused("state: is not C-contiguous"))?;
+    let n = ids.len();
+    if n == 0 || grads.len() % n != 0 || per_row == 0 {
+        return Err(refused("ids, grads and per_row must describe at least one lookup"));
+    }
+    let dim = grads.len() / n;
+    let rows = table.len() / dim;
+    if rows * dim != table.len() || state.len() != rows * per_row {
+        return Err(refused("table and state do not match rows × dim and rows × per_row"));
+    }
+    let ids: Vec<usize> = ids
+        .iter()
+        .map(|&i| usize::try_from(i).ok().filter(|&i| i < rows))
+        .collect::<Option<_>>()
+        .ok_or_else(|| refused("an id is outside the table"))?;
+    let c = adagrad_ceiling::rows::RowsCeiling::new(&ids, dim, per_row);
+    Ok(py.detach(|| c.time_pass(table, state, grads, ahead, threads.max(1))))
+}

@@ -358,6 +358,7 @@ fn available_isas() -> Vec<&'static str> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<embedding::Embedding>()?;
+    m.add_function(wrap_pyfunction!(embedding::embedding_ceiling, m)?)?;
     m.add_class::<torch::TensorCache>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(same_objects, m)?)?;
