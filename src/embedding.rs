@@ -148,6 +148,13 @@ pub enum LookupError {
         /// The table's rows.
         rows: usize,
     },
+    /// The state slice does not have one accumulator per row (row-wise) or per element (element-wise).
+    StateLength {
+        /// `rows` or `rows · dim`.
+        expected: usize,
+        /// The slice's length.
+        got: usize,
+    },
     /// The gradient slice does not have one row per lookup (bag, id).
     GradLength {
         /// Rows × dim expected.
@@ -199,6 +206,9 @@ impl fmt::Display for LookupError {
                     f,
                     "id {id} at position {position} is outside the table's {rows} rows"
                 )
+            }
+            LookupError::StateLength { expected, got } => {
+                write!(f, "state has {got} accumulators, expected {expected}")
             }
             LookupError::GradLength { expected, got } => {
                 write!(f, "gradients have {got} elements, expected {expected}")
@@ -343,9 +353,10 @@ impl Table for f16 {
     }
 }
 
-/// Scratch kept between steps, so that steps of repeating sizes allocate nothing.
+/// Scratch an embedding step keeps between steps (its lookups grouped by row), so that steps of repeating sizes
+/// allocate nothing: one per table, for [`prepare`].
 #[derive(Debug, Default)]
-struct Scratch {
+pub struct Scratch {
     /// `(id << 32) | position` per lookup, sorted: duplicates adjacent, in ascending position.
     keys: Vec<u64>,
     /// Where each touched row's run of keys starts, then `keys.len()`.
@@ -433,9 +444,9 @@ impl<W: Table> EmbeddingAdagrad<W> {
             }
             .into());
         }
-        let src = self.prepare(lookups)?.with_bags(&self.scratch.bag_of);
+        let prepared = prepare(self.rows, self.dim, lookups, &mut self.scratch)?;
         if self.config.non_finite != NonFinite::Propagate {
-            let bad = src.non_finite();
+            let bad = prepared.non_finite();
             if bad > 0 {
                 return match self.config.non_finite {
                     NonFinite::Error => Err(Error::NonFiniteGradient { count: bad }),
@@ -443,161 +454,17 @@ impl<W: Table> EmbeddingAdagrad<W> {
                 };
             }
         }
-        let c = &self.config;
-        let ctx = RowCtx {
-            kernels: self.exec.kernels(),
-            accumulator: self.options.accumulator,
-            row: RowHyper::new(
-                c.lr,
-                c.lr_decay,
-                t,
-                c.weight_decay,
-                self.options.decay,
-                c.eps,
-                c.maximize,
-                c.eps_placement,
-            ),
-            dense: Hyper::new(
-                c.lr,
-                c.lr_decay,
-                t,
-                if self.options.decay == DecayMode::L2 {
-                    c.weight_decay
-                } else {
-                    0.0
-                },
-                c.eps,
-                c.maximize,
-                c.eps_placement,
-            ),
-            precision: c.precision,
-            rounding: self.options.rounding,
-            step: t,
-        };
-        let per_row = match self.options.accumulator {
-            Accumulator::RowWise => 1,
-            Accumulator::ElementWise => self.dim,
-        };
-        let work = Rows {
-            keys: &self.scratch.keys,
-            starts: &self.scratch.starts,
-            first_row: 0,
+        apply(
+            &self.exec,
+            &self.config,
+            &self.options,
+            t,
             table,
-            state: self.state.as_mut_slice(),
-            dim: self.dim,
-            per_row,
-        };
-        let leaf = |piece: Rows<'_, W>| piece.run(&ctx, &src);
-        // The dense step's thresholds, counted in touched elements: below the parallel threshold on the calling
-        // thread; otherwise one piece per thread, each of at least `min_piece` elements.
-        let tuning = self.exec.tuning();
-        let touched = work.len().saturating_mul(self.dim);
-        let (pool, threads) = self.exec.pool_and_threads();
-        let pool = pool.filter(|_| touched >= tuning.parallel_threshold);
-        let min_rows = tuning.min_piece.div_ceil(self.dim).max(1);
-        run_pieces(work, pool, threads, min_rows, &leaf);
+            self.state.as_mut_slice(),
+            &prepared,
+        )?;
         self.step = t;
         Ok(StepOutcome::Applied)
-    }
-
-    /// Validates the lookups and fills the scratch: sorted keys and the start of each touched row's run.
-    fn prepare<'a, I: Id, G: Grad<f32>>(
-        &mut self,
-        lookups: Lookups<'a, I, G>,
-    ) -> Result<Source<'a, G>, Error> {
-        let (ids, grads_rows, src) = match lookups {
-            Lookups::Rows { ids, grads } => (ids, ids.len(), Source::Rows(grads)),
-            Lookups::Coalesced { ids, grads } => (ids, ids.len(), Source::Rows(grads)),
-            Lookups::Bags {
-                ids,
-                offsets,
-                weights,
-                grads,
-            } => {
-                let Some(bags) = offsets.len().checked_sub(1) else {
-                    return Err(LookupError::Offset {
-                        position: 0,
-                        value: 0,
-                        reason: "no offsets: bags need bags + 1 of them",
-                    }
-                    .into());
-                };
-                (
-                    ids,
-                    bags,
-                    Source::Bags {
-                        grads,
-                        weights,
-                        bag_of: &[],
-                    },
-                )
-            }
-        };
-        let n = ids.len();
-        if n > u32::MAX as usize {
-            return Err(LookupError::TooManyLookups { lookups: n }.into());
-        }
-        let rows = self.rows;
-        let s = &mut self.scratch;
-        s.keys.clear();
-        reserve(&mut s.keys, n)?;
-        for (pos, &id) in ids.iter().enumerate() {
-            match id.index() {
-                Some(r) if r < rows as u64 => s.keys.push((r << 32) | pos as u64),
-                _ => {
-                    return Err(LookupError::Id {
-                        position: pos,
-                        id: id.value(),
-                        rows,
-                    }
-                    .into());
-                }
-            }
-        }
-        let want = grads_rows.saturating_mul(self.dim);
-        let got = src.grads_len();
-        if got != want {
-            return Err(LookupError::GradLength {
-                expected: want,
-                got,
-            }
-            .into());
-        }
-        let src = match (src, lookups) {
-            (Source::Bags { grads, weights, .. }, Lookups::Bags { offsets, .. }) => {
-                if let Some(w) = weights
-                    && w.len() != n
-                {
-                    return Err(LookupError::WeightsLength {
-                        expected: n,
-                        got: w.len(),
-                    }
-                    .into());
-                }
-                fill_bags(offsets, n, &mut s.bag_of)?;
-                Source::Bags {
-                    grads,
-                    weights,
-                    bag_of: &[],
-                }
-            }
-            (src, _) => src,
-        };
-        s.keys.sort_unstable();
-        s.starts.clear();
-        reserve(&mut s.starts, n + 1)?;
-        let mut prev = u64::MAX;
-        for (i, &k) in s.keys.iter().enumerate() {
-            if k >> 32 != prev {
-                s.starts.push(i as u32);
-                prev = k >> 32;
-            }
-        }
-        s.starts.push(n as u32);
-        if let Lookups::Coalesced { .. } = lookups {
-            first_duplicate(&s.keys, &s.starts)?;
-        }
-        Ok(src)
     }
 
     /// The accumulators: one per row (row-wise) or `rows · dim`, row-major (element-wise).
@@ -657,6 +524,257 @@ impl<W: Table> EmbeddingAdagrad<W> {
         self.config.lr = lr;
         Ok(())
     }
+}
+
+/// Lookups validated for a table of `rows × dim`, grouped by row in the scratch they borrow: what [`apply`] runs.
+pub struct Prepared<'a, G> {
+    src: Source<'a, G>,
+    keys: &'a [u64],
+    starts: &'a [u32],
+    rows: usize,
+    dim: usize,
+}
+
+impl<G: Grad<f32>> Prepared<'_, G> {
+    /// Gradient (and weight) elements that are NaN or ±∞.
+    pub fn non_finite(&self) -> usize {
+        self.src.non_finite()
+    }
+
+    /// Rows the step touches.
+    pub fn touched_rows(&self) -> usize {
+        self.starts.len() - 1
+    }
+}
+
+/// The functional form's first half: validates `lookups` for a table of `rows × dim` (ids, lengths, offsets,
+/// weights, duplicates in coalesced input: see [`LookupError`]) and groups them by row in `scratch` (keep one per
+/// table and reuse it: steps of repeating sizes then allocate nothing). Writes nothing but the scratch.
+///
+/// ```
+/// use adagrad::embedding::{self, Accumulator, Lookups, Scratch, TableOptions};
+/// use adagrad::{Config, Executor};
+/// let config = Config::default().lr(0.1).eps(1e-8);
+/// let exec = Executor::new(&config)?;
+/// let options = TableOptions::default().accumulator(Accumulator::ElementWise);
+/// let (rows, dim) = (10, 2);
+/// let (mut table, mut state) = (vec![1.0f32; rows * dim], vec![0.0f32; rows * dim]); // caller-owned
+/// let mut scratch = Scratch::default();
+/// let prepared = embedding::prepare(rows, dim, Lookups::Rows { ids: &[3i64], grads: &[2.0, 2.0] }, &mut scratch)?;
+/// embedding::apply(&exec, &config, &options, 1, &mut table, &mut state, &prepared)?;
+/// assert_eq!((table[6], state[6]), (0.9, 4.0));
+/// # Ok::<(), adagrad::Error>(())
+/// ```
+pub fn prepare<'a, I: Id, G: Grad<f32>>(
+    rows: usize,
+    dim: usize,
+    lookups: Lookups<'a, I, G>,
+    scratch: &'a mut Scratch,
+) -> Result<Prepared<'a, G>, Error> {
+    if dim == 0 || rows > u32::MAX as usize || rows.checked_mul(dim).is_none() {
+        return Err(Error::TableShape {
+            rows,
+            dim,
+            reason: "dim must be at least 1, rows at most 4294967295, rows × dim addressable",
+        });
+    }
+    let src = fill(rows, dim, lookups, scratch)?;
+    let scratch: &'a Scratch = scratch;
+    Ok(Prepared {
+        src: src.with_bags(&scratch.bag_of),
+        keys: &scratch.keys,
+        starts: &scratch.starts,
+        rows,
+        dim,
+    })
+}
+
+/// The functional form's second half: applies `prepared` to the caller's `table` (`rows × dim`) and `state`
+/// (`rows` accumulators for [`Accumulator::RowWise`], `rows × dim` for [`Accumulator::ElementWise`]) as step `t`
+/// (1-based) with `config`'s hyperparameters (validated here, as f32) on `exec`'s path and threads — the same
+/// arithmetic, threads and bits as [`EmbeddingAdagrad::step`], which is this pair on its own state. Checks every
+/// length first; on error nothing is changed. (The non-finite policy is the caller's: see
+/// [`Prepared::non_finite`].)
+pub fn apply<W: Table, G: Grad<f32>>(
+    exec: &Executor,
+    config: &Config,
+    options: &TableOptions,
+    t: u64,
+    table: &mut [W],
+    state: &mut [f32],
+    prepared: &Prepared<'_, G>,
+) -> Result<(), Error> {
+    config.validate_for::<f32>()?;
+    let (rows, dim) = (prepared.rows, prepared.dim);
+    if table.len() != rows * dim {
+        return Err(LookupError::TableLength {
+            expected: rows * dim,
+            got: table.len(),
+        }
+        .into());
+    }
+    let per_row = match options.accumulator {
+        Accumulator::RowWise => 1,
+        Accumulator::ElementWise => dim,
+    };
+    if state.len() != rows * per_row {
+        return Err(LookupError::StateLength {
+            expected: rows * per_row,
+            got: state.len(),
+        }
+        .into());
+    }
+    let c = config;
+    let ctx = RowCtx {
+        kernels: exec.kernels(),
+        accumulator: options.accumulator,
+        row: RowHyper::new(
+            c.lr,
+            c.lr_decay,
+            t,
+            c.weight_decay,
+            options.decay,
+            c.eps,
+            c.maximize,
+            c.eps_placement,
+        ),
+        dense: Hyper::new(
+            c.lr,
+            c.lr_decay,
+            t,
+            if options.decay == DecayMode::L2 {
+                c.weight_decay
+            } else {
+                0.0
+            },
+            c.eps,
+            c.maximize,
+            c.eps_placement,
+        ),
+        precision: c.precision,
+        rounding: options.rounding,
+        step: t,
+    };
+    let work = Rows {
+        keys: prepared.keys,
+        starts: prepared.starts,
+        first_row: 0,
+        table,
+        state,
+        dim,
+        per_row,
+    };
+    let src = &prepared.src;
+    let leaf = |piece: Rows<'_, W>| piece.run(&ctx, src);
+    // The dense step's thresholds, counted in touched elements: below the parallel threshold on the calling
+    // thread; otherwise one piece per thread, each of at least `min_piece` elements.
+    let tuning = exec.tuning();
+    let touched = work.len().saturating_mul(dim);
+    let (pool, threads) = exec.pool_and_threads();
+    let pool = pool.filter(|_| touched >= tuning.parallel_threshold);
+    let min_rows = tuning.min_piece.div_ceil(dim).max(1);
+    run_pieces(work, pool, threads, min_rows, &leaf);
+    Ok(())
+}
+
+/// Validates the lookups and fills the scratch: sorted keys and the start of each touched row's run.
+fn fill<'a, I: Id, G: Grad<f32>>(
+    rows: usize,
+    dim: usize,
+    lookups: Lookups<'a, I, G>,
+    s: &mut Scratch,
+) -> Result<Source<'a, G>, Error> {
+    let (ids, grads_rows, src) = match lookups {
+        Lookups::Rows { ids, grads } => (ids, ids.len(), Source::Rows(grads)),
+        Lookups::Coalesced { ids, grads } => (ids, ids.len(), Source::Rows(grads)),
+        Lookups::Bags {
+            ids,
+            offsets,
+            weights,
+            grads,
+        } => {
+            let Some(bags) = offsets.len().checked_sub(1) else {
+                return Err(LookupError::Offset {
+                    position: 0,
+                    value: 0,
+                    reason: "no offsets: bags need bags + 1 of them",
+                }
+                .into());
+            };
+            (
+                ids,
+                bags,
+                Source::Bags {
+                    grads,
+                    weights,
+                    bag_of: &[],
+                },
+            )
+        }
+    };
+    let n = ids.len();
+    if n > u32::MAX as usize {
+        return Err(LookupError::TooManyLookups { lookups: n }.into());
+    }
+    s.keys.clear();
+    reserve(&mut s.keys, n)?;
+    for (pos, &id) in ids.iter().enumerate() {
+        match id.index() {
+            Some(r) if r < rows as u64 => s.keys.push((r << 32) | pos as u64),
+            _ => {
+                return Err(LookupError::Id {
+                    position: pos,
+                    id: id.value(),
+                    rows,
+                }
+                .into());
+            }
+        }
+    }
+    let want = grads_rows.saturating_mul(dim);
+    let got = src.grads_len();
+    if got != want {
+        return Err(LookupError::GradLength {
+            expected: want,
+            got,
+        }
+        .into());
+    }
+    let src = match (src, lookups) {
+        (Source::Bags { grads, weights, .. }, Lookups::Bags { offsets, .. }) => {
+            if let Some(w) = weights
+                && w.len() != n
+            {
+                return Err(LookupError::WeightsLength {
+                    expected: n,
+                    got: w.len(),
+                }
+                .into());
+            }
+            fill_bags(offsets, n, &mut s.bag_of)?;
+            Source::Bags {
+                grads,
+                weights,
+                bag_of: &[],
+            }
+        }
+        (src, _) => src,
+    };
+    s.keys.sort_unstable();
+    s.starts.clear();
+    reserve(&mut s.starts, n + 1)?;
+    let mut prev = u64::MAX;
+    for (i, &k) in s.keys.iter().enumerate() {
+        if k >> 32 != prev {
+            s.starts.push(i as u32);
+            prev = k >> 32;
+        }
+    }
+    s.starts.push(n as u32);
+    if let Lookups::Coalesced { .. } = lookups {
+        first_duplicate(&s.keys, &s.starts)?;
+    }
+    Ok(src)
 }
 
 /// Checks the offsets (start at 0, never decrease, end at `lookups`) and writes each lookup's bag.

@@ -746,3 +746,98 @@ fn untouched_rows_are_left_alone() {
     assert_eq!((opt.step_count(), bits(&t16)), (2, bits(&before)));
     table.clear();
 }
+
+/// The functional pair over caller-owned state is the optimizer's step, bit for bit, and checks the state's length.
+#[test]
+fn functional_form_equals_the_optimizer() {
+    use adagrad::Executor;
+    use adagrad::embedding::{self, Scratch};
+    let (rows, dim) = (300, 7);
+    for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
+        let options = TableOptions::default().accumulator(accumulator);
+        let c = config(Isa::best(), 2).weight_decay(0.02);
+        let exec = Executor::new(&c).unwrap();
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut a = values(&mut rng, rows * dim);
+        let mut b = a.clone();
+        let mut opt = EmbeddingAdagrad::<f32>::new(c.clone(), rows, dim, options).unwrap();
+        let per_row = if accumulator == Accumulator::RowWise {
+            1
+        } else {
+            dim
+        };
+        let mut state = vec![0.0f32; rows * per_row];
+        let mut scratch = Scratch::default();
+        for t in 1..=4 {
+            let ids = ids(&mut rng, 400, rows);
+            let grads = values(&mut rng, ids.len() * dim);
+            opt.step(
+                &mut a,
+                Lookups::Rows {
+                    ids: &ids,
+                    grads: &grads,
+                },
+            )
+            .unwrap();
+            let p = embedding::prepare(
+                rows,
+                dim,
+                Lookups::Rows {
+                    ids: &ids,
+                    grads: &grads,
+                },
+                &mut scratch,
+            )
+            .unwrap();
+            assert!(p.touched_rows() > 0 && p.non_finite() == 0);
+            embedding::apply(&exec, &c, &options, t, &mut b, &mut state, &p).unwrap();
+            assert_eq!(bits(&a), bits(&b), "{accumulator:?} step {t}");
+            assert_eq!(bits(opt.state()), bits(&state));
+        }
+        let p = embedding::prepare(
+            rows,
+            dim,
+            Lookups::Rows {
+                ids: &[1u32],
+                grads: &[0.5; 7],
+            },
+            &mut scratch,
+        )
+        .unwrap();
+        let before = bits(&b);
+        assert_eq!(
+            embedding::apply(&exec, &c, &options, 5, &mut b, &mut state[1..], &p),
+            Err(Error::Lookup(LookupError::StateLength {
+                expected: rows * per_row,
+                got: rows * per_row - 1
+            }))
+        );
+        assert_eq!(
+            embedding::apply(
+                &exec,
+                &c.clone().lr(-1.0),
+                &options,
+                5,
+                &mut b,
+                &mut state,
+                &p
+            )
+            .map_err(|e| matches!(e, Error::InvalidConfig { .. })),
+            Err(true)
+        );
+        assert_eq!(bits(&b), before);
+    }
+    let mut scratch = Scratch::default();
+    assert!(matches!(
+        embedding::prepare(
+            5,
+            0,
+            Lookups::Rows {
+                ids: &[1u32],
+                grads: &[0.0f32; 0]
+            },
+            &mut scratch
+        ),
+        Err(Error::TableShape { .. })
+    ));
+}

@@ -74,7 +74,8 @@ impl RowsCeiling {
 
     /// Bytes one pass moves: table rows and state read and written, gradient rows read.
     pub fn bytes(&self) -> usize {
-        self.runs.len() * (2 * self.dim + 2 * self.per_row) * 4 + self.positions.len() * self.dim * 4
+        self.runs.len() * (2 * self.dim + 2 * self.per_row) * 4
+            + self.positions.len() * self.dim * 4
     }
 
     /// One pass over `runs`, prefetching `ahead` runs ahead (0: none); `table` and `state` start at row `base`.

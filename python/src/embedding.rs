@@ -235,12 +235,16 @@ pub fn embedding_ceiling(
         .map_err(|_| refused("state: is not C-contiguous"))?;
     let n = ids.len();
     if n == 0 || grads.len() % n != 0 || per_row == 0 {
-        return Err(refused("ids, grads and per_row must describe at least one lookup"));
+        return Err(refused(
+            "ids, grads and per_row must describe at least one lookup",
+        ));
     }
     let dim = grads.len() / n;
     let rows = table.len() / dim;
     if rows * dim != table.len() || state.len() != rows * per_row {
-        return Err(refused("table and state do not match rows × dim and rows × per_row"));
+        return Err(refused(
+            "table and state do not match rows × dim and rows × per_row",
+        ));
     }
     let ids: Vec<usize> = ids
         .iter()
