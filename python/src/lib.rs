@@ -8,6 +8,7 @@ mod mem;
 mod numpy;
 mod torch;
 
+use adagrad::embedding::{Accumulator, Lookups, TableOptions};
 use adagrad::{Config, EpsPlacement, Executor, Float, Isa, Parallelism, Precision};
 use mem::{Dtype, Mem, Place, Role};
 use pyo3::create_exception;
@@ -36,6 +37,8 @@ fn crate_error(e: adagrad::Error) -> PyErr {
 pub struct Engine {
     exec: Executor,
     base: Config,
+    /// One embedding scratch per sparse gradient of a step, kept between steps.
+    scratch: std::sync::Mutex<Vec<adagrad::embedding::Scratch>>,
 }
 
 /// A parameter group as `Engine.torch_step` receives it: `(params, backs, lr, lr_decay, weight_decay, eps,
@@ -160,7 +163,11 @@ impl Engine {
             Some(n) => Parallelism::Threads(n),
         };
         let exec = Executor::new(&base).map_err(crate_error)?;
-        Ok(Engine { exec, base })
+        Ok(Engine {
+            exec,
+            base,
+            scratch: Default::default(),
+        })
     }
 
     /// The kernel path in use.
@@ -239,8 +246,8 @@ impl Engine {
             inf = v;
             scalars.push((m, scalar_place));
         }
-        let planned = match torch::plan(py, &mut cache, &parsed, grads.as_ref(), &scalars)? {
-            torch::Plan::Ready(p) => p,
+        let (planned, sparse) = match torch::plan(py, &mut cache, &parsed, grads.as_ref(), &scalars)? {
+            torch::Plan::Ready(p, s) => (p, s),
             torch::Plan::Refused(r) => return Err(refused(r.0)),
         };
         let mut jobs = Vec::with_capacity(planned.len());
@@ -250,21 +257,62 @@ impl Engine {
             validate(&config, &work, scale)?;
             jobs.push((config, work));
         }
+        // Sparse gradients: an element-wise embedding step on each parameter's `sum`, validated here with the rest.
+        let mut scratches = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if scratches.len() < sparse.len() {
+            scratches.resize_with(sparse.len(), Default::default);
+        }
+        let mut sparse_jobs = Vec::with_capacity(sparse.len());
+        for (sp, scratch) in sparse.iter().zip(scratches.iter_mut()) {
+            let place = Place {
+                group: sp.at.0,
+                index: sp.at.1,
+                role: Role::Grad,
+            };
+            if scale.is_some() || found_inf.is_some() {
+                return Err(refused(format!(
+                    "{place}: is sparse; grad_scale and found_inf apply to dense gradients only (torch's fused \
+                     Adagrad takes no sparse gradients either)"
+                )));
+            }
+            let h = &hypers[sp.at.0];
+            if h.weight_decay != 0.0 {
+                return Err(refused(format!(
+                    "{place}: is sparse; weight_decay is not compatible with sparse gradients (as in \
+                     torch.optim.Adagrad)"
+                )));
+            }
+            let config = self.config(h);
+            config.validate_for::<f32>().map_err(crate_error)?;
+            let ids: &[i64] = mem::shared_slice(sp.grad.ids);
+            let values: &[f32] = mem::shared_slice(sp.grad.values);
+            let lookups = Lookups::Rows { ids, grads: values };
+            let prepared = adagrad::embedding::prepare(sp.grad.rows, sp.grad.dim, lookups, scratch)
+                .map_err(|e| refused(format!("{place}: {e}")))?;
+            sparse_jobs.push((config, prepared, sp));
+        }
         let skip = inf == 1.0;
         if !skip {
             let exec = &self.exec;
+            let options = TableOptions::default().accumulator(Accumulator::ElementWise);
             py.detach(|| {
                 jobs.iter()
-                    .try_for_each(|(config, work)| mem::run(exec, config, work, scale))
+                    .try_for_each(|(config, work)| mem::run(exec, config, work, scale))?;
+                sparse_jobs.iter().try_for_each(|(config, prepared, sp)| {
+                    let table: &mut [f32] = mem::mut_slice(sp.table);
+                    let state: &mut [f32] = mem::mut_slice(sp.sum);
+                    adagrad::embedding::apply(exec, config, &options, sp.t as u64, table, state, prepared)
+                })
             })
             .map_err(crate_error)?;
         }
         // torch._fused_adagrad's step counts: + 1 before the kernel, − found_inf after, in float32.
         let mut updated = 0;
-        for pl in planned.iter().flatten() {
-            // SAFETY: pl.step is a validated, aligned float32 element of a step tensor held by `groups`, and
-            // no other region of this step overlaps it (checked in plan).
-            unsafe { *(pl.step.addr as *mut f32) = pl.t - inf };
+        let steps = planned.iter().flatten().map(|pl| (pl.step, pl.t));
+        for (step, t) in steps.chain(sparse.iter().map(|sp| (sp.step, sp.t))) {
+            // SAFETY: step is a validated, aligned float32 element of a step tensor held by `groups`, and no
+            // other region of this step overlaps it (checked in plan).
+            unsafe { *(step.addr as *mut f32) = t - inf };
             updated += 1;
         }
         Ok(if skip { 0 } else { updated })

@@ -14,6 +14,8 @@ pub enum Dtype {
     F64,
     Bf16,
     F16,
+    /// Indices of a sparse gradient.
+    I64,
 }
 
 impl Dtype {
@@ -21,7 +23,7 @@ impl Dtype {
     pub fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
-            Dtype::F64 => 8,
+            Dtype::F64 | Dtype::I64 => 8,
             Dtype::Bf16 | Dtype::F16 => 2,
         }
     }
@@ -33,6 +35,7 @@ impl Dtype {
             Dtype::F64 => "float64",
             Dtype::Bf16 => "bfloat16",
             Dtype::F16 => "float16",
+            Dtype::I64 => "int64",
         }
     }
 }
@@ -273,7 +276,7 @@ fn step<T: Float, G: Grad<T>, O: CopyOut<T>>(
     )
 }
 
-fn mut_slice<'a, X>(m: Mem) -> &'a mut [X] {
+pub(crate) fn mut_slice<'a, X>(m: Mem) -> &'a mut [X] {
     debug_assert_eq!(m.dtype.size(), size_of::<X>());
     if m.len == 0 {
         return &mut [];
@@ -284,7 +287,7 @@ fn mut_slice<'a, X>(m: Mem) -> &'a mut [X] {
     unsafe { std::slice::from_raw_parts_mut(m.addr as *mut X, m.len) }
 }
 
-fn shared_slice<'a, X>(m: Mem) -> &'a [X] {
+pub(crate) fn shared_slice<'a, X>(m: Mem) -> &'a [X] {
     debug_assert_eq!(m.dtype.size(), size_of::<X>());
     if m.len == 0 {
         return &[];

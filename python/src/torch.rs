@@ -15,6 +15,8 @@ struct Torch {
     bf16: Py<PyAny>,
     f16: Py<PyAny>,
     strided: Py<PyAny>,
+    sparse_coo: Py<PyAny>,
+    i64: Py<PyAny>,
     /// `torch._C.TensorBase.data_ptr`, called directly (no attribute lookup on each tensor).
     data_ptr: Py<PyAny>,
 }
@@ -30,6 +32,8 @@ fn torch(py: Python<'_>) -> PyResult<&Torch> {
             bf16: t.getattr("bfloat16")?.unbind(),
             f16: t.getattr("float16")?.unbind(),
             strided: t.getattr("strided")?.unbind(),
+            sparse_coo: t.getattr("sparse_coo")?.unbind(),
+            i64: t.getattr("int64")?.unbind(),
             data_ptr: t
                 .getattr("_C")?
                 .getattr("TensorBase")?
@@ -77,9 +81,7 @@ fn inspect(py: Python<'_>, t: &Bound<'_, PyAny>, place: Place) -> PyResult<Check
     let tt = torch(py)?;
     if !t.getattr(intern!(py, "layout"))?.is(&tt.strided) {
         let why = if place.role == Role::Grad {
-            "sparse gradients are not supported here: train the embedding table with \
-             adagrad_cpu.embedding.EmbeddingAdagrad (its lookups' ids and gradient rows), use a dense embedding \
-             (sparse=False), or torch.optim.Adagrad for this parameter"
+            "only dense (strided) and sparse COO gradients are supported"
         } else {
             "only dense (strided) tensors are supported"
         };
@@ -119,6 +121,12 @@ fn inspect(py: Python<'_>, t: &Bound<'_, PyAny>, place: Place) -> PyResult<Check
     }
 }
 
+/// A gradient's memory: a dense tensor's, or the marker of a sparse COO one (read by [`inspect_sparse`]).
+enum GradMem {
+    Dense(Mem),
+    Sparse,
+}
+
 /// A gradient, checked against its parameter: the cheap checks first (every step meets a fresh gradient
 /// tensor), the full inspection only to explain a refusal.
 fn inspect_grad(
@@ -126,14 +134,17 @@ fn inspect_grad(
     g: &Bound<'_, PyAny>,
     len: usize,
     place: Place,
-) -> PyResult<Checked<Mem>> {
+) -> PyResult<Checked<GradMem>> {
     let contiguous = match g.call_method0(intern!(py, "is_contiguous")) {
         Ok(c) => c.extract::<bool>()?,
-        // Sparse tensors have no is_contiguous; let the full inspection name the problem.
+        // Sparse tensors have no is_contiguous.
         Err(_) => false,
     };
     let cpu = g.getattr(intern!(py, "is_cpu"))?.extract::<bool>()?;
     let neg = contiguous && g.call_method0(intern!(py, "is_neg"))?.extract::<bool>()?;
+    if !contiguous && g.getattr(intern!(py, "layout"))?.is(&torch(py)?.sparse_coo) {
+        return Ok(Ok(GradMem::Sparse));
+    }
     if !(contiguous && cpu) || neg {
         return Ok(match inspect(py, g, place)? {
             Ok(_) => Err(Refusal(format!("{place}: cannot be used"))),
@@ -153,9 +164,90 @@ fn inspect_grad(
         );
     }
     match Mem::new(data_ptr(py, g)?, len, dtype) {
-        Ok(m) => Ok(Ok(m)),
+        Ok(m) => Ok(Ok(GradMem::Dense(m))),
         Err(e) => refuse(place, e),
     }
+}
+
+/// A row-sparse gradient (what `nn.Embedding(sparse=True)` gives): its row ids and value rows, the tensors kept
+/// alive for the step.
+pub struct SparseGrad {
+    pub ids: Mem,
+    pub values: Mem,
+    pub rows: usize,
+    pub dim: usize,
+    _keep: [Py<PyAny>; 3],
+}
+
+/// Reads a sparse COO gradient of parameter `p` (float32, `rows × …`): it must be row-sparse (`sparse_dim() ==
+/// 1`) with the parameter's shape, int64 indices and float32 values, contiguous, on the CPU.
+fn inspect_sparse(
+    py: Python<'_>,
+    g: &Bound<'_, PyAny>,
+    p: &Bound<'_, PyAny>,
+    place: Place,
+) -> PyResult<Checked<SparseGrad>> {
+    let tt = torch(py)?;
+    if !g.getattr(intern!(py, "is_cpu"))?.extract::<bool>()? {
+        return refuse(place, "is not on the CPU");
+    }
+    let (gs, ps) = (g.getattr(intern!(py, "shape"))?, p.getattr(intern!(py, "shape"))?);
+    if !gs.eq(&ps)? {
+        return refuse(place, format!("has shape {gs}; its parameter has shape {ps}"));
+    }
+    let sparse_dim: usize = g.call_method0(intern!(py, "sparse_dim"))?.extract()?;
+    if sparse_dim != 1 {
+        return refuse(
+            place,
+            format!(
+                "is sparse in {sparse_dim} dimensions; only row-sparse gradients (sparse_dim() == 1, as \
+                 nn.Embedding(sparse=True) gives) are supported"
+            ),
+        );
+    }
+    let shape: Vec<usize> = ps.extract()?;
+    let rows = shape.first().copied().unwrap_or(0);
+    let dim: usize = shape[1..].iter().product();
+    let idx = g.call_method0(intern!(py, "_indices"))?;
+    let vals = g.call_method0(intern!(py, "_values"))?;
+    if !idx.getattr(intern!(py, "dtype"))?.is(&tt.i64) {
+        return refuse(place, "has indices that are not int64");
+    }
+    let vdt = match dtype_of(py, &vals)? {
+        Ok(Dtype::F32) => Dtype::F32,
+        Ok(d) => {
+            return refuse(
+                place,
+                format!("has {} values; sparse gradients must be float32", d.name()),
+            );
+        }
+        Err(e) => return refuse(place, e),
+    };
+    for t in [&idx, &vals] {
+        if !t.call_method0(intern!(py, "is_contiguous"))?.extract::<bool>()? {
+            return refuse(place, "has non-contiguous indices or values");
+        }
+    }
+    let nnz: usize = idx.call_method0(intern!(py, "numel"))?.extract()?;
+    let nvals: usize = vals.call_method0(intern!(py, "numel"))?.extract()?;
+    if nvals != nnz * dim {
+        return refuse(place, format!("has {nvals} values for {nnz} rows of {dim}"));
+    }
+    let ids = match Mem::new(data_ptr(py, &idx)?, nnz, Dtype::I64) {
+        Ok(m) => m,
+        Err(e) => return refuse(place, e),
+    };
+    let values = match Mem::new(data_ptr(py, &vals)?, nvals, vdt) {
+        Ok(m) => m,
+        Err(e) => return refuse(place, e),
+    };
+    Ok(Ok(SparseGrad {
+        ids,
+        values,
+        rows,
+        dim,
+        _keep: [g.clone().unbind(), idx.unbind(), vals.unbind()],
+    }))
 }
 
 /// The optimizer's own state memory for one parameter: the memory of the numpy arrays that own the state tensors'
@@ -227,9 +319,19 @@ pub struct Planned {
     pub at: (usize, usize),
 }
 
-/// What planning found: the work, or a refusal.
+/// A parameter with a sparse gradient, ready to run as an element-wise embedding step on its `sum`.
+pub struct SparsePlanned {
+    pub table: Mem,
+    pub sum: Mem,
+    pub grad: SparseGrad,
+    pub step: Mem,
+    pub t: f32,
+    pub at: (usize, usize),
+}
+
+/// What planning found: the work (dense, per group; sparse), or a refusal.
 pub enum Plan {
-    Ready(Vec<Vec<Planned>>),
+    Ready(Vec<Vec<Planned>>, Vec<SparsePlanned>),
     Refused(Refusal),
 }
 
@@ -268,6 +370,7 @@ pub fn plan(
     let mut changed = prev.as_ref().is_none_or(|(_, sc)| sc.as_slice() != scalars);
     let mut count = 0;
     let mut out = Vec::with_capacity(groups.len());
+    let mut sparse = Vec::new();
     let mut flat = 0;
     for (gi, group) in groups.iter().enumerate() {
         let n = group.params.len();
@@ -319,10 +422,42 @@ pub fn plan(
                 let alive = w.bind(py).upgrade()?;
                 alive.is(&g).then_some(*m)
             });
+            // SAFETY: e.back.k is one aligned float32 element of a numpy array this cache holds.
+            let before = unsafe { *(e.back.k.addr as *const f32) };
+            let t = before + 1.0;
+            if !(t >= 1.0 && t.is_finite() && t.fract() == 0.0) {
+                return Ok(Plan::Refused(Refusal(format!(
+                    "{}: is {before}, not a step count",
+                    at(Role::Step)
+                ))));
+            }
             let gm = match cached {
                 Some(m) if data_ptr(py, &g)? == m.addr => m,
                 _ => {
-                    let m = check!(inspect_grad(py, &g, e.p.len, at(Role::Grad))?);
+                    let m = match check!(inspect_grad(py, &g, e.p.len, at(Role::Grad))?) {
+                        GradMem::Dense(m) => m,
+                        GradMem::Sparse => {
+                            let sg = check!(inspect_sparse(py, &g, &p, at(Role::Grad))?);
+                            if e.back.m.is_some() || e.p.dtype != Dtype::F32 {
+                                return Ok(Plan::Refused(Refusal(format!(
+                                    "{}: is {}; sparse gradients update float32 parameters only",
+                                    at(Role::Param),
+                                    e.p.dtype.name()
+                                ))));
+                            }
+                            sparse.push(SparsePlanned {
+                                table: e.p,
+                                sum: e.back.s,
+                                grad: sg,
+                                step: e.back.k,
+                                t,
+                                at: (gi, i),
+                            });
+                            e.grad = None;
+                            changed = true;
+                            continue;
+                        }
+                    };
                     // A gradient in p.grad has p's shape (torch's setter checks it); one passed in `grads`
                     // must be checked here: equal lengths are not equal shapes.
                     if grads.is_some() {
@@ -364,15 +499,6 @@ pub fn plan(
             changed |= e.planned != (serial - 1, Some((e.p, gm))) || !reuse;
             e.planned = (serial, Some((e.p, gm)));
             count += 1;
-            // SAFETY: e.back.k is one aligned float32 element of a numpy array this cache holds.
-            let before = unsafe { *(e.back.k.addr as *const f32) };
-            let t = before + 1.0;
-            if !(t >= 1.0 && t.is_finite() && t.fract() == 0.0) {
-                return Ok(Plan::Refused(Refusal(format!(
-                    "{}: is {before}, not a step count",
-                    at(Role::Step)
-                ))));
-            }
             planned.push(Planned {
                 item,
                 kind,
@@ -408,12 +534,27 @@ pub fn plan(
                 regions.push((m, at(Role::Master)));
             }
         }
+        for sp in &sparse {
+            let at = |role| Place {
+                group: sp.at.0,
+                index: sp.at.1,
+                role,
+            };
+            regions.push((sp.table, at(Role::Param)));
+            regions.push((sp.sum, at(Role::Sum)));
+            regions.push((sp.step, at(Role::Step)));
+            regions.push((sp.grad.ids, at(Role::Grad)));
+            regions.push((sp.grad.values, at(Role::Grad)));
+        }
         if let Err(e) = check_overlap(&mut regions) {
             return Ok(Plan::Refused(Refusal(e)));
         }
-        cache.checked = Some((count, scalars.to_vec()));
+        // A step with sparse gradients is checked in full every time (its gradients are new tensors each step).
+        if sparse.is_empty() {
+            cache.checked = Some((count, scalars.to_vec()));
+        }
     }
-    Ok(Plan::Ready(out))
+    Ok(Plan::Ready(out, sparse))
 }
 
 /// `(sum, sum_array, step, step_array, master, master_array)`.
