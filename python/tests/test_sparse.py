@@ -4,6 +4,8 @@ step on the parameter's ``sum``, bit for bit the crate's embedding step, within 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,9 @@ def batches(steps: int, seed: int = 0) -> list[torch.Tensor]:
     return [(torch.rand(64, generator=g) ** 3 * ROWS).long() for _ in range(steps)]
 
 
-def run_embedding(opt_factory, steps: int = 6) -> tuple[torch.nn.Embedding, torch.optim.Optimizer]:  # noqa: ANN001
+def run_embedding(
+    opt_factory: Callable[..., torch.optim.Optimizer], steps: int = 6
+) -> tuple[torch.nn.Embedding, torch.optim.Optimizer]:
     """Trains an embedding with a sparse gradient for ``steps`` steps; returns it and its optimizer."""
     torch.manual_seed(0)
     emb = torch.nn.Embedding(ROWS, DIM, sparse=True)
