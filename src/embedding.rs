@@ -363,6 +363,45 @@ pub struct Scratch {
     starts: Vec<u32>,
     /// The bag of each lookup (bags input).
     bag_of: Vec<u32>,
+    /// The radix sort's second buffer.
+    spare: Vec<u64>,
+}
+
+/// Sorts `(id << 32) | position` keys (built in position order) by id, keeping positions ascending within an id:
+/// a stable least-significant-digit radix sort over the id's bits (11 per pass; ids are below `rows`), using
+/// `spare` as the second buffer (kept between steps, so a step of a repeating size allocates nothing). Small
+/// inputs use the standard sort, which gives the same order (the keys are distinct).
+fn sort_keys(keys: &mut Vec<u64>, spare: &mut Vec<u64>, rows: usize) -> Result<(), Error> {
+    const BITS: u32 = 11;
+    if keys.len() < 1024 {
+        keys.sort_unstable();
+        return Ok(());
+    }
+    let id_bits = usize::BITS - rows.saturating_sub(1).leading_zeros();
+    spare.clear();
+    reserve(spare, keys.len())?;
+    spare.resize(keys.len(), 0);
+    let mut counts = [0usize; 1 << BITS];
+    let mut shift = 32;
+    while shift < 32 + id_bits {
+        let digit = |k: u64| ((k >> shift) & ((1 << BITS) - 1)) as usize;
+        counts.fill(0);
+        for &k in keys.iter() {
+            counts[digit(k)] += 1;
+        }
+        let mut at = 0;
+        for c in counts.iter_mut() {
+            (*c, at) = (at, at + *c);
+        }
+        for &k in keys.iter() {
+            let d = digit(k);
+            spare[counts[d]] = k;
+            counts[d] += 1;
+        }
+        std::mem::swap(keys, spare);
+        shift += BITS;
+    }
+    Ok(())
 }
 
 /// Grows `v` to hold `n` more elements, or reports the allocation failure.
@@ -760,7 +799,7 @@ fn fill<'a, I: Id, G: Grad<f32>>(
         }
         (src, _) => src,
     };
-    s.keys.sort_unstable();
+    sort_keys(&mut s.keys, &mut s.spare, rows)?;
     s.starts.clear();
     reserve(&mut s.starts, n + 1)?;
     let mut prev = u64::MAX;
@@ -948,14 +987,24 @@ impl<W: Table> Rows<'_, W> {
                 }
                 let keys = &self.keys[run[0] as usize..run[1] as usize];
                 let row = (keys[0] >> 32) as usize;
-                for (i, &k) in keys.iter().enumerate() {
-                    src.accumulate((k & 0xFFFF_FFFF) as usize, dim, sum, i == 0);
-                }
+                // A row looked up once, with f32 gradient rows: its gradient is that row, read in place.
+                let g: &[f32] = match (keys, src) {
+                    ([k], Source::Rows(g)) if G::KIND == 0 => {
+                        let pos = (k & 0xFFFF_FFFF) as usize;
+                        bytemuck::cast_slice(&g[pos * dim..(pos + 1) * dim])
+                    }
+                    _ => {
+                        for (i, &k) in keys.iter().enumerate() {
+                            src.accumulate((k & 0xFFFF_FFFF) as usize, dim, sum, i == 0);
+                        }
+                        sum
+                    }
+                };
                 let r = row - self.first_row;
                 W::update_row(
                     ctx,
                     &mut self.table[r * dim..(r + 1) * dim],
-                    sum,
+                    g,
                     &mut self.state[r * self.per_row..(r + 1) * self.per_row],
                     row as u64,
                     &mut wide[..dim],

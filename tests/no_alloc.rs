@@ -11,10 +11,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Allocations made by this thread (for steps that run on the calling thread alone: another test's pool
+    /// threads, winding down, allocate on their own threads).
+    static MINE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count() {
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    let _ = MINE.try_with(|c| c.set(c.get() + 1));
+}
+
 // SAFETY: forwards to the system allocator, counting calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(l) }
     }
@@ -23,7 +34,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(p, l, n) }
     }
@@ -33,6 +44,9 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const STEPS: usize = 300;
+
+/// The allocation counter is global: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Allocations in `STEPS` steps after two warm-up steps.
 fn allocations(par: Parallelism, sizes: &[usize]) -> usize {
@@ -53,6 +67,7 @@ fn allocations(par: Parallelism, sizes: &[usize]) -> usize {
 
 #[test]
 fn steps_allocate_nothing_on_the_calling_thread_and_one_task_on_threads() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let big: Vec<usize> = (0..64).map(|i| 1000 + i * 5000).chain([1 << 20]).collect();
     let small = [1000, 2000, 3000]; // below every table entry's parallel threshold
     let pool = Arc::new(
@@ -80,5 +95,55 @@ fn steps_allocate_nothing_on_the_calling_thread_and_one_task_on_threads() {
             0,
             "{par:?} below the threshold"
         );
+    }
+}
+
+/// Embedding steps of repeating sizes on the calling thread allocate nothing after the first (sorted keys, the
+/// radix sort's second buffer, bag numbers and the per-thread row buffer are all kept), for every input form.
+#[test]
+fn embedding_steps_allocate_nothing_after_the_first() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use adagrad::embedding::{Accumulator, EmbeddingAdagrad, Lookups, TableOptions};
+    let (rows, dim, n) = (5000, 16, 4000);
+    let ids: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % rows as i64).collect();
+    let grads = vec![0.01f32; n * dim];
+    let offsets: Vec<i64> = (0..=n as i64).step_by(4).collect();
+    let bag_grads = vec![0.02f32; (offsets.len() - 1) * dim];
+    let weights = vec![0.5f32; n];
+    for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
+        let mut table = vec![0.1f32; rows * dim];
+        let mut opt = EmbeddingAdagrad::<f32>::new(
+            Config::default().parallelism(Parallelism::Sequential),
+            rows,
+            dim,
+            TableOptions::default().accumulator(accumulator),
+        )
+        .unwrap();
+        let step = |opt: &mut EmbeddingAdagrad<f32>, table: &mut Vec<f32>| {
+            opt.step(
+                table,
+                Lookups::Rows {
+                    ids: &ids,
+                    grads: &grads,
+                },
+            )
+            .unwrap();
+            opt.step(
+                table,
+                Lookups::Bags {
+                    ids: &ids,
+                    offsets: &offsets,
+                    weights: Some(&weights),
+                    grads: &bag_grads,
+                },
+            )
+            .unwrap();
+        };
+        step(&mut opt, &mut table);
+        let before = MINE.with(|c| c.get());
+        for _ in 0..STEPS {
+            step(&mut opt, &mut table);
+        }
+        assert_eq!(MINE.with(|c| c.get()) - before, 0, "{accumulator:?}");
     }
 }

@@ -246,10 +246,11 @@ impl Engine {
             inf = v;
             scalars.push((m, scalar_place));
         }
-        let (planned, sparse) = match torch::plan(py, &mut cache, &parsed, grads.as_ref(), &scalars)? {
-            torch::Plan::Ready(p, s) => (p, s),
-            torch::Plan::Refused(r) => return Err(refused(r.0)),
-        };
+        let (planned, sparse) =
+            match torch::plan(py, &mut cache, &parsed, grads.as_ref(), &scalars)? {
+                torch::Plan::Ready(p, s) => (p, s),
+                torch::Plan::Refused(r) => return Err(refused(r.0)),
+            };
         let mut jobs = Vec::with_capacity(planned.len());
         for (h, pl) in hypers.iter().zip(&planned) {
             let config = self.config(h);
@@ -301,7 +302,15 @@ impl Engine {
                 sparse_jobs.iter().try_for_each(|(config, prepared, sp)| {
                     let table: &mut [f32] = mem::mut_slice(sp.table);
                     let state: &mut [f32] = mem::mut_slice(sp.sum);
-                    adagrad::embedding::apply(exec, config, &options, sp.t as u64, table, state, prepared)
+                    adagrad::embedding::apply(
+                        exec,
+                        config,
+                        &options,
+                        sp.t as u64,
+                        table,
+                        state,
+                        prepared,
+                    )
                 })
             })
             .map_err(crate_error)?;

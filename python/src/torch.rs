@@ -191,9 +191,15 @@ fn inspect_sparse(
     if !g.getattr(intern!(py, "is_cpu"))?.extract::<bool>()? {
         return refuse(place, "is not on the CPU");
     }
-    let (gs, ps) = (g.getattr(intern!(py, "shape"))?, p.getattr(intern!(py, "shape"))?);
+    let (gs, ps) = (
+        g.getattr(intern!(py, "shape"))?,
+        p.getattr(intern!(py, "shape"))?,
+    );
     if !gs.eq(&ps)? {
-        return refuse(place, format!("has shape {gs}; its parameter has shape {ps}"));
+        return refuse(
+            place,
+            format!("has shape {gs}; its parameter has shape {ps}"),
+        );
     }
     let sparse_dim: usize = g.call_method0(intern!(py, "sparse_dim"))?.extract()?;
     if sparse_dim != 1 {
@@ -224,7 +230,10 @@ fn inspect_sparse(
         Err(e) => return refuse(place, e),
     };
     for t in [&idx, &vals] {
-        if !t.call_method0(intern!(py, "is_contiguous"))?.extract::<bool>()? {
+        if !t
+            .call_method0(intern!(py, "is_contiguous"))?
+            .extract::<bool>()?
+        {
             return refuse(place, "has non-contiguous indices or values");
         }
     }
