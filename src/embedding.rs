@@ -367,41 +367,187 @@ pub struct Scratch {
     spare: Vec<u64>,
 }
 
-/// Sorts `(id << 32) | position` keys (built in position order) by id, keeping positions ascending within an id:
-/// a stable least-significant-digit radix sort over the id's bits (11 per pass; ids are below `rows`), using
-/// `spare` as the second buffer (kept between steps, so a step of a repeating size allocates nothing). Small
-/// inputs use the standard sort, which gives the same order (the keys are distinct).
-fn sort_keys(keys: &mut Vec<u64>, spare: &mut Vec<u64>, rows: usize) -> Result<(), Error> {
-    const BITS: u32 = 11;
-    if keys.len() < 1024 {
-        keys.sort_unstable();
-        return Ok(());
-    }
-    let id_bits = usize::BITS - rows.saturating_sub(1).leading_zeros();
-    spare.clear();
-    reserve(spare, keys.len())?;
-    spare.resize(keys.len(), 0);
-    let mut counts = [0usize; 1 << BITS];
-    let mut shift = 32;
-    while shift < 32 + id_bits {
-        let digit = |k: u64| ((k >> shift) & ((1 << BITS) - 1)) as usize;
+/// Bits of the id sorted per radix pass.
+const RADIX_BITS: u32 = 11;
+
+/// A stable least-significant-digit radix sort of keys `(id << 32) | position` by `id − base` (below
+/// `2^id_bits`), 11 bits per pass, alternating between `a` and `b`. Returns whether the result is in `a`.
+fn radix(a: &mut [u64], b: &mut [u64], base: u64, id_bits: u32) -> bool {
+    let mut counts = [0usize; 1 << RADIX_BITS];
+    let (mut src, mut dst) = (a, b);
+    let mut in_a = true;
+    let mut shift = 0;
+    while shift < id_bits {
+        let digit = |k: u64| (((k >> 32) - base) >> shift) as usize & ((1 << RADIX_BITS) - 1);
         counts.fill(0);
-        for &k in keys.iter() {
+        for &k in src.iter() {
             counts[digit(k)] += 1;
         }
         let mut at = 0;
         for c in counts.iter_mut() {
             (*c, at) = (at, at + *c);
         }
-        for &k in keys.iter() {
+        for &k in src.iter() {
             let d = digit(k);
-            spare[counts[d]] = k;
+            dst[counts[d]] = k;
             counts[d] += 1;
         }
-        std::mem::swap(keys, spare);
-        shift += BITS;
+        (src, dst) = (dst, src);
+        in_a = !in_a;
+        shift += RADIX_BITS;
     }
+    in_a
+}
+
+/// Bits needed for ids below `span`.
+fn id_bits(span: u64) -> u32 {
+    u64::BITS - span.saturating_sub(1).leading_zeros()
+}
+
+/// Sorts `(id << 32) | position` keys (built in position order) by id, keeping positions ascending within an id,
+/// so the order never depends on how the work is divided. On the calling thread: a stable radix sort over the
+/// id's bits with `spare` as the second buffer (kept between steps: a step of a repeating size allocates nothing);
+/// small inputs use the standard sort, which gives the same order (the keys are distinct). On `threads` threads
+/// (from [`PARALLEL_SORT_MIN`] keys): the ids are cut into one contiguous range per thread; each thread counts
+/// and gathers its range's keys (in position order) into its own part of `spare`, then radix-sorts that part.
+fn sort_keys(
+    exec: &Executor,
+    keys: &mut Vec<u64>,
+    spare: &mut Vec<u64>,
+    rows: usize,
+) -> Result<(), Error> {
+    let n = keys.len();
+    if n < 1024 {
+        keys.sort_unstable();
+        return Ok(());
+    }
+    spare.clear();
+    reserve(spare, n)?;
+    spare.resize(n, 0);
+    let (pool, threads) = exec.pool_and_threads();
+    let parts = threads.min(MAX_PARTS);
+    let pool = pool.filter(|_| parts > 1 && n >= PARALLEL_SORT_MIN);
+    if pool.is_none() {
+        if !radix(keys, spare, 0, id_bits(rows as u64)) {
+            std::mem::swap(keys, spare);
+        }
+        return Ok(());
+    }
+    // Part p takes ids from cut(p) to cut(p + 1).
+    let cuts: [u64; MAX_PARTS + 1] =
+        std::array::from_fn(|p| (rows as u128 * p.min(parts) as u128 / parts as u128) as u64);
+    let part_of = |k: u64| cuts[1..=parts].partition_point(|&c| c <= k >> 32);
+    let mut counts = [0usize; MAX_PARTS];
+    let count = |piece: Parts<'_>| {
+        for (p, c) in piece.range().zip(piece.counts.iter_mut()) {
+            *c = keys.iter().filter(|&&k| part_of(k) == p).count();
+        }
+    };
+    run_pieces(
+        Parts::new(parts, &mut counts, &mut [], &mut []),
+        pool,
+        parts,
+        1,
+        &count,
+    );
+    let gather = |piece: Parts<'_>| {
+        let mut at = 0;
+        for (p, &c) in piece.range().zip(piece.counts.iter()) {
+            let out = &mut piece.a[at..at + c];
+            for (o, &k) in out
+                .iter_mut()
+                .zip(keys.iter().filter(|&&k| part_of(k) == p))
+            {
+                *o = k;
+            }
+            at += c;
+        }
+    };
+    run_pieces(
+        Parts::new(parts, &mut counts, spare, &mut []),
+        pool,
+        parts,
+        1,
+        &gather,
+    );
+    // Each part sorted by its own ids, the result copied into `keys` where it did not end there.
+    let sort = |piece: Parts<'_>| {
+        let mut at = 0;
+        for (p, &c) in piece.range().zip(piece.counts.iter()) {
+            let (a, b) = (&mut piece.a[at..at + c], &mut piece.b[at..at + c]);
+            if radix(a, b, cuts[p], id_bits(cuts[p + 1] - cuts[p])) {
+                b.copy_from_slice(a);
+            }
+            at += c;
+        }
+    };
+    run_pieces(
+        Parts::new(parts, &mut counts, spare, keys),
+        pool,
+        parts,
+        1,
+        &sort,
+    );
     Ok(())
+}
+
+/// Most parts the parallel sort cuts the ids into.
+const MAX_PARTS: usize = 64;
+/// Keys from which the sort runs on the step's threads.
+const PARALLEL_SORT_MIN: usize = 1 << 15;
+
+/// Consecutive parts of the parallel sort: their counts and their segments of two buffers (laid out part after
+/// part, `counts[i]` keys each).
+struct Parts<'a> {
+    first: usize,
+    counts: &'a mut [usize],
+    a: &'a mut [u64],
+    b: &'a mut [u64],
+}
+
+impl<'a> Parts<'a> {
+    fn new(parts: usize, counts: &'a mut [usize], a: &'a mut [u64], b: &'a mut [u64]) -> Self {
+        Parts {
+            first: 0,
+            counts: &mut counts[..parts],
+            a,
+            b,
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        self.first..self.first + self.counts.len()
+    }
+}
+
+impl Split for Parts<'_> {
+    fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    fn split(self, at: usize) -> (Self, Self) {
+        let at = at.min(self.counts.len());
+        let keys: usize = self.counts[..at].iter().sum();
+        let (c0, c1) = self.counts.split_at_mut(at);
+        let cut = |s: &'_ mut [u64]| -> usize { keys.min(s.len()) };
+        let (ka, kb) = (cut(self.a), cut(self.b));
+        let (a0, a1) = self.a.split_at_mut(ka);
+        let (b0, b1) = self.b.split_at_mut(kb);
+        (
+            Parts {
+                first: self.first,
+                counts: c0,
+                a: a0,
+                b: b0,
+            },
+            Parts {
+                first: self.first + at,
+                counts: c1,
+                a: a1,
+                b: b1,
+            },
+        )
+    }
 }
 
 /// Grows `v` to hold `n` more elements, or reports the allocation failure.
@@ -483,7 +629,7 @@ impl<W: Table> EmbeddingAdagrad<W> {
             }
             .into());
         }
-        let prepared = prepare(self.rows, self.dim, lookups, &mut self.scratch)?;
+        let prepared = prepare(&self.exec, self.rows, self.dim, lookups, &mut self.scratch)?;
         if self.config.non_finite != NonFinite::Propagate {
             let bad = prepared.non_finite();
             if bad > 0 {
@@ -588,7 +734,8 @@ impl<G: Grad<f32>> Prepared<'_, G> {
 
 /// The functional form's first half: validates `lookups` for a table of `rows × dim` (ids, lengths, offsets,
 /// weights, duplicates in coalesced input: see [`LookupError`]) and groups them by row in `scratch` (keep one per
-/// table and reuse it: steps of repeating sizes then allocate nothing). Writes nothing but the scratch.
+/// table and reuse it: steps of repeating sizes then allocate nothing), on `exec`'s threads for large steps.
+/// Writes nothing but the scratch.
 ///
 /// ```
 /// use adagrad::embedding::{self, Accumulator, Lookups, Scratch, TableOptions};
@@ -599,12 +746,13 @@ impl<G: Grad<f32>> Prepared<'_, G> {
 /// let (rows, dim) = (10, 2);
 /// let (mut table, mut state) = (vec![1.0f32; rows * dim], vec![0.0f32; rows * dim]); // caller-owned
 /// let mut scratch = Scratch::default();
-/// let prepared = embedding::prepare(rows, dim, Lookups::Rows { ids: &[3i64], grads: &[2.0, 2.0] }, &mut scratch)?;
+/// let prepared = embedding::prepare(&exec, rows, dim, Lookups::Rows { ids: &[3i64], grads: &[2.0, 2.0] }, &mut scratch)?;
 /// embedding::apply(&exec, &config, &options, 1, &mut table, &mut state, &prepared)?;
 /// assert_eq!((table[6], state[6]), (0.9, 4.0));
 /// # Ok::<(), adagrad::Error>(())
 /// ```
 pub fn prepare<'a, I: Id, G: Grad<f32>>(
+    exec: &Executor,
     rows: usize,
     dim: usize,
     lookups: Lookups<'a, I, G>,
@@ -617,7 +765,7 @@ pub fn prepare<'a, I: Id, G: Grad<f32>>(
             reason: "dim must be at least 1, rows at most 4294967295, rows × dim addressable",
         });
     }
-    let src = fill(rows, dim, lookups, scratch)?;
+    let src = fill(exec, rows, dim, lookups, scratch)?;
     let scratch: &'a Scratch = scratch;
     Ok(Prepared {
         src: src.with_bags(&scratch.bag_of),
@@ -718,6 +866,7 @@ pub fn apply<W: Table, G: Grad<f32>>(
 
 /// Validates the lookups and fills the scratch: sorted keys and the start of each touched row's run.
 fn fill<'a, I: Id, G: Grad<f32>>(
+    exec: &Executor,
     rows: usize,
     dim: usize,
     lookups: Lookups<'a, I, G>,
@@ -799,7 +948,7 @@ fn fill<'a, I: Id, G: Grad<f32>>(
         }
         (src, _) => src,
     };
-    sort_keys(&mut s.keys, &mut s.spare, rows)?;
+    sort_keys(exec, &mut s.keys, &mut s.spare, rows)?;
     s.starts.clear();
     reserve(&mut s.starts, n + 1)?;
     let mut prev = u64::MAX;

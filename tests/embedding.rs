@@ -780,6 +780,7 @@ fn functional_form_equals_the_optimizer() {
             )
             .unwrap();
             let p = embedding::prepare(
+                &exec,
                 rows,
                 dim,
                 Lookups::Rows {
@@ -795,6 +796,7 @@ fn functional_form_equals_the_optimizer() {
             assert_eq!(bits(opt.state()), bits(&state));
         }
         let p = embedding::prepare(
+            &exec,
             rows,
             dim,
             Lookups::Rows {
@@ -830,6 +832,7 @@ fn functional_form_equals_the_optimizer() {
     let mut scratch = Scratch::default();
     assert!(matches!(
         embedding::prepare(
+            &Executor::new(&Config::default()).unwrap(),
             5,
             0,
             Lookups::Rows {
@@ -840,4 +843,67 @@ fn functional_form_equals_the_optimizer() {
         ),
         Err(Error::TableShape { .. })
     ));
+}
+
+/// A step large enough for the parallel coalescing sort (ids cut into one range per thread) gives the bits of
+/// the one-thread step and of the independent model, on 1–4 threads and with tables of fewer rows than threads.
+#[test]
+fn parallel_coalescing_gives_the_same_order() {
+    for (rows, n) in [(100_000usize, 40_000usize), (3, 40_000)] {
+        let dim = 4;
+        let mut rng = StdRng::seed_from_u64(12);
+        let ids = ids(&mut rng, n, rows);
+        let grads = values(&mut rng, n * dim);
+        let table0 = values(&mut rng, rows * dim);
+        let run = |threads: usize| {
+            let mut t = table0.clone();
+            let mut opt = EmbeddingAdagrad::<f32>::new(
+                config(Isa::best(), threads),
+                rows,
+                dim,
+                TableOptions::default(),
+            )
+            .unwrap();
+            opt.step(
+                &mut t,
+                Lookups::Rows {
+                    ids: &ids,
+                    grads: &grads,
+                },
+            )
+            .unwrap();
+            (bits(&t), bits(opt.state()))
+        };
+        let one = run(1);
+        for threads in 2..=4 {
+            assert_eq!(run(threads), one, "rows {rows}, {threads} threads");
+        }
+        // The model: sums in lookup order per row, then the row spec.
+        let mut sums: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+        for (pos, &id) in ids.iter().enumerate() {
+            let g = &grads[pos * dim..(pos + 1) * dim];
+            match sums.get_mut(&(id as usize)) {
+                Some(s) => s.iter_mut().zip(g).for_each(|(s, g)| *s += g),
+                None => {
+                    sums.insert(id as usize, g.to_vec());
+                }
+            }
+        }
+        let c = config(Isa::best(), 1);
+        let hy = RowHyper::new(
+            c.lr,
+            c.lr_decay,
+            1,
+            0.0,
+            DecayMode::L2,
+            c.eps,
+            false,
+            EpsPlacement::Outside,
+        );
+        let (mut model, mut h) = (table0.clone(), vec![0.0f32; rows]);
+        for (r, g) in &sums {
+            rowwise::update_f32(&mut model[r * dim..(r + 1) * dim], g, &mut h[*r], &hy).unwrap();
+        }
+        assert_eq!(one, (bits(&model), bits(&h)), "rows {rows}");
+    }
 }

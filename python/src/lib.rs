@@ -288,8 +288,14 @@ impl Engine {
             let ids: &[i64] = mem::shared_slice(sp.grad.ids);
             let values: &[f32] = mem::shared_slice(sp.grad.values);
             let lookups = Lookups::Rows { ids, grads: values };
-            let prepared = adagrad::embedding::prepare(sp.grad.rows, sp.grad.dim, lookups, scratch)
-                .map_err(|e| refused(format!("{place}: {e}")))?;
+            let prepared = adagrad::embedding::prepare(
+                &self.exec,
+                sp.grad.rows,
+                sp.grad.dim,
+                lookups,
+                scratch,
+            )
+            .map_err(|e| refused(format!("{place}: {e}")))?;
             sparse_jobs.push((config, prepared, sp));
         }
         let skip = inf == 1.0;
