@@ -87,6 +87,7 @@ class Embedding:
         threads: int | None,
         isa: str | None,
         eps_placement: str,
+        table_dtype: str = "float32",
     ) -> None: ...
     def step(
         self,

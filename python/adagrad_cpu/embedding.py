@@ -14,11 +14,13 @@ __all__ = ["EmbeddingAdagrad"]
 
 
 class EmbeddingAdagrad:
-    """Adagrad for one float32 embedding table of ``rows × dim``.
+    """Adagrad for one embedding table of ``rows × dim`` (float32 state).
 
     ``accumulator``: ``"rowwise"`` (one per row, the mean of the row's squared gradient; FBGEMM, TorchRec) or
-    ``"elementwise"`` (one per element). ``decay``: ``"l2"`` or ``"decoupled"`` weight decay.
-    ``stochastic_seed`` is accepted for symmetry with the Rust API; float32 tables are never rounded.
+    ``"elementwise"`` (one per element). ``decay``: ``"l2"`` or ``"decoupled"`` weight decay. ``table_dtype``:
+    ``"float32"``, ``"float16"`` (numpy float16 tables) or ``"bfloat16"`` (tables given as numpy uint16 arrays of
+    the bits, e.g. ``torch_table.view(torch.int16).numpy().view(np.uint16)``); 16-bit tables are rounded to nearest
+    even, or stochastically with ``stochastic_seed`` (reproducible at any thread count).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class EmbeddingAdagrad:
         threads: int | None = None,
         isa: str | None = None,
         eps_placement: str = "outside",
+        table_dtype: str = "float32",
     ) -> None:
         """Validate every setting (``AdagradError`` on a bad one) and allocate the accumulators."""
         self._native = Embedding(
@@ -55,6 +58,7 @@ class EmbeddingAdagrad:
             threads=threads,
             isa=isa,
             eps_placement=eps_placement,
+            table_dtype=table_dtype,
         )
 
     def step(

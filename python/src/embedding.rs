@@ -8,10 +8,29 @@ use adagrad::{Config, EpsPlacement, Parallelism};
 use numpy::{PyReadonlyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-/// Row-wise or element-wise Adagrad for one float32 table of `rows × dim` (see `adagrad_cpu.embedding`).
+/// The optimizer, by table type.
+enum Opt {
+    F32(EmbeddingAdagrad<f32>),
+    F16(EmbeddingAdagrad<adagrad::f16>),
+    Bf16(EmbeddingAdagrad<adagrad::bf16>),
+}
+
+/// Row-wise or element-wise Adagrad for one table of `rows × dim` float32, float16 or bfloat16 elements (see
+/// `adagrad_cpu.embedding`).
 #[pyclass(module = "adagrad_cpu._native")]
 pub struct Embedding {
-    opt: EmbeddingAdagrad<f32>,
+    opt: Opt,
+}
+
+/// Calls `$body` with `$o` bound to the optimizer, whatever its table type.
+macro_rules! with_opt {
+    ($self:expr, $o:ident => $body:expr) => {
+        match &$self.opt {
+            Opt::F32($o) => $body,
+            Opt::F16($o) => $body,
+            Opt::Bf16($o) => $body,
+        }
+    };
 }
 
 /// The byte range of an array's elements.
@@ -44,7 +63,7 @@ impl Embedding {
     /// See `adagrad_cpu.embedding.EmbeddingAdagrad`.
     #[new]
     #[pyo3(signature = (rows, dim, *, lr, lr_decay, weight_decay, eps, maximize, initial_accumulator_value,
-        accumulator, decay, stochastic_seed, threads, isa, eps_placement))]
+        accumulator, decay, stochastic_seed, threads, isa, eps_placement, table_dtype="float32"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         rows: usize,
@@ -61,6 +80,7 @@ impl Embedding {
         threads: Option<usize>,
         isa: Option<&str>,
         eps_placement: &str,
+        table_dtype: &str,
     ) -> PyResult<Self> {
         let mut c = Config::torch()
             .lr(lr)
@@ -113,18 +133,34 @@ impl Embedding {
             rounding: stochastic_seed
                 .map_or(Rounding::NearestEven, |seed| Rounding::Stochastic { seed }),
         };
-        let opt = EmbeddingAdagrad::new(c, rows, dim, options).map_err(crate_error)?;
+        let opt = match table_dtype {
+            "float32" => {
+                Opt::F32(EmbeddingAdagrad::new(c, rows, dim, options).map_err(crate_error)?)
+            }
+            "float16" => {
+                Opt::F16(EmbeddingAdagrad::new(c, rows, dim, options).map_err(crate_error)?)
+            }
+            "bfloat16" => {
+                Opt::Bf16(EmbeddingAdagrad::new(c, rows, dim, options).map_err(crate_error)?)
+            }
+            o => {
+                return Err(refused(format!(
+                    "table_dtype must be 'float32', 'float16' or 'bfloat16', not {o:?}"
+                )));
+            }
+        };
         Ok(Embedding { opt })
     }
 
-    /// One step: `table` (float32, `rows × dim` elements, C-contiguous, writeable), `ids` (int64, one per lookup),
-    /// `grads` (float32, one row per lookup, or per bag when `offsets` is given), optional `offsets` (int64,
-    /// bags + 1) and `weights` (float32, one per lookup). Everything is checked before the table is written.
+    /// One step: `table` (C-contiguous, writeable, `rows × dim` elements of the table type: float32, float16, or
+    /// for bfloat16 a uint16 array holding the bits), `ids` (int64, one per lookup), `grads` (float32, one row per
+    /// lookup, or per bag when `offsets` is given), optional `offsets` (int64, bags + 1) and `weights` (float32, one
+    /// per lookup). Everything is checked before the table is written.
     #[pyo3(signature = (table, ids, grads, offsets=None, weights=None))]
     fn step(
         &mut self,
         py: Python<'_>,
-        mut table: PyReadwriteArrayDyn<'_, f32>,
+        table: &Bound<'_, PyAny>,
         ids: PyReadonlyArrayDyn<'_, i64>,
         grads: PyReadonlyArrayDyn<'_, f32>,
         offsets: Option<PyReadonlyArrayDyn<'_, i64>>,
@@ -143,68 +179,111 @@ impl Embedding {
                     .map_err(|_| refused("weights: is not C-contiguous"))
             })
             .transpose()?;
-        if !table.is_c_contiguous() {
-            return Err(refused(
-                "table: is not C-contiguous; the step runs in place",
-            ));
-        }
-        let table_s = table
-            .as_slice_mut()
-            .map_err(|_| refused("table: is not C-contiguous"))?;
-        let t = span(table_s);
-        disjoint(t, "ids", ids_s)?;
-        disjoint(t, "grads", grads_s)?;
-        if let Some(o) = offsets_s {
-            disjoint(t, "offsets", o)?;
-        }
-        if let Some(w) = weights_s {
-            disjoint(t, "weights", w)?;
-        }
         if offsets_s.is_none() && weights_s.is_some() {
             return Err(refused("weights are per lookup of a bag: give offsets too"));
         }
-        let opt = &mut self.opt;
-        py.detach(|| {
-            let lookups = match offsets_s {
-                Some(offsets) => Lookups::Bags {
-                    ids: ids_s,
-                    offsets,
-                    weights: weights_s,
-                    grads: grads_s,
-                },
-                None => Lookups::Rows {
-                    ids: ids_s,
-                    grads: grads_s,
-                },
-            };
-            opt.step(table_s, lookups)
-        })
-        .map_err(crate_error)?;
-        Ok(())
+        let inputs = Inputs {
+            ids: ids_s,
+            grads: grads_s,
+            offsets: offsets_s,
+            weights: weights_s,
+        };
+        match &mut self.opt {
+            Opt::F32(o) => run(py, o, table, "float32", inputs, |t: &mut [f32]| t),
+            Opt::F16(o) => run(py, o, table, "float16", inputs, |t: &mut [adagrad::f16]| t),
+            Opt::Bf16(o) => run(
+                py,
+                o,
+                table,
+                "bfloat16 (as uint16 bits)",
+                inputs,
+                |t: &mut [u16]| bytemuck::cast_slice_mut::<u16, adagrad::bf16>(t),
+            ),
+        }
     }
 
     /// A copy of the accumulators.
     fn state<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<f32>> {
-        numpy::PyArray1::from_slice(py, self.opt.state())
+        with_opt!(self, o => numpy::PyArray1::from_slice(py, o.state()))
     }
 
     /// Steps taken so far.
     #[getter]
     fn step_count(&self) -> u64 {
-        self.opt.step_count()
+        with_opt!(self, o => o.step_count())
     }
 
     /// The kernel path's name.
     #[getter]
     fn isa(&self) -> &'static str {
-        self.opt.isa().name()
+        with_opt!(self, o => o.isa().name())
     }
 
     /// Threads a large step uses.
     #[getter]
     fn threads(&self) -> usize {
-        self.opt.threads()
+        with_opt!(self, o => o.threads())
     }
+}
+
+/// A step's inputs other than the table.
+struct Inputs<'a> {
+    ids: &'a [i64],
+    grads: &'a [f32],
+    offsets: Option<&'a [i64]>,
+    weights: Option<&'a [f32]>,
+}
+
+/// Borrows `table` as an array of `E` (its numpy element type), views it as the optimizer's table type `W`,
+/// refuses inputs that share its memory, and runs the step with the GIL released.
+fn run<W: adagrad::embedding::Table, E: numpy::Element>(
+    py: Python<'_>,
+    opt: &mut EmbeddingAdagrad<W>,
+    table: &Bound<'_, PyAny>,
+    what: &str,
+    inputs: Inputs<'_>,
+    view: impl FnOnce(&mut [E]) -> &mut [W],
+) -> PyResult<()> {
+    let mut arr: PyReadwriteArrayDyn<'_, E> = table.extract().map_err(|e| {
+        refused(format!(
+            "table: must be a writeable numpy array of {what} ({e})"
+        ))
+    })?;
+    if !arr.is_c_contiguous() {
+        return Err(refused(
+            "table: is not C-contiguous; the step runs in place",
+        ));
+    }
+    let table_s = view(
+        arr.as_slice_mut()
+            .map_err(|_| refused("table: is not C-contiguous"))?,
+    );
+    let t = span(table_s);
+    disjoint(t, "ids", inputs.ids)?;
+    disjoint(t, "grads", inputs.grads)?;
+    if let Some(o) = inputs.offsets {
+        disjoint(t, "offsets", o)?;
+    }
+    if let Some(w) = inputs.weights {
+        disjoint(t, "weights", w)?;
+    }
+    py.detach(|| {
+        let lookups = match inputs.offsets {
+            Some(offsets) => Lookups::Bags {
+                ids: inputs.ids,
+                offsets,
+                weights: inputs.weights,
+                grads: inputs.grads,
+            },
+            None => Lookups::Rows {
+                ids: inputs.ids,
+                grads: inputs.grads,
+            },
+        };
+        opt.step(table_s, lookups)
+    })
+    .map_err(crate_error)?;
+    Ok(())
 }
 
 /// Benchmark support (`benches/embedding_vs_fbgemm.py`), not used by any step: one pass of the embedding step's

@@ -77,3 +77,44 @@ def test_refusals_change_nothing() -> None:
         EmbeddingAdagrad(10, 0)
     with pytest.raises(AdagradError, match="accumulator"):
         EmbeddingAdagrad(10, 4, accumulator="per-row")
+
+
+def test_fbgemm_rowwise_f16_table_with_l2_decay_bit_for_bit(isa: str) -> None:
+    """FBGEMM's f16-weight trajectory (generic template, L2 weight decay), every step."""
+    data = json.loads((GOLDEN / "fbgemm_exact_rowwise_adagrad_d16_fp16w_wdL2.json").read_text())
+    rows, dim = data["meta"]["rows"], data["meta"]["D"]
+    bits16 = np.array([int(v, 16) for v in data["initial_weights_bits"]], dtype=np.uint16)
+    table = bits16.view(np.float16).reshape(rows, dim).copy()
+    opt = EmbeddingAdagrad(rows, dim, lr=0.1, eps=1e-8, weight_decay=0.1, isa=isa, table_dtype="float16")
+    for step in data["steps"]:
+        ids = np.array(step["indices"], dtype=np.int64)
+        grads = _bits(step["grads_bits"]).reshape(len(ids), dim)
+        opt.step(table, ids, grads)
+        want = np.array([int(v, 16) for v in step["weights_bits"]], dtype=np.uint16)
+        assert table.view(np.uint16).ravel().tolist() == want.tolist()
+        assert opt.state.view(np.uint32).tolist() == _bits(step["state_bits"]).view(np.uint32).tolist()
+
+
+def test_bfloat16_tables_with_stochastic_rounding_are_reproducible() -> None:
+    """bfloat16 tables (uint16 bits): the same bits at any thread count; stochastic differs from nearest-even."""
+    rng = np.random.default_rng(3)
+    rows, dim = 5000, 16
+    start = (rng.standard_normal(rows * dim).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    ids = rng.integers(0, rows, 40000).astype(np.int64)
+    grads = rng.standard_normal((40000, dim)).astype(np.float32) * 0.01
+
+    def run(threads: int, seed: int | None) -> bytes:
+        table = start.copy()
+        opt = EmbeddingAdagrad(rows, dim, lr=0.01, threads=threads, table_dtype="bfloat16", stochastic_seed=seed)
+        for _ in range(3):
+            opt.step(table, ids, grads)
+        return table.tobytes()
+
+    sr = run(1, 7)
+    assert run(2, 7) == sr
+    assert run(1, 8) != sr
+    assert run(1, None) != sr
+    with pytest.raises(AdagradError, match="bfloat16"):
+        EmbeddingAdagrad(rows, dim, table_dtype="bfloat16").step(start.view(np.int16), ids, grads)
+    with pytest.raises(AdagradError, match="table_dtype"):
+        EmbeddingAdagrad(rows, dim, table_dtype="float64")
