@@ -178,25 +178,25 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
-pub(crate) fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
+fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
     Error::Checkpoint(CheckpointError::Io {
         kind: e.kind(),
         message: format!("{what} {}: {e}", path.display()),
     })
 }
 
-pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-pub(crate) fn f64_at(b: &[u8], at: usize) -> f64 {
+fn f64_at(b: &[u8], at: usize) -> f64 {
     f64::from_bits(u64_at(b, at))
 }
 
 /// A writer that feeds a CRC-32 on the way.
-pub(crate) struct Crc<W> {
-    pub(crate) inner: W,
-    pub(crate) crc: crc32fast::Hasher,
+struct Crc<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
 }
 
 impl<W: Write> Write for Crc<W> {
@@ -211,7 +211,7 @@ impl<W: Write> Write for Crc<W> {
 }
 
 /// Writes `data`'s elements in little-endian order (zero-copy on little-endian hosts).
-pub(crate) fn write_le<T: bytemuck::Pod, W: Write>(w: &mut W, data: &[T]) -> io::Result<()> {
+fn write_le<T: bytemuck::Pod, W: Write>(w: &mut W, data: &[T]) -> io::Result<()> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     if cfg!(target_endian = "little") {
         return w.write_all(bytes);
@@ -231,7 +231,7 @@ pub(crate) fn write_le<T: bytemuck::Pod, W: Write>(w: &mut W, data: &[T]) -> io:
 /// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which is fsynced and renamed
 /// over `path`, then the directory is fsynced. A crash at any point leaves the previous file (or none) at `path`,
 /// never a partial one; on error the temporary file is removed.
-pub(crate) fn save_atomic(
+fn save_atomic(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
 ) -> Result<(), Error> {
@@ -283,7 +283,7 @@ pub(crate) fn save_atomic(
 /// Reads the regular file at `path`, at most `expected + 1` bytes (never allocating more, whatever its metadata
 /// says). A larger file is refused with `mismatch`'s reading of its header (why it is not this optimizer's), or
 /// else as trailing bytes.
-pub(crate) fn read_bounded(
+fn read_bounded(
     path: &Path,
     expected: u64,
     mismatch: impl FnOnce(&[u8]) -> Option<CheckpointError>,
@@ -339,23 +339,7 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
 
     /// Writes the checkpoint to `w` (header, every accumulator, CRC-32).
     pub fn write_checkpoint<W: Write>(&self, w: W) -> Result<(), Error> {
-        let io = |e: io::Error| {
-            Error::Checkpoint(CheckpointError::Io {
-                kind: e.kind(),
-                message: format!("writing checkpoint: {e}"),
-            })
-        };
-        let mut w = Crc {
-            inner: w,
-            crc: crc32fast::Hasher::new(),
-        };
-        w.write_all(&self.header()).map_err(io)?;
-        for s in &self.state {
-            write_le(&mut w, s).map_err(io)?;
-        }
-        let crc = w.crc.clone().finalize();
-        w.inner.write_all(&crc.to_le_bytes()).map_err(io)?;
-        w.inner.flush().map_err(io)
+        write_framed(w, &self.header(), self.state.iter().map(|s| s.as_slice()))
     }
 
     /// The checkpoint as bytes.
@@ -521,14 +505,7 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
                 actual: available,
             });
         }
-        let (body, tail) = b.split_at(b.len() - 4);
-        let stored = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
-        let computed = crc32fast::hash(body);
-        // Under the fuzzer (cargo-fuzz sets `cfg(fuzzing)`) a wrong checksum is let through, so that it can reach
-        // the checks behind it; it cannot forge CRCs.
-        if stored != computed && !cfg!(fuzzing) {
-            return Err(CheckpointError::Checksum { stored, computed });
-        }
+        verify_crc(b)?;
         // Whole and intact: now does it fit this optimizer?
         if elem as usize != size_of::<T>() {
             return Err(CheckpointError::DtypeMismatch {
@@ -572,6 +549,45 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
         }
         Ok(c)
     }
+}
+
+/// Writes a checkpoint of either format: `header`, then every part's elements little-endian, then the CRC-32 of
+/// all of it; flushes `w`.
+fn write_framed<'a, W: Write, T: bytemuck::Pod>(
+    w: W,
+    header: &[u8],
+    parts: impl IntoIterator<Item = &'a [T]>,
+) -> Result<(), Error> {
+    let io = |e: io::Error| {
+        Error::Checkpoint(CheckpointError::Io {
+            kind: e.kind(),
+            message: format!("writing checkpoint: {e}"),
+        })
+    };
+    let mut w = Crc {
+        inner: w,
+        crc: crc32fast::Hasher::new(),
+    };
+    w.write_all(header).map_err(io)?;
+    for part in parts {
+        write_le(&mut w, part).map_err(io)?;
+    }
+    let crc = w.crc.clone().finalize();
+    w.inner.write_all(&crc.to_le_bytes()).map_err(io)?;
+    w.inner.flush().map_err(io)
+}
+
+/// Checks the CRC-32 in the last four bytes of a checkpoint of either format (`b` holds at least four bytes).
+/// Under the fuzzer (cargo-fuzz sets `cfg(fuzzing)`) a wrong checksum is let through, so that it can reach the
+/// checks behind it; it cannot forge CRCs.
+fn verify_crc(b: &[u8]) -> Result<(), CheckpointError> {
+    let (body, tail) = b.split_at(b.len() - 4);
+    let stored = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
+    let computed = crc32fast::hash(body);
+    if stored != computed && !cfg!(fuzzing) {
+        return Err(CheckpointError::Checksum { stored, computed });
+    }
+    Ok(())
 }
 
 /// The four flag bytes both formats hold at offsets 13..17: eps placement, maximize, precision, non-finite policy.
@@ -707,21 +723,7 @@ mod embedding_format {
         /// Writes the checkpoint to `w` (see [`EMBEDDING_MAGIC`] for the format): hyperparameters, options, step
         /// count, shape and every accumulator. The table itself is the caller's to save.
         pub fn write_checkpoint<Wr: Write>(&self, w: Wr) -> Result<(), Error> {
-            let io = |e: io::Error| {
-                Error::Checkpoint(CheckpointError::Io {
-                    kind: e.kind(),
-                    message: format!("writing checkpoint: {e}"),
-                })
-            };
-            let mut w = Crc {
-                inner: w,
-                crc: crc32fast::Hasher::new(),
-            };
-            w.write_all(&self.emb_header()).map_err(io)?;
-            write_le(&mut w, self.state()).map_err(io)?;
-            let crc = w.crc.clone().finalize();
-            w.inner.write_all(&crc.to_le_bytes()).map_err(io)?;
-            w.inner.flush().map_err(io)
+            write_framed(w, &self.emb_header(), [self.state()])
         }
 
         /// The checkpoint as bytes.
@@ -814,12 +816,7 @@ mod embedding_format {
                     actual: available,
                 });
             }
-            let (body, tail) = b.split_at(b.len() - 4);
-            let stored = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
-            let computed = crc32fast::hash(body);
-            if stored != computed && !cfg!(fuzzing) {
-                return Err(CheckpointError::Checksum { stored, computed });
-            }
+            verify_crc(b)?;
             let bad =
                 |field: &'static str, detail: String| CheckpointError::BadField { field, detail };
             let flag = |at: usize, field: &'static str, max: u8| {
