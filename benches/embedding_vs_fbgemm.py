@@ -38,7 +38,7 @@ import fbgemm_bench
 import fbgemm_isa
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 
-from adagrad_cpu._native import embedding_ceiling
+from adagrad_cpu._native import EMBEDDING_CEILING_VARIANTS, embedding_ceiling
 from adagrad_cpu.embedding import EmbeddingAdagrad
 
 ROWS = fbgemm_bench.ROWS
@@ -94,7 +94,7 @@ def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.ra
 
     # The ceiling's variants (prefetch distances) run as separate entries of the round, between the
     # implementations, so that each of its passes starts as cold as theirs; its time is its best variant's.
-    variants = (0, 8, 32)
+    variants = EMBEDDING_CEILING_VARIANTS
     for per_row, name in ((1, "rowwise"), (d, "elementwise")):
         for ahead in variants:
             impls[f"ceiling_{name}_{ahead}"] = lambda per_row=per_row, ahead=ahead: embedding_ceiling(
@@ -113,6 +113,7 @@ def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.ra
         "ceiling_rowwise_32",
         "ceiling_elementwise_32",
     ]
+    assert sorted(order) == sorted(impls), "every implementation and ceiling variant runs once per round"
     for fn in impls.values():  # warm-up: first-touch of state, scratch, thread pools
         fn()
     times: dict[str, list[float]] = {k: [] for k in impls}

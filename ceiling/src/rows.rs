@@ -4,8 +4,10 @@
 //! (one value per row, or one per element). [`RowsCeiling`] moves exactly those bytes, in the same grouped order
 //! (each touched row once, its lookups in position order; the order is given, its computation is not timed), with
 //! `w ← w + g` and `s ← s + g₀`. It shares no code with the crate: its own loops, its own prefetch, its own
-//! threads (`std::thread::scope`, the touched rows cut into one contiguous run per thread). It is the best of a
-//! few plain variants: no software prefetch, and prefetching the rows 8 and 32 runs ahead.
+//! threads (`std::thread::scope`, the touched rows cut into one contiguous run per thread). Its variants
+//! ([`RowsCeiling::VARIANTS`]: no software prefetch, and prefetching the rows 8 and 32 runs ahead) are timed one
+//! pass at a time ([`RowsCeiling::time_pass`]), so that a caller can interleave them with what they bound and take
+//! the best.
 
 use std::time::Instant;
 
@@ -164,35 +166,6 @@ impl RowsCeiling {
         let t0 = Instant::now();
         self.pass_threads(table, state, grads, ahead, threads);
         t0.elapsed().as_secs_f64()
-    }
-
-    /// Times every variant (`reps` passes each, interleaved) on `threads` threads and returns the best variant's
-    /// median seconds per pass, with its name. The table and state change (by the trivial arithmetic).
-    pub fn measure(
-        &self,
-        table: &mut [f32],
-        state: &mut [f32],
-        grads: &[f32],
-        threads: usize,
-        reps: usize,
-    ) -> (String, f64) {
-        let variants = Self::VARIANTS;
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-        for _ in 0..reps.max(1) {
-            for (v, &ahead) in variants.iter().enumerate() {
-                times[v].push(self.time_pass(table, state, grads, ahead, threads));
-            }
-        }
-        let (best, secs) = times
-            .iter_mut()
-            .enumerate()
-            .map(|(v, t)| {
-                t.sort_by(f64::total_cmp);
-                (v, t[t.len() / 2])
-            })
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .expect("three variants");
-        (format!("prefetch {} runs ahead", variants[best]), secs)
     }
 }
 

@@ -105,6 +105,8 @@ class Embedding:
     @property
     def threads(self) -> int: ...
 
+EMBEDDING_CEILING_VARIANTS: list[int]
+
 def embedding_ceiling(
     table: np.ndarray,
     state: np.ndarray,

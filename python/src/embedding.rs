@@ -4,7 +4,6 @@
 use crate::{crate_error, refused};
 use adagrad::embedding::{Accumulator, EmbeddingAdagrad, Lookups, TableOptions};
 use adagrad::kernels::rowwise::{DecayMode, Rounding};
-use adagrad::{Config, EpsPlacement, Parallelism};
 use numpy::{PyReadonlyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
@@ -82,33 +81,13 @@ impl Embedding {
         eps_placement: &str,
         table_dtype: &str,
     ) -> PyResult<Self> {
-        let mut c = Config::torch()
+        let c = crate::settings(threads, isa, "exact", eps_placement)?
             .lr(lr)
             .lr_decay(lr_decay)
             .weight_decay(weight_decay)
             .eps(eps)
             .maximize(maximize)
             .initial_accumulator_value(initial_accumulator_value);
-        c.eps_placement = match eps_placement {
-            "outside" => EpsPlacement::Outside,
-            "inside" => EpsPlacement::Inside,
-            o => {
-                return Err(refused(format!(
-                    "eps_placement must be 'outside' or 'inside', not {o:?}"
-                )));
-            }
-        };
-        if let Some(name) = isa {
-            c.isa = Some(
-                name.parse()
-                    .map_err(|e: adagrad::IsaError| refused(e.to_string()))?,
-            );
-        }
-        c.parallelism = match threads {
-            None => Parallelism::Global,
-            Some(0) => return Err(refused("threads must be at least 1")),
-            Some(n) => Parallelism::Threads(n),
-        };
         let accumulator = match accumulator {
             "rowwise" => Accumulator::RowWise,
             "elementwise" => Accumulator::ElementWise,

@@ -118,6 +118,48 @@ fn validate(config: &Config, work: &mem::Work, scale: Option<f64>) -> PyResult<(
     Ok(())
 }
 
+/// PyTorch's defaults with the execution settings a Python optimizer takes: `threads` (`None`: one per CPU; at
+/// least 1), `isa` (a kernel path's name, `None`: `ADAGRAD_ISA` or the best), `precision` ("exact" or "fast"),
+/// `eps_placement` ("outside" or "inside"). Anything else is refused.
+fn settings(
+    threads: Option<usize>,
+    isa: Option<&str>,
+    precision: &str,
+    eps_placement: &str,
+) -> PyResult<Config> {
+    let mut base = Config::torch();
+    base.precision = match precision {
+        "exact" => Precision::Exact,
+        "fast" => Precision::Fast,
+        other => {
+            return Err(refused(format!(
+                "precision must be 'exact' or 'fast', not {other:?}"
+            )));
+        }
+    };
+    base.eps_placement = match eps_placement {
+        "outside" => EpsPlacement::Outside,
+        "inside" => EpsPlacement::Inside,
+        other => {
+            return Err(refused(format!(
+                "eps_placement must be 'outside' or 'inside', not {other:?}"
+            )));
+        }
+    };
+    if let Some(name) = isa {
+        base.isa = Some(
+            name.parse::<Isa>()
+                .map_err(|e: adagrad::IsaError| refused(e.to_string()))?,
+        );
+    }
+    base.parallelism = match threads {
+        None => Parallelism::Global,
+        Some(0) => return Err(refused("threads must be at least 1")),
+        Some(n) => Parallelism::Threads(n),
+    };
+    Ok(base)
+}
+
 #[pymethods]
 impl Engine {
     /// `threads`: threads a large step uses, the caller included (`None`: one per CPU, as rayon counts them;
@@ -132,36 +174,7 @@ impl Engine {
         precision: &str,
         eps_placement: &str,
     ) -> PyResult<Self> {
-        let mut base = Config::torch();
-        base.precision = match precision {
-            "exact" => Precision::Exact,
-            "fast" => Precision::Fast,
-            other => {
-                return Err(refused(format!(
-                    "precision must be 'exact' or 'fast', not {other:?}"
-                )));
-            }
-        };
-        base.eps_placement = match eps_placement {
-            "outside" => EpsPlacement::Outside,
-            "inside" => EpsPlacement::Inside,
-            other => {
-                return Err(refused(format!(
-                    "eps_placement must be 'outside' or 'inside', not {other:?}"
-                )));
-            }
-        };
-        if let Some(name) = isa {
-            base.isa = Some(
-                name.parse::<Isa>()
-                    .map_err(|e: adagrad::IsaError| refused(e.to_string()))?,
-            );
-        }
-        base.parallelism = match threads {
-            None => Parallelism::Global,
-            Some(0) => return Err(refused("threads must be at least 1")),
-            Some(n) => Parallelism::Threads(n),
-        };
+        let base = settings(threads, isa, precision, eps_placement)?;
         let exec = Executor::new(&base).map_err(crate_error)?;
         Ok(Engine {
             exec,
@@ -422,6 +435,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<embedding::Embedding>()?;
     m.add_function(wrap_pyfunction!(embedding::embedding_ceiling, m)?)?;
+    m.add(
+        "EMBEDDING_CEILING_VARIANTS",
+        adagrad_ceiling::rows::RowsCeiling::VARIANTS.to_vec(),
+    )?;
     m.add_class::<torch::TensorCache>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(same_objects, m)?)?;
