@@ -584,14 +584,7 @@ impl<W: Table> EmbeddingAdagrad<W> {
         options: TableOptions,
     ) -> Result<Self, Error> {
         config.validate_for::<f32>()?;
-        let shape = |reason| Error::TableShape { rows, dim, reason };
-        if dim == 0 {
-            return Err(shape("dim must be at least 1"));
-        }
-        if rows > u32::MAX as usize {
-            return Err(shape("at most 4294967295 rows"));
-        }
-        let elements = rows.checked_mul(dim).ok_or(shape("rows × dim overflows"))?;
+        let elements = table_elements(rows, dim)?;
         let exec = Executor::new(&config)?;
         let n = match options.accumulator {
             Accumulator::RowWise => rows,
@@ -758,13 +751,7 @@ pub fn prepare<'a, I: Id, G: Grad<f32>>(
     lookups: Lookups<'a, I, G>,
     scratch: &'a mut Scratch,
 ) -> Result<Prepared<'a, G>, Error> {
-    if dim == 0 || rows > u32::MAX as usize || rows.checked_mul(dim).is_none() {
-        return Err(Error::TableShape {
-            rows,
-            dim,
-            reason: "dim must be at least 1, rows at most 4294967295, rows × dim addressable",
-        });
-    }
+    table_elements(rows, dim)?;
     let src = fill(exec, rows, dim, lookups, scratch)?;
     let scratch: &'a Scratch = scratch;
     Ok(Prepared {
@@ -963,6 +950,18 @@ fn fill<'a, I: Id, G: Grad<f32>>(
         first_duplicate(&s.keys, &s.starts)?;
     }
     Ok(src)
+}
+
+/// `rows · dim`, for a shape the steps can handle: `dim ≥ 1`, `rows < 2³²`, the product addressable.
+fn table_elements(rows: usize, dim: usize) -> Result<usize, Error> {
+    let shape = |reason| Error::TableShape { rows, dim, reason };
+    if dim == 0 {
+        return Err(shape("dim must be at least 1"));
+    }
+    if rows > u32::MAX as usize {
+        return Err(shape("at most 4294967295 rows"));
+    }
+    rows.checked_mul(dim).ok_or(shape("rows × dim overflows"))
 }
 
 /// Checks the offsets (start at 0, never decrease, end at `lookups`) and writes each lookup's bag.
