@@ -38,6 +38,8 @@ pub struct Executor {
     /// Helper threads (`None`: sequential) and the number of threads a step uses, the caller included.
     pool: Option<Arc<ThreadPool>>,
     threads: usize,
+    /// Whether `pool` is one of this crate's helper pools (not a caller's `Parallelism::Pool`).
+    own_pool: bool,
 }
 
 impl Executor {
@@ -69,11 +71,13 @@ impl Executor {
             Parallelism::Pool(p) => (Some(p.clone()), p.current_num_threads()),
         };
         let threads = if pool.is_some() { threads } else { 1 };
+        let own_pool = !matches!(config.parallelism, Parallelism::Pool(_));
         Ok(Executor {
             kernels,
             tuning,
             pool,
             threads,
+            own_pool,
         })
     }
 
@@ -90,6 +94,16 @@ impl Executor {
     /// The helper pool (`None`: sequential) and the threads a step uses, the caller included.
     pub(crate) fn pool_and_threads(&self) -> (Option<&ThreadPool>, usize) {
         (self.pool.as_deref(), self.threads)
+    }
+
+    /// Wakes the helper threads (if any) now, so that a parallel step starting within [`LINGER`](crate::LINGER)
+    /// finds them running rather than paying their wake-up (tens of microseconds): for a caller about to spend a
+    /// while preparing a step, such as reading many tensors from Python. They spin until that step starts or the
+    /// time has passed. The threads also linger this long after every parallel step.
+    pub fn wake(&self) {
+        if let Some(pool) = self.pool.as_deref().filter(|_| self.own_pool) {
+            crate::parallel::wake(pool);
+        }
     }
 
     /// The performance settings.

@@ -56,7 +56,7 @@ pub use config::{Config, NonFinite, Parallelism};
 pub use error::Error;
 pub use functional::Executor;
 pub use optimizer::{Adagrad, StepOutcome};
-pub use parallel::ALIGN;
+pub use parallel::{ALIGN, LINGER};
 pub use tuning::{PARALLEL_THRESHOLD, Tuning, TuningSource};
 
 /// The kernel crate, for direct use of one path (tests, benchmarks, custom loops).

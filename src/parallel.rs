@@ -11,8 +11,10 @@
 use crate::functional::StateSlice;
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Kernels, Precision};
 use rayon::ThreadPool;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Split points within a tensor are multiples of this many elements (the widest unrolled body: 4 × 16 lanes).
 pub const ALIGN: usize = 64;
@@ -315,14 +317,56 @@ pub(crate) fn run_pieces<S: Split, F: Fn(S) + Sync>(
         return leaf(rest);
     }
     let done = AtomicBool::new(false);
+    let seen = STARTED.fetch_add(1, Ordering::AcqRel) + 1;
     pool.in_place_scope(|scope| {
         scope.spawn(|_| {
-            let _done = SetOnDrop(&done);
-            run_split(rest, pieces - 1, leaf);
+            {
+                let _done = SetOnDrop(&done);
+                run_split(rest, pieces - 1, leaf);
+            }
+            // This crate's helpers stay awake a while for the next step (a detached task: the caller is not held
+            // up). A caller's own pool is left alone: its threads may have other work.
+            if OURS.with(Cell::get) {
+                rayon::spawn_broadcast(move |_| linger(seen));
+            }
         });
         leaf(mine);
         wait(&done);
     });
+}
+
+/// Parallel steps started so far, on any pool: a lingering helper returns as soon as this moves.
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// How long a helper thread stays awake after a parallel step, waiting for the next one, before it goes back to
+/// rayon (which sleeps after a few dozen yields). Waking a sleeping thread costs tens of microseconds on these
+/// VMs, paid at every step of a loop whose steps come a little further apart than rayon's own spinning lasts (a
+/// Python loop over a step); OpenMP runtimes spin for the same reason (libgomp about as long, Intel's 200 ms).
+pub const LINGER: Duration = Duration::from_micros(1000);
+
+/// Spins (with `pause`, never holding a lock) until another parallel step starts or `LINGER` has passed.
+fn linger(seen: u64) {
+    let until = Instant::now() + LINGER;
+    let mut spins = 0u32;
+    while STARTED.load(Ordering::Acquire) == seen {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(256) && Instant::now() >= until {
+            return;
+        }
+    }
+}
+
+thread_local! {
+    /// Set on the threads of this crate's helper pools.
+    static OURS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wakes `pool`'s threads now, so that a parallel step starting within [`LINGER`] finds them running instead of
+/// paying their wake-up: for a caller about to spend a while preparing a step (reading many tensors).
+pub(crate) fn wake(pool: &ThreadPool) {
+    let seen = STARTED.load(Ordering::Acquire);
+    pool.spawn_broadcast(move |_| linger(seen));
 }
 
 /// Sets the flag when dropped: on completion and, should the task unwind, then too, so the caller never waits
@@ -371,6 +415,7 @@ pub(crate) fn helpers(threads: usize) -> Option<Arc<ThreadPool>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads - 1)
         .thread_name(|i| format!("adagrad-{i}"))
+        .start_handler(|_| OURS.with(|o| o.set(true)))
         .build()
         .ok()?;
     let pool = Arc::new(pool);

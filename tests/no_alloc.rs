@@ -1,7 +1,9 @@
 //! What a step allocates after the first, over hundreds of steps: nothing when it runs on the calling thread (a
-//! sequential optimizer, or a step below the parallel threshold); one task record for rayon when it runs on
-//! threads (`Scope::spawn` boxes the helper task; rayon offers no way to reuse it), and rayon's job queue one block
-//! per 63 injected tasks.
+//! sequential optimizer, or a step below the parallel threshold). A step on threads allocates, on the calling
+//! thread, one task record for rayon (`Scope::spawn` boxes the helper task; rayon offers no way to reuse it) and
+//! rayon's job queue one block per 63 injected tasks; and on this crate's own helper pools (not a caller's
+//! `Parallelism::Pool`), on a helper thread, the one task that keeps the helpers awake for the next step
+//! (`LINGER`).
 
 use adagrad::{Adagrad, Config, Parallelism};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -48,8 +50,8 @@ const STEPS: usize = 300;
 /// The allocation counter is global: the tests of this file take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Allocations in `STEPS` steps after two warm-up steps.
-fn allocations(par: Parallelism, sizes: &[usize]) -> usize {
+/// Allocations in `STEPS` steps after two warm-up steps: on the calling thread, and in all.
+fn allocations(par: Parallelism, sizes: &[usize]) -> (usize, usize) {
     let mut opt = Adagrad::<f32>::new(Config::default().parallelism(par), sizes).unwrap();
     let mut params: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
     let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.25; n]).collect();
@@ -58,11 +60,14 @@ fn allocations(par: Parallelism, sizes: &[usize]) -> usize {
     for _ in 0..2 {
         opt.step(&mut ps, &gs).unwrap();
     }
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = (MINE.with(|c| c.get()), ALLOCS.load(Ordering::SeqCst));
     for _ in 0..STEPS {
         opt.step(&mut ps, &gs).unwrap();
     }
-    ALLOCS.load(Ordering::SeqCst) - before
+    (
+        MINE.with(|c| c.get()) - before.0,
+        ALLOCS.load(Ordering::SeqCst) - before.1,
+    )
 }
 
 #[test]
@@ -76,23 +81,42 @@ fn steps_allocate_nothing_on_the_calling_thread_and_one_task_on_threads() {
             .build()
             .unwrap(),
     );
-    assert_eq!(allocations(Parallelism::Sequential, &big), 0, "Sequential");
-    for par in [
-        Parallelism::Global,
-        Parallelism::Threads(3),
-        Parallelism::Pool(pool),
+    assert_eq!(
+        allocations(Parallelism::Sequential, &big),
+        (0, 0),
+        "Sequential"
+    );
+    for (par, own) in [
+        (Parallelism::Global, true),
+        (Parallelism::Threads(3), true),
+        (Parallelism::Pool(pool), false),
     ] {
         // The big steps first: they start the helper threads, whose start-up allocations are not a step's.
-        let n = allocations(par.clone(), &big);
-        println!("{par:?}: {n} allocations in {STEPS} parallel steps");
+        let (mine, all) = allocations(par.clone(), &big);
+        let helpers = all - mine;
+        println!(
+            "{par:?}: {mine} allocations on the calling thread and {helpers} on helper threads in {STEPS} parallel \
+             steps"
+        );
         // One boxed task per step, and one block of rayon's injector queue (63 slots) per 63 steps.
         assert!(
-            (STEPS..=STEPS + STEPS.div_ceil(63)).contains(&n),
-            "{par:?}: {n} allocations in {STEPS} parallel steps"
+            (STEPS..=STEPS + STEPS.div_ceil(63)).contains(&mine),
+            "{par:?}: {mine} allocations on the calling thread in {STEPS} parallel steps"
+        );
+        // The lingering task per step on this crate's pools (its queues may grow a block now and then); none on
+        // a caller's pool.
+        let expected = if own {
+            STEPS..=STEPS + STEPS / 8
+        } else {
+            0..=STEPS / 8
+        };
+        assert!(
+            expected.contains(&helpers),
+            "{par:?}: {helpers} allocations on helper threads in {STEPS} parallel steps"
         );
         assert_eq!(
             allocations(par.clone(), &small),
-            0,
+            (0, 0),
             "{par:?} below the threshold"
         );
     }

@@ -8,9 +8,12 @@ the per-round ratio, so that the noise of a shared machine falls on both sides a
   (what ``torch.optim.Adagrad(fused=True)`` runs, without its Python layer): one tensor of N elements, or many.
 - ``optimizer``: ``adagrad_cpu.torch.Adagrad.step()`` against ``torch.optim.Adagrad(fused=True).step()``.
 - ``python_vs_rust``: the Python-level step against the Rust-level step (the same memory, stepped in a Rust loop).
+- ``cold_call``: what caches cost the Python side: a native step over one 16-element tensor right after a Rust-level
+  step over N elements (which streams the step's memory through the caches), against the same call warm (after
+  itself). ``tensors`` counts the large step's tensors.
 
 Ratios above 1 mean this package is faster (or, for ``python_vs_rust``, that the Python step is slower than the
-Rust step by that factor).
+Rust step by that factor; for ``cold_call``, that the call after a large step is slower than warm by that factor).
 """
 
 from __future__ import annotations
@@ -167,6 +170,57 @@ def python_vs_rust_row(dtype: str, n: int, count: int, threads: int, rounds: int
     }
 
 
+def cold_call_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
+    """A tiny native step right after a Rust-level step over ``count`` tensors of ``n`` elements, against the same
+    tiny step warm (ratio: cold / warm)."""
+    big, big_grads = tensors(DTYPES[dtype], n, count, 5)
+    big_opt = Adagrad(big, lr=0.01, threads=threads)
+    big_opt.step()
+    arrays = [p.detach().numpy() for p in big]
+    garrays = [g.numpy() for g in big_grads]
+    sums = [big_opt.state[p]["sum"].numpy() for p in big]
+    tiny, _ = tensors(DTYPES[dtype], 16, 1, 6)
+    opt = Adagrad(tiny, lr=0.01, threads=threads)
+    opt.step()
+    groups = [(s.keys, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in opt._snapshot(None)]
+    engine, cache = opt._engine, opt._cache
+
+    def call() -> None:
+        engine.torch_step(cache, groups)
+
+    def after_big() -> float:
+        _native.rust_step_seconds(big_opt._engine, arrays, garrays, sums, 1)
+        t = time.perf_counter()
+        call()
+        return time.perf_counter() - t
+
+    reps = 100
+    ratios, tc, tw = [], [], []
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        res: dict[int, float] = {}
+        for side in order:
+            if side == 0:
+                res[0] = statistics.median(after_big() for _ in range(reps))
+            else:
+                res[1] = timed(call, reps)
+        tc.append(res[0])
+        tw.append(res[1])
+        ratios.append(res[0] / res[1])
+    return {
+        "kind": "cold_call",
+        "dtype": dtype,
+        "elements": n,
+        "tensors": count,
+        "threads": threads,
+        "ours_s": statistics.median(tc),
+        "other_s": statistics.median(tw),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+
+
 DEFAULT = [
     ("kernel", "float32", 4096, 1),
     ("kernel", "float32", 65536, 1),
@@ -179,6 +233,7 @@ DEFAULT = [
     ("optimizer", "float32", 1 << 20, 1),
     ("python_vs_rust", "float32", 1 << 20, 1),
     ("python_vs_rust", "float32", 1024, 1024),
+    ("cold_call", "float32", 1 << 20, 1),
 ]
 
 
@@ -192,7 +247,12 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",") if t]
     rows_spec = [r for r in DEFAULT if not a.quick or r[2] * r[3] <= 1 << 20]
-    makers = {"kernel": kernel_row, "optimizer": optimizer_row, "python_vs_rust": python_vs_rust_row}
+    makers = {
+        "kernel": kernel_row,
+        "optimizer": optimizer_row,
+        "python_vs_rust": python_vs_rust_row,
+        "cold_call": cold_call_row,
+    }
     engine = _native.Engine()
     print(f"cpu: {cpu_name()}; {os.cpu_count()} logical CPUs; path {engine.isa}; torch {torch.__version__}; ")
     print(f"adagrad_cpu {adagrad_cpu.__version__}; numpy {np.__version__}; rounds {a.rounds}; tuning {engine.tuning}")
@@ -221,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
             "torch": torch.__version__,
             "adagrad_cpu": adagrad_cpu.__version__,
             "rounds": a.rounds,
-            "ratio": "kernel/optimizer: other/ours (>1: ours faster); python_vs_rust: python/rust",
+            "ratio": "kernel/optimizer: other/ours (>1: ours faster); python_vs_rust: python/rust; cold_call: cold/warm",
         }
         with open(a.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -41,23 +41,27 @@ def _hooked(step: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(step)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         self = args[0]
-        for hook in chain(pre.values(), self._optimizer_step_pre_hooks.values()):
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if isinstance(result, tuple) and len(result) == 2:
-                    args, kwargs = result
-                else:
-                    raise RuntimeError(
-                        f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
-                    )
+        # (The hook tables are checked before they are chained: a step right after a large one runs from cold
+        # caches, where every line of code run counts.)
+        if pre or self._optimizer_step_pre_hooks:
+            for hook in chain(pre.values(), self._optimizer_step_pre_hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if isinstance(result, tuple) and len(result) == 2:
+                        args, kwargs = result
+                    else:
+                        raise RuntimeError(
+                            f"{step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                        )
         if torch.autograd._profiler_enabled():
             with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
                 out = step(*args, **kwargs)
         else:
             out = step(*args, **kwargs)
         self._optimizer_step_code()
-        for hook in chain(self._optimizer_step_post_hooks.values(), post.values()):
-            hook(self, args, kwargs)
+        if post or self._optimizer_step_post_hooks:
+            for hook in chain(self._optimizer_step_post_hooks.values(), post.values()):
+                hook(self, args, kwargs)
         return out
 
     wrapper.hooked = True  # type: ignore[attr-defined]
@@ -346,9 +350,7 @@ class Adagrad(Optimizer):
             and snaps is not None
             and not self._flag.dirty
             and self._state_ref is self.state
-            and len(snaps) == len(self.param_groups)
-            and all(_native.same_objects(g["params"], s.params) for g, s in zip(self.param_groups, snaps))
-            and not any(self._has_grad(p, grads, i) for s in snaps for i, p in s.pending)
+            and _native.unchanged(self.param_groups, snaps, grads)
         ):
             return snaps
         if type(self.state) is not _StateMap or self.state._flag is not self._flag:
@@ -497,17 +499,15 @@ class Adagrad(Optimizer):
             if len(grads) != total:
                 raise AdagradError(f"grads has {len(grads)} entries; the optimizer has {total} parameters")
             flat_grads = [grads[i] for s in snaps for i in s.index]
-        updated = self._engine.torch_step(
+        # The native step also marks the parameters modified for autograd (their version counters) when it updates
+        # them, as torch's own in-place step does.
+        self._engine.torch_step(
             self._cache,
             groups,
             flat_grads,
             getattr(self, "grad_scale", None),
             getattr(self, "found_inf", None),
         )
-        if updated:
-            # Autograd's in-place checks see the parameters as modified, as after torch's own step.
-            for snap in snaps:
-                torch.autograd.graph.increment_version(snap.keys)
         return loss
 
     # --- introspection -------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ mod numpy;
 mod torch;
 
 use adagrad::embedding::{Accumulator, Lookups, TableOptions};
-use adagrad::{Config, EpsPlacement, Executor, Float, Isa, Parallelism, Precision};
+use adagrad::{Config, EpsPlacement, Executor, Float, Isa, Parallelism, Precision, Tuning};
 use mem::{Dtype, Mem, Place, Role};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
@@ -219,6 +220,10 @@ impl Engine {
         grad_scale: Option<Bound<'_, PyAny>>,
         found_inf: Option<Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
+        // Reading the tensors takes a while with many of them: the helper threads wake meanwhile.
+        if cache.parallel {
+            self.exec.wake();
+        }
         let mut parsed = Vec::with_capacity(groups.len());
         let mut hypers = Vec::with_capacity(groups.len());
         for g in groups.iter() {
@@ -311,8 +316,20 @@ impl Engine {
             .map_err(|e| refused(format!("{place}: {e}")))?;
             sparse_jobs.push((config, prepared, sp));
         }
+        // Whether this step's dense work is large enough to run on threads (see `TensorCache::parallel`).
+        let weighted: usize = planned
+            .iter()
+            .flatten()
+            .map(|pl| match pl.item.p.dtype {
+                Dtype::F64 => pl.item.p.len.saturating_mul(Tuning::weight::<f64>()),
+                _ => pl.item.p.len,
+            })
+            .fold(0, usize::saturating_add);
+        cache.parallel =
+            self.exec.threads() > 1 && weighted >= self.exec.tuning().parallel_threshold;
         let skip = inf == 1.0;
         if !skip {
+            torch::increment_versions(py, &parsed)?;
             let exec = &self.exec;
             let options = TableOptions::default().accumulator(Accumulator::ElementWise);
             py.detach(|| {
@@ -419,9 +436,47 @@ fn rust_step_seconds(
 }
 
 /// Whether two lists hold the same objects, in order (identity, never `==`: tensors compare element-wise).
-#[pyfunction]
 fn same_objects(a: &Bound<'_, PyList>, b: &Bound<'_, PyList>) -> bool {
     a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.is(&y))
+}
+
+/// Whether the optimizer's snapshot still describes its groups: per group (`param_groups[i]["params"]` against
+/// `snaps[i].params`) the same parameter objects in order, and none of the parameters waiting for state
+/// (`snaps[i].pending`, `(flat index, parameter)` pairs) has a gradient now (in `p.grad`, or in `grads` at its
+/// flat index when given). One native call, so that a step after a large one (cold caches) runs little code.
+#[pyfunction]
+fn unchanged(
+    py: Python<'_>,
+    groups: &Bound<'_, PyList>,
+    snaps: &Bound<'_, PyList>,
+    grads: Option<&Bound<'_, PyList>>,
+) -> PyResult<bool> {
+    if groups.len() != snaps.len() {
+        return Ok(false);
+    }
+    for (g, s) in groups.iter().zip(snaps.iter()) {
+        let params = g.get_item(intern!(py, "params"))?;
+        let (Ok(params), Ok(known)) = (
+            params.cast_into::<PyList>(),
+            s.getattr(intern!(py, "params"))?.cast_into::<PyList>(),
+        ) else {
+            return Ok(false);
+        };
+        if !same_objects(&params, &known) {
+            return Ok(false);
+        }
+        for pending in s.getattr(intern!(py, "pending"))?.try_iter()? {
+            let (i, p): (usize, Bound<'_, PyAny>) = pending?.extract()?;
+            let has = match grads {
+                None => !p.getattr(intern!(py, "grad"))?.is_none(),
+                Some(gs) => gs.get_item(i).is_ok_and(|g| !g.is_none()),
+            };
+            if has {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// The kernel paths this CPU can run, best first.
@@ -441,7 +496,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_class::<torch::TensorCache>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
-    m.add_function(wrap_pyfunction!(same_objects, m)?)?;
+    m.add_function(wrap_pyfunction!(unchanged, m)?)?;
     m.add_function(wrap_pyfunction!(rust_step_seconds, m)?)?;
     m.add("AdagradError", m.py().get_type::<AdagradError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -19,6 +19,8 @@ struct Torch {
     i64: Py<PyAny>,
     /// `torch._C.TensorBase.data_ptr`, called directly (no attribute lookup on each tensor).
     data_ptr: Py<PyAny>,
+    /// `torch._C._increment_version`, which `torch.autograd.graph.increment_version` calls.
+    increment_version: Py<PyAny>,
 }
 
 static TORCH: PyOnceLock<Torch> = PyOnceLock::new();
@@ -39,6 +41,7 @@ fn torch(py: Python<'_>) -> PyResult<&Torch> {
                 .getattr("TensorBase")?
                 .getattr("data_ptr")?
                 .unbind(),
+            increment_version: t.getattr("_C")?.getattr("_increment_version")?.unbind(),
         })
     })
 }
@@ -62,8 +65,28 @@ fn dtype_of(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<Result<Dtype, Stri
 }
 
 fn data_ptr(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let addr: u64 = torch(py)?.data_ptr.bind(py).call1((t,))?.extract()?;
-    usize::try_from(addr).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("data_ptr"))
+    let addr = torch(py)?.data_ptr.bind(py).call1((t,))?;
+    // `PyLong_AsUnsignedLong` (64 bits here) reads a multi-digit int in a short loop, where u64's
+    // `PyLong_AsUnsignedLongLong` goes through the generic byte-array conversion: this runs twice per tensor
+    // per step.
+    // SAFETY: `addr` is a live object; the call checks its type and sets a Python error when it fails.
+    let v = unsafe { pyo3::ffi::PyLong_AsUnsignedLong(addr.as_ptr()) };
+    if v == std::ffi::c_ulong::MAX
+        && let Some(e) = PyErr::take(py)
+    {
+        return Err(e);
+    }
+    usize::try_from(v).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("data_ptr"))
+}
+
+/// Marks the parameters of `groups` as modified in place for autograd's saved-tensor checks (as torch's own
+/// in-place step does), before the kernels run: done here, the calls find the tensors still in cache.
+pub fn increment_versions(py: Python<'_>, groups: &[Group<'_>]) -> PyResult<()> {
+    let f = torch(py)?.increment_version.bind(py);
+    for g in groups {
+        f.call1((&g.params,))?;
+    }
+    Ok(())
 }
 
 /// A refusal: what is wrong, where.
@@ -292,6 +315,9 @@ pub struct TensorCache {
     serial: u64,
     /// How many parameters the last plan that passed the overlap check had, and its scalars (`None`: none passed).
     checked: Option<(usize, Vec<(Mem, Place)>)>,
+    /// Whether the last step was large enough to run on the helper threads: the next one wakes them before it
+    /// reads its tensors.
+    pub parallel: bool,
 }
 
 #[pymethods]
