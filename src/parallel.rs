@@ -341,8 +341,10 @@ static STARTED: AtomicU64 = AtomicU64::new(0);
 /// How long a helper thread stays awake after a parallel step, waiting for the next one, before it goes back to
 /// rayon (which sleeps after a few dozen yields). Waking a sleeping thread costs tens of microseconds on these
 /// VMs, paid at every step of a loop whose steps come a little further apart than rayon's own spinning lasts (a
-/// Python loop over a step); OpenMP runtimes spin for the same reason (libgomp about as long, Intel's 200 ms).
-pub const LINGER: Duration = Duration::from_micros(1000);
+/// Python loop over a step). Short on purpose: whatever runs next on the machine (a training loop's forward pass
+/// on torch's threads) shares the CPUs with a lingering helper, so it spins (`pause`) for at most this long.
+/// A caller with a longer preparation ahead wakes the helpers itself ([`Executor::wake`](crate::Executor::wake)).
+pub const LINGER: Duration = Duration::from_micros(200);
 
 /// Spins (with `pause`, never holding a lock) until another parallel step starts or `LINGER` has passed.
 fn linger(seen: u64) {

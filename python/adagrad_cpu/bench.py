@@ -60,8 +60,11 @@ def timed(fn: Callable[[], object], reps: int) -> float:
 
 
 def reps_for(elements: int) -> int:
-    """Calls per round: enough for a few milliseconds of work at any size."""
-    return max(3, min(200, 4_000_000 // max(elements, 1)))
+    """Calls per side per round: enough for a few milliseconds of work at any size, and never fewer than 15, so
+    that the median is the side's own steady state. The first calls after the other side's turn run beside its
+    threads still spinning (torch's OpenMP workers spin for milliseconds after a parallel region; this package's
+    helpers for up to ``LINGER``), which with a handful of calls per turn would decide the median."""
+    return max(15, min(200, 4_000_000 // max(elements, 1)))
 
 
 def tensors(dtype: torch.dtype, n: int, count: int, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
