@@ -499,8 +499,8 @@ class Adagrad(Optimizer):
             if len(grads) != total:
                 raise AdagradError(f"grads has {len(grads)} entries; the optimizer has {total} parameters")
             flat_grads = [grads[i] for s in snaps for i in s.index]
-        # The native step also marks the parameters modified for autograd (their version counters) when it updates
-        # them, as torch's own in-place step does.
+        # The native step also bumps the autograd version counters of the parameters it updates, as torch's default
+        # (for-each) step does, so that a graph that saved one of them fails in backward.
         self._engine.torch_step(
             self._cache,
             groups,

@@ -329,7 +329,8 @@ impl Engine {
             self.exec.threads() > 1 && weighted >= self.exec.tuning().parallel_threshold;
         let skip = inf == 1.0;
         if !skip {
-            torch::increment_versions(py, &parsed)?;
+            let updated = planned.iter().flatten().map(|pl| pl.at);
+            torch::increment_versions(py, &parsed, updated.chain(sparse.iter().map(|sp| sp.at)))?;
             let exec = &self.exec;
             let options = TableOptions::default().accumulator(Accumulator::ElementWise);
             py.detach(|| {

@@ -79,12 +79,20 @@ fn data_ptr(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("data_ptr"))
 }
 
-/// Marks the parameters of `groups` as modified in place for autograd's saved-tensor checks (as torch's own
-/// in-place step does), before the kernels run: done here, the calls find the tensors still in cache.
-pub fn increment_versions(py: Python<'_>, groups: &[Group<'_>]) -> PyResult<()> {
-    let f = torch(py)?.increment_version.bind(py);
-    for g in groups {
-        f.call1((&g.params,))?;
+/// Marks the parameters this step updates (at `(group, index)` in `groups`) as modified in place for
+/// autograd's saved-tensor checks, as torch's own in-place step does for the parameters it is given (those with a
+/// gradient), before the kernels run: done here, the calls find the tensors still in cache.
+pub fn increment_versions(
+    py: Python<'_>,
+    groups: &[Group<'_>],
+    updated: impl Iterator<Item = (usize, usize)>,
+) -> PyResult<()> {
+    let params = PyList::empty(py);
+    for (g, i) in updated {
+        params.append(groups[g].params.get_item(i)?)?;
+    }
+    if !params.is_empty() {
+        torch(py)?.increment_version.bind(py).call1((params,))?;
     }
     Ok(())
 }

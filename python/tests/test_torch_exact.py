@@ -223,7 +223,8 @@ def test_parameter_memory_moving_is_followed() -> None:
 
 
 def test_autograd_sees_the_in_place_update() -> None:
-    """A graph that saved a parameter before the step fails in backward, as after torch's own step."""
+    """A graph that saved a parameter before the step fails in backward, as after torch's default (for-each)
+    step (its fused step does not bump the version counters)."""
     p = torch.ones(4, requires_grad=True)
     opt = at.Adagrad([p])
     loss = (p * p).sum()
@@ -231,6 +232,34 @@ def test_autograd_sees_the_in_place_update() -> None:
     opt.step()
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+@pytest.mark.parametrize("case", ["mixed", "none", "found_inf"])
+def test_version_counters_move_as_torchs(case: str) -> None:
+    """The step bumps autograd's version counter of exactly the parameters it writes: those with a gradient, as
+    torch's default (for-each) Adagrad does; none when no parameter has a gradient, or when found_inf skips the
+    update. (torch's fused step bumps none, so a graph that saved a parameter silently uses the new values.)"""
+
+    def run(make: Any, skip: bool) -> list[int]:
+        ps = [torch.ones(5, requires_grad=True) for _ in range(4)]
+        opt = make(ps)
+        for i, p in enumerate(ps):
+            if case != "none" and i % 2 == 0:
+                p.grad = torch.full_like(p, 0.5)
+        if skip:
+            opt.grad_scale = torch.tensor(1.0)
+            opt.found_inf = torch.tensor(1.0)
+        before = [p._version for p in ps]
+        opt.step()
+        return [p._version - b for p, b in zip(ps, before)]
+
+    ours = run(lambda ps: at.Adagrad(ps, lr=0.1), case == "found_inf")
+    if case == "found_inf":
+        assert ours == [0, 0, 0, 0]
+    else:
+        theirs = run(lambda ps: torch.optim.Adagrad(ps, lr=0.1), False)
+        assert ours == theirs, (ours, theirs)
+        assert sum(ours) == (2 if case == "mixed" else 0)
 
 
 def test_closure_returns_loss() -> None:
