@@ -99,7 +99,23 @@ impl Executor {
     /// Wakes the helper threads (if any) now, so that a parallel step starting within [`LINGER`](crate::LINGER)
     /// finds them running rather than paying their wake-up (tens of microseconds): for a caller about to spend a
     /// while preparing a step, such as reading many tensors from Python. They spin until that step starts or the
-    /// time has passed. The threads also linger this long after every parallel step.
+    /// time has passed. The threads also linger this long after every parallel step. Does nothing on a
+    /// sequential executor or on a caller's own pool (`Parallelism::Pool`), whose threads may have other work.
+    ///
+    /// ```
+    /// use adagrad::{functional, Config, Executor, Parallelism};
+    /// let config = Config::default().lr(0.1).parallelism(Parallelism::Threads(2));
+    /// let exec = Executor::new(&config)?;
+    /// exec.wake(); // then gather the step's slices (here: one large tensor) and run it
+    /// let (mut w, mut s) = (vec![1.0f32; 1 << 20], vec![0.0f32; 1 << 20]);
+    /// let g = vec![0.5f32; 1 << 20];
+    /// functional::step(
+    ///     &exec, &config, 1, &mut [&mut w], &[&g], &mut [&mut s],
+    ///     None::<&mut [&mut [adagrad::bf16]]>, None,
+    /// )?;
+    /// assert!(w.iter().all(|&x| x == 0.9) && s.iter().all(|&x| x == 0.25));
+    /// # Ok::<(), adagrad::Error>(())
+    /// ```
     pub fn wake(&self) {
         if let Some(pool) = self.pool.as_deref().filter(|_| self.own_pool) {
             crate::parallel::wake(pool);
