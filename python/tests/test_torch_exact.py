@@ -234,6 +234,27 @@ def test_autograd_sees_the_in_place_update() -> None:
         loss.backward()
 
 
+def test_grads_argument_starts_an_appended_parameter_at_its_first_gradient(isa: str) -> None:
+    """A parameter appended to a group's list has no state; while its entry in ``grads=`` is None it stays
+    without, and the step whose ``grads=`` first gives it a gradient starts it, as torch starts such a parameter
+    at its first ``p.grad`` (the same bits as torch's fused step, for it and for the others)."""
+    ref_ps, got_ps = make_params(torch.float32), make_params(torch.float32)
+    ref = torch.optim.Adagrad(ref_ps[:-1], fused=True, lr=0.1)
+    got = at.Adagrad(got_ps[:-1], lr=0.1, isa=isa)
+    ref.param_groups[0]["params"].append(ref_ps[-1])
+    got.param_groups[0]["params"].append(got_ps[-1])
+    for s in range(4):
+        gs = grads_for(ref_ps, s)
+        if s < 2:
+            gs[-1] = None
+        for p, g in zip(ref_ps, gs):
+            p.grad = g
+        ref.step()
+        got.step(grads=[None if g is None else g.clone() for g in gs])
+        assert (got_ps[-1] in got.state) == (s >= 2)
+    assert_same_bits([p.detach() for p in ref_ps], [p.detach() for p in got_ps])
+
+
 @pytest.mark.parametrize("case", ["mixed", "none", "found_inf"])
 def test_version_counters_move_as_torchs(case: str) -> None:
     """The step bumps autograd's version counter of exactly the parameters it writes: those with a gradient, as
