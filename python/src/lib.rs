@@ -329,8 +329,7 @@ impl Engine {
             self.exec.threads() > 1 && weighted >= self.exec.tuning().parallel_threshold;
         let skip = inf == 1.0;
         if !skip {
-            let updated = planned.iter().flatten().map(|pl| pl.at);
-            torch::increment_versions(py, &parsed, updated.chain(sparse.iter().map(|sp| sp.at)))?;
+            torch::increment_versions(py, &parsed, &planned, &sparse)?;
             let exec = &self.exec;
             let options = TableOptions::default().accumulator(Accumulator::ElementWise);
             py.detach(|| {

@@ -79,20 +79,37 @@ fn data_ptr(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("data_ptr"))
 }
 
-/// Marks the parameters this step updates (at `(group, index)` in `groups`) as modified in place for
-/// autograd's saved-tensor checks, as torch's own in-place step does for the parameters it is given (those with a
-/// gradient), before the kernels run: done here, the calls find the tensors still in cache.
+/// Marks the parameters this step updates (`planned` and `sparse`, at their `(group, index)` in `groups`) as
+/// modified in place for autograd's saved-tensor checks, as torch's own in-place step does for the parameters it
+/// is given (those with a gradient), before the kernels run: done here, the calls find the tensors still in cache.
+/// A group whose parameters are all updated (the usual case) is handed over as its own list.
 pub fn increment_versions(
     py: Python<'_>,
     groups: &[Group<'_>],
-    updated: impl Iterator<Item = (usize, usize)>,
+    planned: &[Vec<Planned>],
+    sparse: &[SparsePlanned],
 ) -> PyResult<()> {
-    let params = PyList::empty(py);
-    for (g, i) in updated {
-        params.append(groups[g].params.get_item(i)?)?;
+    let updated = || {
+        let dense = planned.iter().flatten().map(|pl| pl.at);
+        dense.chain(sparse.iter().map(|sp| sp.at))
+    };
+    let mut counts = vec![0usize; groups.len()];
+    for (g, _) in updated() {
+        counts[g] += 1;
     }
-    if !params.is_empty() {
-        torch(py)?.increment_version.bind(py).call1((params,))?;
+    let whole = |g: usize| counts[g] > 0 && counts[g] == groups[g].params.len();
+    let f = torch(py)?.increment_version.bind(py);
+    let rest = PyList::empty(py);
+    for (g, i) in updated().filter(|&(g, _)| !whole(g)) {
+        rest.append(groups[g].params.get_item(i)?)?;
+    }
+    for (g, group) in groups.iter().enumerate() {
+        if whole(g) {
+            f.call1((&group.params,))?;
+        }
+    }
+    if !rest.is_empty() {
+        f.call1((rest,))?;
     }
     Ok(())
 }
