@@ -416,9 +416,21 @@ pub fn embedding_accepted(data: &[u8]) -> bool {
                 }
             }
         }
+        // Bit for bit, except that which NaN a NaN result is (sign, payload) is not promised (README,
+        // "Exactness"): the fuzzer found a row whose NaN payload depends on the order of operands.
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&table), bits(&model));
-        assert_eq!(bits(opt.state()), bits(&state));
+        assert!(
+            table.len() == model.len() && same(&table, &model),
+            "table {:?} != model {:?}",
+            bits(&table),
+            bits(&model)
+        );
+        assert!(
+            opt.state().len() == state.len() && same(opt.state(), &state),
+            "state {:?} != model {:?}",
+            bits(opt.state()),
+            bits(&state)
+        );
     }
     // The same bytes as a checkpoint.
     let before = opt.to_checkpoint_bytes();
