@@ -747,6 +747,48 @@ fn untouched_rows_are_left_alone() {
     table.clear();
 }
 
+/// `set_lr` refuses what the step could not use (negative, NaN, infinite, beyond f32) with nothing changed, and
+/// a valid rate is the one the following steps use.
+#[test]
+fn set_lr_refuses_bad_rates_and_takes_good_ones() {
+    let (rows, dim) = (8, 4);
+    let step = |opt: &mut EmbeddingAdagrad<f32>, table: &mut Vec<f32>| {
+        opt.step(
+            table,
+            Lookups::Rows {
+                ids: &[1u32, 3, 1],
+                grads: &[
+                    0.5f32, -0.25, 1.0, 2.0, 0.125, 0.75, -1.5, 0.0, 1.0, 1.0, -1.0, 0.5,
+                ],
+            },
+        )
+        .unwrap();
+    };
+    for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
+        let options = TableOptions::default().accumulator(accumulator);
+        let make = |lr: f64| {
+            EmbeddingAdagrad::<f32>::new(Config::default().lr(lr), rows, dim, options).unwrap()
+        };
+        let mut opt = make(0.1);
+        let mut table = vec![0.5f32; rows * dim];
+        for bad in [-0.1, f64::NAN, f64::INFINITY, 1e39] {
+            assert!(opt.set_lr(bad).is_err(), "{bad}");
+            assert_eq!(opt.config().lr, 0.1, "{bad}");
+        }
+        // The refused rates left the rate the optimizer was built with.
+        let (mut same, mut same_table) = (make(0.1), vec![0.5f32; rows * dim]);
+        step(&mut opt, &mut table);
+        step(&mut same, &mut same_table);
+        assert_eq!(bits(&table), bits(&same_table));
+        // A new rate is the following steps' rate: the second step at 0.02 is not the second step at 0.1.
+        opt.set_lr(0.02).unwrap();
+        assert_eq!(opt.config().lr, 0.02);
+        step(&mut opt, &mut table);
+        step(&mut same, &mut same_table);
+        assert_ne!(bits(&table), bits(&same_table), "{accumulator:?}");
+    }
+}
+
 /// The functional pair over caller-owned state is the optimizer's step, bit for bit, and checks the state's length.
 #[test]
 fn functional_form_equals_the_optimizer() {
