@@ -168,6 +168,40 @@ fn every_load_error_is_typed_and_changes_nothing() {
             ..
         }
     ));
+    // Shorter than a header and its checksum (84 bytes): the magic decides between the two errors, and the
+    // error says exactly what was needed.
+    let mut short = good[..40].to_vec();
+    assert_eq!(
+        load_err(&short),
+        CheckpointError::Truncated {
+            needed: 84,
+            available: 40
+        }
+    );
+    short[0] = b'X';
+    assert_eq!(load_err(&short), CheckpointError::BadMagic);
+    // Exactly a header and its checksum, claiming no tensors: read through (no truncation), then refused as
+    // another model.
+    let mut empty = good[..84].to_vec();
+    empty[72..80].copy_from_slice(&0u64.to_le_bytes());
+    fix_crc(&mut empty);
+    assert_eq!(
+        load_err(&empty),
+        CheckpointError::TensorCount {
+            file: 0,
+            expected: 4
+        }
+    );
+    // A tensor count whose length table alone overruns the file: the bytes needed for it and the checksum.
+    let mut b = good.clone();
+    b[72..80].copy_from_slice(&100_000u64.to_le_bytes());
+    assert_eq!(
+        load_err(&b),
+        CheckpointError::Truncated {
+            needed: 80 + 8 * 100_000 + 4,
+            available: good.len() as u64
+        }
+    );
     // Well-formed, but not this model.
     let other = Adagrad::<f32>::new(Config::default(), &[1000, 0, 37])
         .unwrap()
