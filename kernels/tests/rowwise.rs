@@ -160,7 +160,7 @@ fn decay_modes_and_maximize_on_one_element() {
     assert_eq!(h, gp * gp);
     let m = lr / (h.sqrt() + eps);
     assert_eq!(w[0], (1.0 - m * wd).mul_add(w0, g * m));
-    // ε inside the root.
+    // ε inside the root: with h = 1 + g² (ε below h's last bit) and with h = g² ≈ ε (where ε decides the root).
     let mut hi = hy(DecayMode::L2, false);
     hi.weight_decay = 0.0;
     hi.eps_placement = EpsPlacement::Inside;
@@ -168,6 +168,12 @@ fn decay_modes_and_maximize_on_one_element() {
     rowwise::update_f32(&mut w, &[g], &mut h, &hi).unwrap();
     assert_eq!(h, 1.0 + g * g);
     assert_eq!(w[0], w0 - g * (lr / (h + eps).sqrt()));
+    let small = 1e-4f32;
+    let (mut w, mut h) = ([w0], 0.0f32);
+    rowwise::update_f32(&mut w, &[small], &mut h, &hi).unwrap();
+    assert_eq!(h, small * small);
+    assert!((h + eps).sqrt() > 1.3 * h.sqrt(), "ε must matter here");
+    assert_eq!(w[0], w0 - small * (lr / (h + eps).sqrt()));
     assert_eq!(hi.decoupled_factor(), None);
     assert_eq!(
         hy(DecayMode::Decoupled, false).decoupled_factor(),
