@@ -403,3 +403,18 @@ fn save_to_a_bare_file_name_uses_the_current_directory() {
     loaded.unwrap();
     assert_eq!(back.state(), opt.state());
 }
+
+/// Every flag at its highest value (ε inside, maximize, Fast, the last non-finite policy) survives a round trip.
+#[test]
+fn flags_at_their_highest_values_round_trip() {
+    use adagrad::{EpsPlacement, NonFinite, Precision};
+    let config = Config::default()
+        .eps_placement(EpsPlacement::Inside)
+        .maximize(true)
+        .precision(Precision::Fast)
+        .non_finite(NonFinite::Error);
+    let src = Adagrad::<f32>::new(config.clone(), &SIZES).unwrap();
+    let mut dst = Adagrad::<f32>::new(Config::default(), &SIZES).unwrap();
+    dst.load_bytes(&src.to_checkpoint_bytes()).unwrap();
+    assert_eq!(format!("{:?}", dst.config()), format!("{config:?}"));
+}

@@ -197,3 +197,30 @@ fn corrupt_and_mismatched_checkpoints_change_nothing() {
     dst.load_bytes(&good).unwrap();
     assert_eq!((dst.state(), dst.step_count()), (src.state(), 1));
 }
+
+/// Each table type has its own code in the file (byte 12: 0 f32, 1 bf16, 2 f16), and a checkpoint loads only into
+/// an optimizer of its own table type.
+#[test]
+fn table_types_are_recorded_and_never_mixed() {
+    fn bytes<W: Table>() -> Vec<u8> {
+        EmbeddingAdagrad::<W>::new(config(), ROWS, DIM, TableOptions::default())
+            .unwrap()
+            .to_checkpoint_bytes()
+    }
+    fn load<W: Table>(b: &[u8]) -> Result<(), Error> {
+        EmbeddingAdagrad::<W>::new(config(), ROWS, DIM, TableOptions::default())
+            .unwrap()
+            .load_bytes(b)
+    }
+    let files = [bytes::<f32>(), bytes::<bf16>(), bytes::<f16>()];
+    for (code, file) in files.iter().enumerate() {
+        assert_eq!(file[12] as usize, code);
+        let loads = [
+            load::<f32>(file).is_ok(),
+            load::<bf16>(file).is_ok(),
+            load::<f16>(file).is_ok(),
+        ];
+        let expected: Vec<bool> = (0..3).map(|c| c == code).collect();
+        assert_eq!(loads.to_vec(), expected, "table code {code}");
+    }
+}
