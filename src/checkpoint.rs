@@ -762,8 +762,12 @@ mod embedding_format {
         /// and parallelism stay this optimizer's). It must be for this table type, shape and accumulator; on any
         /// error nothing changes.
         pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
+            // A header mismatch names what differs; trailing bytes are reported with the file's whole length
+            // (read_bounded's own error), not the length of the part read.
             let bytes = read_bounded(path.as_ref(), self.emb_checkpoint_len(), |b| {
-                self.emb_check(b).err()
+                self.emb_check(b)
+                    .err()
+                    .filter(|e| !matches!(e, CheckpointError::TrailingBytes { .. }))
             })?;
             self.load_bytes(&bytes)
         }

@@ -747,6 +747,37 @@ fn untouched_rows_are_left_alone() {
     table.clear();
 }
 
+/// Element-wise decoupled decay from its definition, on a few elements: each touched weight is first scaled by
+/// `f32(1 − lr·wd)`, then takes the dense step (no decay); untouched rows keep their weights.
+#[test]
+fn element_wise_decoupled_decay_from_its_definition() {
+    let (lr, wd) = (0.1f64, 0.2f64);
+    let config = Config::default().lr(lr).weight_decay(wd).eps(1e-8);
+    let options = TableOptions::default()
+        .accumulator(Accumulator::ElementWise)
+        .decay(DecayMode::Decoupled);
+    let (rows, dim) = (3, 2);
+    let mut opt = EmbeddingAdagrad::<f32>::new(config.clone(), rows, dim, options).unwrap();
+    let w0 = [0.75f32, -1.5, 0.25, 2.0, -0.5, 3.0];
+    let mut table = w0.to_vec();
+    let g = [0.5f32, -0.25, 1.0, 0.125];
+    opt.step(
+        &mut table,
+        Lookups::Rows {
+            ids: &[0u32, 2],
+            grads: &g,
+        },
+    )
+    .unwrap();
+    let c = 1.0f32 - (lr as f32) * (wd as f32);
+    let mut decayed: Vec<f32> = [0, 1, 4, 5].iter().map(|&i| w0[i] * c).collect();
+    let mut dense = Adagrad::<f32>::new(config.weight_decay(0.0), &[4]).unwrap();
+    dense.step(&mut [&mut decayed], &[&g]).unwrap();
+    let want = [decayed[0], decayed[1], w0[2], w0[3], decayed[2], decayed[3]];
+    assert_eq!(bits(&table), bits(&want));
+    assert_ne!(c, 1.0);
+}
+
 /// `set_lr` refuses what the step could not use (negative, NaN, infinite, beyond f32) with nothing changed, and
 /// a valid rate is the one the following steps use.
 #[test]

@@ -193,6 +193,21 @@ fn corrupt_and_mismatched_checkpoints_change_nothing() {
         dst.load(std::env::temp_dir()),
         Err(Error::Checkpoint(CheckpointError::NotAFile { .. }))
     ));
+    // A file with a good header and a megabyte more: refused after reading one byte past this optimizer's
+    // checkpoint size, saying how long the file is.
+    let big = std::env::temp_dir().join(format!("adagrad-emb-big-{}", std::process::id()));
+    let mut long = good.clone();
+    long.resize(good.len() + (1 << 20), 0);
+    std::fs::write(&big, &long).unwrap();
+    let r = dst.load(&big);
+    std::fs::remove_file(&big).unwrap();
+    assert_eq!(
+        r,
+        Err(Error::Checkpoint(CheckpointError::TrailingBytes {
+            expected: good.len() as u64,
+            actual: long.len() as u64
+        }))
+    );
     unchanged(&dst);
     dst.load_bytes(&good).unwrap();
     assert_eq!((dst.state(), dst.step_count()), (src.state(), 1));
