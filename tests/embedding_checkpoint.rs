@@ -136,6 +136,27 @@ fn corrupt_and_mismatched_checkpoints_change_nothing() {
             Err(Error::Checkpoint(CheckpointError::Truncated { .. }))
         ));
     }
+    // Shorter than a header and its checksum (100 bytes): exactly what was needed; a bad magic first.
+    for n in [50, 95, 99] {
+        assert_eq!(
+            dst.load_bytes(&good[..n]),
+            Err(Error::Checkpoint(CheckpointError::Truncated {
+                needed: 100,
+                available: n as u64
+            }))
+        );
+    }
+    let mut bad = good[..50].to_vec();
+    bad[0] = b'X';
+    assert_eq!(
+        dst.load_bytes(&bad),
+        Err(Error::Checkpoint(CheckpointError::BadMagic))
+    );
+    // Exactly a header and its checksum: read through to the accumulators it lacks.
+    assert!(matches!(
+        dst.load_bytes(&good[..100]),
+        Err(Error::Checkpoint(CheckpointError::Truncated { needed, available: 100 })) if needed > 100
+    ));
     let mut long = good.clone();
     long.push(0);
     assert!(matches!(
