@@ -280,6 +280,9 @@ fn check_stochastic<W: rowwise::Narrow>(x: f32) {
     }
     assert!(lo < x && x < hi, "{} {x}: {lo} {hi}", W::NAME);
     assert!(near == lo || near == hi);
+    // The two are neighbours: their magnitudes' encodings differ by one (∞ after the largest finite value).
+    let mag = |v: f32| W::nearest(v).bits() & 0x7FFF;
+    assert_eq!(mag(lo).abs_diff(mag(hi)), 1, "{} {x}: {lo} {hi}", W::NAME);
     let mut sum = 0.0f64;
     for k in 0..1u32 << 16 {
         let v = rowwise::stochastic::<W>(x, k << 16).widen();
@@ -325,6 +328,47 @@ fn stochastic_rounding_is_unbiased_and_exact_where_it_should_be() {
         rowwise::stochastic::<f16>(f32::NEG_INFINITY, 0).to_f32(),
         f32::NEG_INFINITY
     );
+}
+
+/// The draw is compared with `p·2³²` exactly: at `p = ¼` and `¾` (nearest below and above `x`, both signs) and
+/// past the largest finite value (where the upper neighbour is ∞, one last-binade spacing up), `r = p·2³² − 1`
+/// rounds up in magnitude and `r = p·2³²` does not.
+#[test]
+fn stochastic_thresholds_are_exact() {
+    fn at<W: rowwise::Narrow>(x: f32, p_quarters: u32, up: f32, down: f32) {
+        let t = p_quarters << 30;
+        for (r, want) in [(t - 1, up), (t, down)] {
+            let got = rowwise::stochastic::<W>(x, r).widen();
+            assert_eq!(got.to_bits(), want.to_bits(), "{} {x} r={r}", W::NAME);
+        }
+    }
+    for s in [1.0f32, -1.0] {
+        // bf16 spacing at 1 is 2⁻⁷, f16's 2⁻¹⁰.
+        at::<bf16>(s * (1.0 + 2f32.powi(-9)), 1, s * (1.0 + 2f32.powi(-7)), s);
+        at::<bf16>(
+            s * (1.0 + 3.0 * 2f32.powi(-9)),
+            3,
+            s * (1.0 + 2f32.powi(-7)),
+            s,
+        );
+        at::<f16>(s * (1.0 + 2f32.powi(-12)), 1, s * (1.0 + 2f32.powi(-10)), s);
+        at::<f16>(
+            s * (1.0 + 3.0 * 2f32.powi(-12)),
+            3,
+            s * (1.0 + 2f32.powi(-10)),
+            s,
+        );
+        // Past the largest finite value: f16's is 65504 (spacing 32), bf16's (2 − 2⁻⁷)·2¹²⁷ (spacing 2¹²⁰).
+        at::<f16>(s * (65504.0 + 8.0), 1, s * f32::INFINITY, s * 65504.0);
+        let max = bf16::MAX.to_f32();
+        at::<bf16>(s * (max + 2f32.powi(118)), 1, s * f32::INFINITY, s * max);
+        at::<bf16>(
+            s * (max + 3.0 * 2f32.powi(118)),
+            3,
+            s * f32::INFINITY,
+            s * max,
+        );
+    }
 }
 
 /// The generator is a function of (seed, step, row, column) only, and each of them changes it.
