@@ -76,26 +76,32 @@ def tensors(dtype: torch.dtype, n: int, count: int, seed: int) -> tuple[list[tor
     return ps, [p.grad for p in ps if p.grad is not None]
 
 
-def compare(a: Callable[[], object], b: Callable[[], object], rounds: int, reps: int) -> dict[str, Any]:
-    """Interleaved rounds of ``a`` and ``b`` (order alternating); the per-round ratio b/a."""
-    a()
-    b()
-    ratios, ta, tb = [], [], []
+def alternate(ours: Callable[[], float], other: Callable[[], float], rounds: int, ratio: str) -> dict[str, Any]:
+    """Interleaved rounds of two measurements (each returns seconds; order alternating): both sides' medians and
+    the per-round ratio, ``other/ours`` or ``ours/other`` as ``ratio`` says."""
+    ratios, to, tt = [], [], []
     for r in range(rounds):
         if r % 2 == 0:
-            x, y = timed(a, reps), timed(b, reps)
+            x, y = ours(), other()
         else:
-            y, x = timed(b, reps), timed(a, reps)
-        ta.append(x)
-        tb.append(y)
-        ratios.append(y / x)
+            y, x = other(), ours()
+        to.append(x)
+        tt.append(y)
+        ratios.append(y / x if ratio == "other/ours" else x / y)
     return {
-        "ours_s": statistics.median(ta),
-        "other_s": statistics.median(tb),
+        "ours_s": statistics.median(to),
+        "other_s": statistics.median(tt),
         "ratio_median": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
     }
+
+
+def compare(a: Callable[[], object], b: Callable[[], object], rounds: int, reps: int) -> dict[str, Any]:
+    """Interleaved rounds of ``a`` and ``b`` (``reps`` calls each per round); the per-round ratio b/a."""
+    a()
+    b()
+    return alternate(lambda: timed(a, reps), lambda: timed(b, reps), rounds, "other/ours")
 
 
 def kernel_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
@@ -146,31 +152,13 @@ def python_vs_rust_row(dtype: str, n: int, count: int, threads: int, rounds: int
     garrays = [g.numpy() for g in gs]
     sums = [opt.state[p]["sum"].numpy() for p in ps]
     reps = reps_for(n * count)
-    # The Rust side is timed by its own clock around each step inside the Rust loop.
-    ratios, tp, tr = [], [], []
-    for r in range(rounds):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        res: dict[int, float] = {}
-        for side in order:
-            if side == 0:
-                res[0] = timed(opt.step, reps)
-            else:
-                res[1] = statistics.median(_native.rust_step_seconds(engine, arrays, garrays, sums, reps))
-        tp.append(res[0])
-        tr.append(res[1])
-        ratios.append(res[0] / res[1])
-    return {
-        "kind": "python_vs_rust",
-        "dtype": dtype,
-        "elements": n,
-        "tensors": count,
-        "threads": threads,
-        "ours_s": statistics.median(tp),
-        "other_s": statistics.median(tr),
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-    }
+
+    def rust() -> float:
+        # Timed by the Rust side's own clock around each step inside the Rust loop.
+        return statistics.median(_native.rust_step_seconds(engine, arrays, garrays, sums, reps))
+
+    row = alternate(lambda: timed(opt.step, reps), rust, rounds, "ours/other")
+    return {"kind": "python_vs_rust", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
 
 
 def cold_call_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
@@ -197,31 +185,10 @@ def cold_call_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> 
         call()
         return time.perf_counter() - t
 
-    reps = 100
-    ratios, tc, tw = [], [], []
-    for r in range(rounds):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        res: dict[int, float] = {}
-        for side in order:
-            if side == 0:
-                res[0] = statistics.median(after_big() for _ in range(reps))
-            else:
-                res[1] = timed(call, reps)
-        tc.append(res[0])
-        tw.append(res[1])
-        ratios.append(res[0] / res[1])
-    return {
-        "kind": "cold_call",
-        "dtype": dtype,
-        "elements": n,
-        "tensors": count,
-        "threads": threads,
-        "ours_s": statistics.median(tc),
-        "other_s": statistics.median(tw),
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-    }
+    row = alternate(
+        lambda: statistics.median(after_big() for _ in range(100)), lambda: timed(call, 100), rounds, "ours/other"
+    )
+    return {"kind": "cold_call", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
 
 
 DEFAULT = [
