@@ -309,7 +309,10 @@ fn read_bounded(
         .read_to_end(&mut bytes)
         .map_err(|e| io_err("reading", path, e))?;
     if bytes.len() as u64 > expected {
+        // The format's header check names what differs; trailing bytes are this function's to report, with the
+        // file's whole length (a format's own check would see only the part read).
         return Err(mismatch(&bytes)
+            .filter(|e| !matches!(e, CheckpointError::TrailingBytes { .. }))
             .unwrap_or(CheckpointError::TrailingBytes {
                 expected,
                 actual: meta.len().max(bytes.len() as u64),
@@ -762,12 +765,8 @@ mod embedding_format {
         /// and parallelism stay this optimizer's). It must be for this table type, shape and accumulator; on any
         /// error nothing changes.
         pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), Error> {
-            // A header mismatch names what differs; trailing bytes are reported with the file's whole length
-            // (read_bounded's own error), not the length of the part read.
             let bytes = read_bounded(path.as_ref(), self.emb_checkpoint_len(), |b| {
-                self.emb_check(b)
-                    .err()
-                    .filter(|e| !matches!(e, CheckpointError::TrailingBytes { .. }))
+                self.emb_check(b).err()
             })?;
             self.load_bytes(&bytes)
         }
