@@ -94,25 +94,19 @@ def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.ra
 
     # The ceiling's variants (prefetch distances) run as separate entries of the round, between the
     # implementations, so that each of its passes starts as cold as theirs; its time is its best variant's.
-    variants = EMBEDDING_CEILING_VARIANTS
+    variants = [f"{rows}-{lookups}" for rows, lookups in EMBEDDING_CEILING_VARIANTS]
     for per_row, name in ((1, "rowwise"), (d, "elementwise")):
-        for ahead in variants:
-            impls[f"ceiling_{name}_{ahead}"] = lambda per_row=per_row, ahead=ahead: embedding_ceiling(
+        for ahead, key in zip(EMBEDDING_CEILING_VARIANTS, variants, strict=True):
+            impls[f"ceiling_{name}_{key}"] = lambda per_row=per_row, ahead=ahead: embedding_ceiling(
                 ceil_table, ceil_state[per_row], ids, grads, per_row, threads, ahead
             )
-    order = [
-        "ours_rowwise",
-        "ceiling_rowwise_0",
-        "fbgemm_rowwise",
-        "ceiling_rowwise_8",
-        "ours_elementwise",
-        "ceiling_elementwise_0",
-        "fbgemm_elementwise",
-        "ceiling_elementwise_8",
-        "torch_sparse",
-        "ceiling_rowwise_32",
-        "ceiling_elementwise_32",
-    ]
+    # Ours and the others first, each followed by ceiling passes, the rest of the ceiling passes after them.
+    others = ["ours_rowwise", "fbgemm_rowwise", "ours_elementwise", "fbgemm_elementwise", "torch_sparse"]
+    ceilings = [k for k in impls if k.startswith("ceiling")]
+    order = []
+    for i, k in enumerate(others):
+        order += [k, *ceilings[2 * i : 2 * i + 2]]
+    order += ceilings[2 * len(others) :]
     assert sorted(order) == sorted(impls), "every implementation and ceiling variant runs once per round"
     for fn in impls.values():  # warm-up: first-touch of state, scratch, thread pools
         fn()

@@ -2,7 +2,7 @@
 //! variant once per round, in turn; medians of per-round ratios against the first variant), next to this CPU's
 //! table entry, so that an `ADAGRAD_TUNE` setting (or a new table entry) can be chosen from them.
 //!
-//! `cargo run --release --example calibrate [-- --quick] [--json PATH]`
+//! `cargo run --release --example calibrate [-- --quick] [--embedding] [--json PATH]` (`--embedding`: only 5)
 //!
 //! 1. Software prefetch distance (0 = none, 2, 4, 8, 16 KiB) at 1M and 16M elements, f32 and f64, 1 thread,
 //!    and 16M on all threads.
@@ -12,11 +12,20 @@
 //!    against `Vec` for parameters, gradients and state, at 1M and 16M elements.
 //!
 //! 4. Vector width: AVX-512 against AVX2, Exact and Fast, one thread, 4K to 16M elements (where both exist).
+//! 5. Embedding prefetch distances (`rows_ahead` / `lookups_ahead`): a 1,000,000-row f32 table, D = 64 and 128,
+//!    16,384 and 262,144 lookups, Zipf(1.05) and uniform ids, both accumulators, one thread and all; every step
+//!    starts with the caches flushed (256 MiB written), as a training step finds its rows. Times are per lookup.
 //!
 //! Every variant computes the same bits (Fast: the same bits on one path); only time differs.
 
-use adagrad::{Adagrad, AlignedBuf, Config, Cpu, Float, Isa, Parallelism, Precision, Tuning};
+use adagrad::embedding::{self, Accumulator, Lookups, Scratch, TableOptions};
+use adagrad::{
+    Adagrad, AlignedBuf, Config, Cpu, Executor, Float, Isa, Parallelism, Precision, Tuning,
+};
 use adagrad_ceiling::{cpu_name, median_secs};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
 
 type Pass<'a> = Box<dyn FnMut() + 'a>;
 
@@ -237,16 +246,153 @@ fn buffers_experiment<T: Float>(out: &mut Out, n: usize, rounds: usize, secs: f6
     out.section("buffers", T::NAME, n, 1, &rows);
 }
 
+/// `n` row ids of a `rows`-row table: Zipf(`alpha`) ranks mapped through a random permutation (as
+/// `../shared/bench/fbgemm` draws them), or uniform when `alpha` is 0.
+fn embedding_ids(rng: &mut StdRng, n: usize, rows: usize, alpha: f64) -> Vec<u32> {
+    if alpha == 0.0 {
+        return (0..n).map(|_| rng.gen_range(0..rows as u32)).collect();
+    }
+    let mut cdf = Vec::with_capacity(rows);
+    let mut total = 0.0f64;
+    for k in 1..=rows {
+        total += (k as f64).powf(-alpha);
+        cdf.push(total);
+    }
+    let mut perm: Vec<u32> = (0..rows as u32).collect();
+    for i in (1..rows).rev() {
+        perm.swap(i, rng.gen_range(0..=i));
+    }
+    (0..n)
+        .map(|_| {
+            let u = rng.r#gen::<f64>() * total;
+            perm[cdf.partition_point(|&c| c < u).min(rows - 1)]
+        })
+        .collect()
+}
+
+/// Embedding steps with each prefetch-distance variant, in interleaved rounds, caches flushed before every step.
+#[allow(clippy::too_many_arguments)]
+fn embedding_experiment(
+    out: &mut Out,
+    flush: &mut [u8],
+    dim: usize,
+    lookups: usize,
+    alpha: f64,
+    accumulator: Accumulator,
+    threads: usize,
+    rounds: usize,
+) {
+    const ROWS: usize = 1_000_000;
+    let mut rng = StdRng::seed_from_u64(dim as u64 ^ lookups as u64);
+    let ids = embedding_ids(&mut rng, lookups, ROWS, alpha);
+    let grads: Vec<f32> = (0..lookups * dim)
+        .map(|_| rng.gen_range(-0.01f32..0.01))
+        .collect();
+    let mut table = vec![0.5f32; ROWS * dim];
+    let per_row = if accumulator == Accumulator::RowWise {
+        1
+    } else {
+        dim
+    };
+    let mut state = vec![0.1f32; ROWS * per_row];
+    let par = if threads == 1 {
+        Parallelism::Sequential
+    } else {
+        Parallelism::Threads(threads)
+    };
+    let base = Tuning::for_cpu(&Cpu::this());
+    let options = TableOptions::default().accumulator(accumulator);
+    let variants = [(24, 0), (0, 0), (8, 0), (4, 8), (8, 8), (16, 8)];
+    let mut runs: Vec<(String, Config, Executor, Scratch)> = variants
+        .iter()
+        .map(|&(rows_ahead, lookups_ahead)| {
+            let config = Config::default()
+                .lr(0.01)
+                .parallelism(par.clone())
+                .tuning(Tuning {
+                    rows_ahead,
+                    lookups_ahead,
+                    ..base
+                });
+            let exec = Executor::new(&config).expect("valid");
+            (
+                format!("ahead={rows_ahead}/{lookups_ahead}"),
+                config,
+                exec,
+                Scratch::default(),
+            )
+        })
+        .collect();
+    let mut t = vec![Vec::new(); runs.len()];
+    for r in 0..=rounds {
+        let order: Vec<usize> = if r % 2 == 0 {
+            (0..runs.len()).collect()
+        } else {
+            (0..runs.len()).rev().collect()
+        };
+        for i in order {
+            let (_, config, exec, scratch) = &mut runs[i];
+            for line in flush.iter_mut().step_by(64) {
+                *line = line.wrapping_add(1);
+            }
+            std::hint::black_box(&flush);
+            let t0 = Instant::now();
+            let lk = Lookups::Rows {
+                ids: &ids,
+                grads: &grads,
+            };
+            let prepared = embedding::prepare(exec, ROWS, dim, lk, scratch).expect("valid");
+            embedding::apply(exec, config, &options, 1, &mut table, &mut state, &prepared)
+                .expect("valid");
+            // Round 0 warms up (first touch of the scratch and the pools).
+            if r > 0 {
+                t[i].push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let rows: Vec<_> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ..))| {
+            let ratios: Vec<f64> = t[0].iter().zip(&t[i]).map(|(a, b)| a / b).collect();
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            (
+                name.clone(),
+                median(t[i].clone()) * 1e9 / lookups as f64,
+                median(ratios),
+                lo,
+                hi,
+            )
+        })
+        .collect();
+    let ids_name = if alpha == 0.0 { "uniform" } else { "zipf1.05" };
+    let acc = if accumulator == Accumulator::RowWise {
+        "rowwise"
+    } else {
+        "elementwise"
+    };
+    out.section(
+        &format!("embedding {acc} D={dim} {ids_name}"),
+        "f32",
+        lookups,
+        threads,
+        &rows,
+    );
+}
+
 fn main() {
     let mut quick = false;
+    let mut only_embedding = false;
     let mut json = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--embedding" => only_embedding = true,
             "--json" => json = args.next(),
             _ => {
-                eprintln!("usage: calibrate [--quick] [--json PATH]");
+                eprintln!("usage: calibrate [--quick] [--embedding] [--json PATH]");
                 std::process::exit(2);
             }
         }
@@ -263,29 +409,55 @@ fn main() {
         lines: Vec::new(),
         json: Vec::new(),
     };
-    for n in [1usize << 20, 1 << 24] {
-        prefetch_experiment::<f32>(&mut out, n, 1, rounds, secs);
-        prefetch_experiment::<f64>(&mut out, n, 1, rounds, secs);
-    }
-    if threads > 1 {
-        prefetch_experiment::<f32>(&mut out, 1 << 24, threads, rounds, secs);
-        prefetch_experiment::<f64>(&mut out, 1 << 24, threads, rounds, secs);
-        for n in [8192usize, 16384, 32768, 65536, 131072, 262144] {
-            threads_experiment::<f32>(&mut out, n, threads, rounds, secs);
-            threads_experiment::<f64>(&mut out, n, threads, rounds, secs);
+    if !only_embedding {
+        for n in [1usize << 20, 1 << 24] {
+            prefetch_experiment::<f32>(&mut out, n, 1, rounds, secs);
+            prefetch_experiment::<f64>(&mut out, n, 1, rounds, secs);
         }
-    }
-    if Isa::Avx512.is_available() {
-        for pr in [Precision::Exact, Precision::Fast] {
-            for n in [4096usize, 65536, 1 << 20, 1 << 24] {
-                width_experiment::<f32>(&mut out, n, pr, rounds, secs);
-                width_experiment::<f64>(&mut out, n, pr, rounds, secs);
+        if threads > 1 {
+            prefetch_experiment::<f32>(&mut out, 1 << 24, threads, rounds, secs);
+            prefetch_experiment::<f64>(&mut out, 1 << 24, threads, rounds, secs);
+            for n in [8192usize, 16384, 32768, 65536, 131072, 262144] {
+                threads_experiment::<f32>(&mut out, n, threads, rounds, secs);
+                threads_experiment::<f64>(&mut out, n, threads, rounds, secs);
             }
         }
+        if Isa::Avx512.is_available() {
+            for pr in [Precision::Exact, Precision::Fast] {
+                for n in [4096usize, 65536, 1 << 20, 1 << 24] {
+                    width_experiment::<f32>(&mut out, n, pr, rounds, secs);
+                    width_experiment::<f64>(&mut out, n, pr, rounds, secs);
+                }
+            }
+        }
+        for n in [1usize << 20, 1 << 24] {
+            buffers_experiment::<f32>(&mut out, n, rounds, secs);
+            buffers_experiment::<f64>(&mut out, n, rounds, secs);
+        }
     }
-    for n in [1usize << 20, 1 << 24] {
-        buffers_experiment::<f32>(&mut out, n, rounds, secs);
-        buffers_experiment::<f64>(&mut out, n, rounds, secs);
+    let mut flush = vec![0u8; 256 << 20];
+    for dim in [64, 128] {
+        for lookups in [16_384, 262_144] {
+            for alpha in [1.05, 0.0] {
+                for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
+                    for t in [1, threads] {
+                        embedding_experiment(
+                            &mut out,
+                            &mut flush,
+                            dim,
+                            lookups,
+                            alpha,
+                            accumulator,
+                            t,
+                            rounds,
+                        );
+                        if threads == 1 {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
     if let Some(path) = json {
         let doc = serde_json::json!({

@@ -252,6 +252,9 @@ pub struct RowCtx<'a> {
     precision: Precision,
     rounding: Rounding,
     step: u64,
+    /// [`crate::Tuning::rows_ahead`] and [`crate::Tuning::lookups_ahead`].
+    rows_ahead: usize,
+    lookups_ahead: usize,
 }
 
 /// Table element types: `f32`, [`bf16`] and [`f16`](struct@f16) (with f32 state).
@@ -691,6 +694,11 @@ impl<W: Table> EmbeddingAdagrad<W> {
         self.exec.threads()
     }
 
+    /// The performance settings in use (prefetch distances, thresholds); they change no bit of any result.
+    pub fn tuning(&self) -> crate::Tuning {
+        self.exec.tuning()
+    }
+
     /// Changes the base learning rate for the following steps; a negative, NaN or infinite value (or one that
     /// overflows f32) is refused and nothing changes.
     pub fn set_lr(&mut self, lr: f64) -> Result<(), Error> {
@@ -828,6 +836,8 @@ pub fn apply<W: Table, G: Grad<f32>>(
         precision: c.precision,
         rounding: options.rounding,
         step: t,
+        rows_ahead: exec.tuning().rows_ahead,
+        lookups_ahead: exec.tuning().lookups_ahead,
     };
     let work = Rows {
         keys: prepared.keys,
@@ -1129,8 +1139,11 @@ impl<W: Table> Rows<'_, W> {
                 buf.resize(2 * dim, 0.0);
             }
             let (sum, wide) = buf.split_at_mut(dim);
+            let (rows_ahead, lookups_ahead) = (ctx.rows_ahead, ctx.lookups_ahead);
             for (i, run) in self.starts.windows(2).enumerate() {
-                if let Some(ahead) = self.starts.get(i + AHEAD..i + AHEAD + 2) {
+                if rows_ahead > 0
+                    && let Some(ahead) = self.starts.get(i + rows_ahead..i + rows_ahead + 2)
+                {
                     self.prefetch(ahead[0] as usize, ahead[1] as usize, src);
                 }
                 let keys = &self.keys[run[0] as usize..run[1] as usize];
@@ -1143,6 +1156,12 @@ impl<W: Table> Rows<'_, W> {
                     }
                     _ => {
                         for (i, &k) in keys.iter().enumerate() {
+                            // A hot row's lookups lie anywhere in the batch: fetch those ahead.
+                            if lookups_ahead > 0
+                                && let Some(&next) = keys.get(i + lookups_ahead)
+                            {
+                                src.prefetch((next & 0xFFFF_FFFF) as usize, dim);
+                            }
                             src.accumulate((k & 0xFFFF_FFFF) as usize, dim, sum, i == 0);
                         }
                         sum
@@ -1175,9 +1194,6 @@ impl<W: Table> Rows<'_, W> {
         }
     }
 }
-
-/// Runs ahead of the one being updated whose memory is prefetched.
-const AHEAD: usize = 24;
 
 impl<G: Grad<f32>> Source<'_, G> {
     /// Prefetches lookup `pos`'s gradient row.

@@ -31,6 +31,12 @@ pub struct Tuning {
     /// because on this CPU the exact step, bound by the square-root and divide unit in cache, runs faster on
     /// 256-bit vectors. Only the default changes: `Config::isa` and `ADAGRAD_ISA` still force any path.
     pub avx512: bool,
+    /// Embedding steps: how many touched rows ahead of the one being updated have their table row, state and
+    /// first gradient rows prefetched; 0: none. At most [`Tuning::MAX_AHEAD`].
+    pub rows_ahead: usize,
+    /// Embedding steps: while a row's lookups are summed, how many lookups ahead their gradient rows are
+    /// prefetched (rows looked up many times, as hot ids are); 0: none. At most [`Tuning::MAX_AHEAD`].
+    pub lookups_ahead: usize,
     /// Where these values come from.
     pub source: TuningSource,
 }
@@ -60,15 +66,20 @@ impl fmt::Display for Tuning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "prefetch={},threshold={},piece={},avx512={} ({})",
+            "prefetch={},threshold={},piece={},avx512={},rows_ahead={},lookups_ahead={} ({})",
             self.prefetch,
             self.parallel_threshold,
             self.min_piece,
             u8::from(self.avx512),
+            self.rows_ahead,
+            self.lookups_ahead,
             self.source
         )
     }
 }
+
+/// The keys of `ADAGRAD_TUNE`.
+const KEYS: &str = "prefetch, threshold, piece, avx512, rows_ahead, lookups_ahead";
 
 /// The conservative [`Tuning::parallel_threshold`] of the table entries without thread measurements: below
 /// 65,536 elements a step runs on the calling thread (see [`Tuning::for_cpu`]).
@@ -77,30 +88,40 @@ pub const PARALLEL_THRESHOLD: usize = 1 << 16;
 impl Tuning {
     /// The table entry for `cpu`.
     ///
-    /// | entry | CPUs | prefetch | threshold | piece | avx512 | measured |
-    /// |---|---|---:|---:|---:|---|---|
-    /// | `intel` | Intel family 6 (Core, Xeon) | 4096 | 16,384 | 8,192 | no | Sapphire Rapids (2 vCPUs): `docs/results/` |
-    /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements (issue 10); threads and widths not yet measured here |
-    /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | not measured: the hardware prefetcher alone, the conservative threshold |
+    /// | entry | CPUs | prefetch | threshold | piece | avx512 | rows / lookups ahead | measured |
+    /// |---|---|---:|---:|---:|---|---:|---|
+    /// | `intel` | Intel family 6 (Core, Xeon) | 4096 | 16,384 | 8,192 | no | 8 / 8 | Sapphire Rapids (2 vCPUs): `docs/results/` |
+    /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | 24 / 0 | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements (issue 10); threads, widths and embedding prefetch not yet measured here |
+    /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | 24 / 0 | not measured: the hardware prefetcher alone, the conservative threshold |
     ///
     /// On the Sapphire Rapids VM (interleaved rounds, medians of per-round ratios): a 2–8 KiB prefetch is
     /// 1.04–1.20× faster at 16M elements (f32 and f64, one and two threads) and no different at 1M; two threads are
     /// 1.32× at 16,384 f32 elements and 1.63× at 65,536 (f64: 1.61× already at 8,192); AVX2 is 1.07–1.08× faster
     /// than AVX-512 for the exact step in cache, 1.09–1.17× for Fast. Against PyTorch in the same run, AVX2 gave
     /// 1.24 ns/element for f64 in cache where AVX-512 gave 1.34, and 0.34 against 0.37 for f32
-    /// (`docs/results/vs-torch-*.json`).
+    /// (`docs/results/vs-torch-*.json`). For embedding steps (`calibrate --embedding`: 32 configurations —
+    /// D = 64 and 128, 16,384 and 262,144 lookups, Zipf(1.05) and uniform ids, both accumulators, one and two
+    /// threads), prefetching 8 rows ahead and, inside a row's lookups, 8 lookups ahead was a median 1.10× faster
+    /// than the earlier 24 rows ahead with none inside a row (0.89–1.31×; 1.20–1.26× on the Zipf rows of 262,144
+    /// lookups at D = 128), and the best or within a few percent of the best of six variants in most
+    /// configurations (`docs/results/embedding-prefetch-intel-spr.txt`). The other entries keep 24 / 0,
+    /// unmeasured.
     pub fn for_cpu(cpu: &Cpu) -> Tuning {
-        let (name, prefetch, parallel_threshold, min_piece, avx512) = match (cpu.vendor, cpu.family)
-        {
-            (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false),
-            (Vendor::Amd, 0x17..=0x1A) => ("amd-zen", 0, PARALLEL_THRESHOLD, 1 << 14, true),
-            _ => ("other", 0, PARALLEL_THRESHOLD, 1 << 14, true),
-        };
+        let (name, prefetch, parallel_threshold, min_piece, avx512, (rows_ahead, lookups_ahead)) =
+            match (cpu.vendor, cpu.family) {
+                (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false, (8, 8)),
+                (Vendor::Amd, 0x17..=0x1A) => {
+                    ("amd-zen", 0, PARALLEL_THRESHOLD, 1 << 14, true, (24, 0))
+                }
+                _ => ("other", 0, PARALLEL_THRESHOLD, 1 << 14, true, (24, 0)),
+            };
         Tuning {
             prefetch,
             parallel_threshold,
             min_piece,
             avx512,
+            rows_ahead,
+            lookups_ahead,
             source: TuningSource::Table(name),
         }
     }
@@ -128,9 +149,12 @@ impl Tuning {
         }
     }
 
+    /// The largest [`Tuning::rows_ahead`] and [`Tuning::lookups_ahead`].
+    pub const MAX_AHEAD: usize = 4096;
+
     /// These values with overrides in `ADAGRAD_TUNE`'s syntax: comma-separated `key=value` pairs, keys
-    /// `prefetch` (bytes, 0 = none), `threshold` and `piece` (elements), `avx512` (0 or 1), values decimal
-    /// integers.
+    /// `prefetch` (bytes, 0 = none), `threshold` and `piece` (elements), `avx512` (0 or 1), `rows_ahead` and
+    /// `lookups_ahead` (0 = none), values decimal integers.
     ///
     /// ```
     /// use adagrad::{Cpu, Tuning};
@@ -143,7 +167,7 @@ impl Tuning {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let Some((key, value)) = item.split_once('=') else {
                 return Err(Error::InvalidTune(format!(
-                    "{item:?} is not key=value (keys: prefetch, threshold, piece, avx512)"
+                    "{item:?} is not key=value (keys: {KEYS})"
                 )));
             };
             let (key, value) = (key.trim(), value.trim());
@@ -157,12 +181,14 @@ impl Tuning {
                 "threshold" => self.parallel_threshold = n,
                 "piece" => self.min_piece = n,
                 "avx512" if n <= 1 => self.avx512 = n == 1,
+                "rows_ahead" => self.rows_ahead = n,
+                "lookups_ahead" => self.lookups_ahead = n,
                 "avx512" => {
                     return Err(Error::InvalidTune(format!("avx512={n}: 0 or 1")));
                 }
                 _ => {
                     return Err(Error::InvalidTune(format!(
-                        "unknown key {key:?} (keys: prefetch, threshold, piece, avx512)"
+                        "unknown key {key:?} (keys: {KEYS})"
                     )));
                 }
             }
@@ -186,6 +212,17 @@ impl Tuning {
         }
         if self.min_piece == 0 {
             return Err(Error::InvalidTune("piece=0: at least 1 element".into()));
+        }
+        for (key, n) in [
+            ("rows_ahead", self.rows_ahead),
+            ("lookups_ahead", self.lookups_ahead),
+        ] {
+            if n > Tuning::MAX_AHEAD {
+                return Err(Error::InvalidTune(format!(
+                    "{key}={n}: at most {}",
+                    Tuning::MAX_AHEAD
+                )));
+            }
         }
         Ok(())
     }
@@ -215,6 +252,7 @@ mod tests {
             ),
             (4096, 16_384, 8192, false)
         );
+        assert_eq!((intel.rows_ahead, intel.lookups_ahead), (8, 8));
         assert_eq!(intel.source, TuningSource::Table("intel"));
         for family in [0x17, 0x19, 0x1A] {
             let amd = Tuning::for_cpu(&cpu(Vendor::Amd, family));
@@ -227,6 +265,7 @@ mod tests {
                 ),
                 (0, PARALLEL_THRESHOLD, 16_384, true)
             );
+            assert_eq!((amd.rows_ahead, amd.lookups_ahead), (24, 0));
             assert_eq!(amd.source, TuningSource::Table("amd-zen"));
         }
         for other in [
@@ -241,6 +280,7 @@ mod tests {
                 (t.prefetch, t.parallel_threshold, t.avx512),
                 (0, PARALLEL_THRESHOLD, true)
             );
+            assert_eq!((t.rows_ahead, t.lookups_ahead), (24, 0));
         }
     }
 
@@ -252,7 +292,7 @@ mod tests {
         assert_eq!(t.source, TuningSource::Env("intel"));
         assert_eq!(
             t.to_string(),
-            "prefetch=0,threshold=16384,piece=8192,avx512=0 (table entry \"intel\" with ADAGRAD_TUNE)"
+            "prefetch=0,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8 (table entry \"intel\" with ADAGRAD_TUNE)"
         );
         // The displayed settings parse back to the same values.
         let spec = t.to_string();
@@ -261,13 +301,11 @@ mod tests {
             .with_overrides(spec)
             .unwrap();
         assert_eq!(
-            (
-                back.prefetch,
-                back.parallel_threshold,
-                back.min_piece,
-                back.avx512
-            ),
-            (t.prefetch, t.parallel_threshold, t.min_piece, t.avx512)
+            Tuning {
+                source: t.source,
+                ..back
+            },
+            t
         );
         assert_eq!(TuningSource::Config.to_string(), "Config::tuning");
         assert_eq!(
@@ -307,6 +345,24 @@ mod tests {
         assert!(base.with_overrides("prefetch=1048576").is_ok());
         assert!(base.with_overrides("prefetch=1048577").is_err());
         assert!(base.with_overrides("avx512=0").is_ok_and(|t| !t.avx512));
+        for key in ["rows_ahead", "lookups_ahead"] {
+            let max = base
+                .with_overrides(&format!("{key}={}", Tuning::MAX_AHEAD))
+                .unwrap();
+            assert_eq!(
+                (max.rows_ahead, max.lookups_ahead),
+                if key == "rows_ahead" {
+                    (Tuning::MAX_AHEAD, base.lookups_ahead)
+                } else {
+                    (base.rows_ahead, Tuning::MAX_AHEAD)
+                }
+            );
+            let over = base.with_overrides(&format!("{key}={}", Tuning::MAX_AHEAD + 1));
+            assert!(
+                matches!(&over, Err(Error::InvalidTune(m)) if m.starts_with(key) && m.contains("at most 4096")),
+                "{over:?}"
+            );
+        }
         assert!(
             matches!(base.with_overrides("avx512=2"), Err(Error::InvalidTune(m)) if m.contains("0 or 1"))
         );

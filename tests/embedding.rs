@@ -176,12 +176,23 @@ fn element_wise_step_over_every_row_is_the_dense_step() {
     }
 }
 
-/// Runs `steps` steps of a random skewed workload on a `W` table and returns the table and state bits.
+/// Runs four steps of a random skewed workload on a `W` table and returns the table and state bits.
 fn workload<W: Table>(
     isa: Isa,
     threads: usize,
     options: TableOptions,
     from_f32: fn(f32) -> W,
+) -> (Vec<u8>, Vec<u8>) {
+    workload_ahead(isa, threads, options, from_f32, None)
+}
+
+/// [`workload`] with the prefetch distances (rows ahead, lookups ahead) set, or this CPU's.
+fn workload_ahead<W: Table>(
+    isa: Isa,
+    threads: usize,
+    options: TableOptions,
+    from_f32: fn(f32) -> W,
+    ahead: Option<(usize, usize)>,
 ) -> (Vec<u8>, Vec<u8>) {
     let (rows, dim) = (2000, 19);
     let mut rng = StdRng::seed_from_u64(3);
@@ -189,7 +200,15 @@ fn workload<W: Table>(
         .into_iter()
         .map(from_f32)
         .collect();
-    let c = config(isa, threads).weight_decay(0.01);
+    let mut c = config(isa, threads).weight_decay(0.01);
+    if let Some((rows_ahead, lookups_ahead)) = ahead {
+        let t = c.tuning.expect("config sets a tuning");
+        c = c.tuning(Tuning {
+            rows_ahead,
+            lookups_ahead,
+            ..t
+        });
+    }
     let mut opt = EmbeddingAdagrad::<W>::new(c, rows, dim, options).unwrap();
     for _ in 0..4 {
         let ids = ids(&mut rng, 3000, rows);
@@ -245,6 +264,55 @@ fn threads_and_paths_give_the_same_bits() {
             }
         }
     }
+}
+
+/// The prefetch distances change no bit (none, the nearest, odd ones, the largest allowed), and the optimizer
+/// uses the ones it is given.
+#[test]
+fn prefetch_distances_change_nothing() {
+    for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
+        let o = TableOptions::default().accumulator(accumulator);
+        let base = workload::<f32>(Isa::Scalar, 1, o, |x| x);
+        for ahead in [
+            (0, 0),
+            (1, 1),
+            (3, 2),
+            (0, 5),
+            (Tuning::MAX_AHEAD, Tuning::MAX_AHEAD),
+        ] {
+            for threads in [1, 2] {
+                assert_eq!(
+                    workload_ahead::<f32>(Isa::Scalar, threads, o, |x| x, Some(ahead)),
+                    base,
+                    "{accumulator:?} {ahead:?} {threads}"
+                );
+            }
+        }
+    }
+    let c = config(Isa::Scalar, 1);
+    let t = Tuning {
+        rows_ahead: 3,
+        lookups_ahead: 2,
+        ..c.tuning.unwrap()
+    };
+    let opt = EmbeddingAdagrad::<f32>::new(c.tuning(t), 10, 2, TableOptions::default()).unwrap();
+    assert_eq!(
+        (opt.tuning().rows_ahead, opt.tuning().lookups_ahead),
+        (3, 2)
+    );
+    let too_far = Tuning {
+        lookups_ahead: Tuning::MAX_AHEAD + 1,
+        ..t
+    };
+    assert!(matches!(
+        EmbeddingAdagrad::<f32>::new(
+            config(Isa::Scalar, 1).tuning(too_far),
+            10,
+            2,
+            TableOptions::default()
+        ),
+        Err(adagrad::Error::InvalidTune(_))
+    ));
 }
 
 /// Bags with weights are the per-lookup rows `f32(weight · bag row)`; coalesced input is per-lookup input with

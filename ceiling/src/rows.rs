@@ -5,11 +5,20 @@
 //! (each touched row once, its lookups in position order; the order is given, its computation is not timed), with
 //! `w ← w + g` and `s ← s + g₀`. It shares no code with the crate: its own loops, its own prefetch, its own
 //! threads (`std::thread::scope`, the touched rows cut into one contiguous run per thread). Its variants
-//! ([`RowsCeiling::VARIANTS`]: no software prefetch, and prefetching the rows 8 and 32 runs ahead) are timed one
-//! pass at a time ([`RowsCeiling::time_pass`]), so that a caller can interleave them with what they bound and take
-//! the best.
+//! ([`RowsCeiling::VARIANTS`]: no software prefetch; prefetching the rows 8 or 32 runs ahead; and, as well, the
+//! gradient rows 8 lookups ahead inside a row's lookups) are timed one pass at a time
+//! ([`RowsCeiling::time_pass`]), so that a caller can interleave them with what they bound and take the best.
 
 use std::time::Instant;
+
+/// A variant's prefetch distances: touched rows ahead, and lookups ahead inside a row's lookups (0: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ahead {
+    /// Touched rows ahead whose table row, state and first gradient row are prefetched.
+    pub rows: usize,
+    /// Lookups ahead, inside a row's lookups, whose gradient rows are prefetched.
+    pub lookups: usize,
+}
 
 /// One touched row and its lookups' positions (`positions[start..end]`).
 #[derive(Clone, Copy, Debug)]
@@ -80,20 +89,20 @@ impl RowsCeiling {
             + self.positions.len() * self.dim * 4
     }
 
-    /// One pass over `runs`, prefetching `ahead` runs ahead (0: none); `table` and `state` start at row `base`.
+    /// One pass over `runs` with the variant's prefetch; `table` and `state` start at row `base`.
     fn pass(
         &self,
         runs: &[Run],
         table: &mut [f32],
         state: &mut [f32],
         grads: &[f32],
-        ahead: usize,
+        ahead: Ahead,
         base: usize,
     ) {
         let (d, sp) = (self.dim, self.per_row);
         for (i, r) in runs.iter().enumerate() {
-            if ahead > 0
-                && let Some(n) = runs.get(i + ahead)
+            if ahead.rows > 0
+                && let Some(n) = runs.get(i + ahead.rows)
             {
                 hint(table.as_ptr().wrapping_add((n.row - base) * d), d);
                 hint(state.as_ptr().wrapping_add((n.row - base) * sp), sp);
@@ -102,7 +111,13 @@ impl RowsCeiling {
             let row = r.row - base;
             let w = &mut table[row * d..(row + 1) * d];
             let s = &mut state[row * sp..(row + 1) * sp];
-            for &p in &self.positions[r.start..r.end] {
+            let positions = &self.positions[r.start..r.end];
+            for (j, &p) in positions.iter().enumerate() {
+                if ahead.lookups > 0
+                    && let Some(&q) = positions.get(j + ahead.lookups)
+                {
+                    hint(grads.as_ptr().wrapping_add(q * d), d);
+                }
                 let g = &grads[p * d..(p + 1) * d];
                 for (x, y) in w.iter_mut().zip(g) {
                     *x += y;
@@ -114,13 +129,13 @@ impl RowsCeiling {
         }
     }
 
-    /// One pass of the variant prefetching `ahead` runs ahead, on `threads` threads.
+    /// One pass of the variant `ahead`, on `threads` threads.
     fn pass_threads(
         &self,
         table: &mut [f32],
         state: &mut [f32],
         grads: &[f32],
-        ahead: usize,
+        ahead: Ahead,
         threads: usize,
     ) {
         if threads <= 1 || self.runs.len() < 2 {
@@ -150,17 +165,38 @@ impl RowsCeiling {
         });
     }
 
-    /// The prefetch distances of the variants (0: none).
-    pub const VARIANTS: [usize; 3] = [0, 8, 32];
+    /// The prefetch distances of the variants.
+    pub const VARIANTS: [Ahead; 5] = [
+        Ahead {
+            rows: 0,
+            lookups: 0,
+        },
+        Ahead {
+            rows: 8,
+            lookups: 0,
+        },
+        Ahead {
+            rows: 32,
+            lookups: 0,
+        },
+        Ahead {
+            rows: 8,
+            lookups: 8,
+        },
+        Ahead {
+            rows: 32,
+            lookups: 8,
+        },
+    ];
 
-    /// Seconds one pass of the variant prefetching `ahead` runs ahead takes on `threads` threads (for callers that
-    /// interleave the variants with other work, so that each pass starts as cold as what it bounds).
+    /// Seconds one pass of the variant `ahead` takes on `threads` threads (for callers that interleave the
+    /// variants with other work, so that each pass starts as cold as what it bounds).
     pub fn time_pass(
         &self,
         table: &mut [f32],
         state: &mut [f32],
         grads: &[f32],
-        ahead: usize,
+        ahead: Ahead,
         threads: usize,
     ) -> f64 {
         let t0 = Instant::now();
@@ -182,7 +218,7 @@ mod tests {
         let c = RowsCeiling::new(&ids, dim, 1);
         assert_eq!((c.rows(), c.bytes()), (4, 4 * (6 + 2) * 4 + 7 * 3 * 4));
         for threads in [1, 2, 3] {
-            for ahead in [0, 8] {
+            for ahead in RowsCeiling::VARIANTS {
                 let mut table = vec![0.0f32; rows * dim];
                 let mut state = vec![0.0f32; rows];
                 c.pass_threads(&mut table, &mut state, &grads, ahead, threads);
@@ -192,7 +228,7 @@ mod tests {
                         want[r * dim + j] += grads[p * dim + j];
                     }
                 }
-                assert_eq!(table, want, "{threads} {ahead}");
+                assert_eq!(table, want, "{threads} {ahead:?}");
                 assert_eq!(state[9], grads[3] + grads[15] + grads[18]);
             }
         }

@@ -268,7 +268,8 @@ fn run<W: adagrad::embedding::Table, E: numpy::Element>(
 /// Benchmark support (`benches/embedding_vs_fbgemm.py`), not used by any step: one pass of the embedding step's
 /// independent memory ceiling (`adagrad_ceiling::rows`) over `table` (float32, `rows × dim`), a state array of
 /// `rows × per_row` float32, the lookups' `ids` and `grads` — the same rows' traffic with trivial arithmetic —
-/// prefetching `ahead` runs ahead (one of `RowsCeiling::VARIANTS`), on `threads` threads. Returns the pass's
+/// with the prefetch distances `ahead` (touched rows, lookups inside a row; one of `RowsCeiling::VARIANTS`), on
+/// `threads` threads. Returns the pass's
 /// seconds (grouping the lookups by row is not timed). The table and state change (the ceiling adds into them).
 #[pyfunction]
 #[pyo3(signature = (table, state, ids, grads, per_row, threads, ahead))]
@@ -281,7 +282,7 @@ pub fn embedding_ceiling(
     grads: PyReadonlyArrayDyn<'_, f32>,
     per_row: usize,
     threads: usize,
-    ahead: usize,
+    ahead: (usize, usize),
 ) -> PyResult<f64> {
     let ids = contiguous("ids", &ids)?;
     let grads = contiguous("grads", &grads)?;
@@ -310,5 +311,9 @@ pub fn embedding_ceiling(
         .collect::<Option<_>>()
         .ok_or_else(|| refused("an id is outside the table"))?;
     let c = adagrad_ceiling::rows::RowsCeiling::new(&ids, dim, per_row);
+    let ahead = adagrad_ceiling::rows::Ahead {
+        rows: ahead.0,
+        lookups: ahead.1,
+    };
     Ok(py.detach(|| c.time_pass(table, state, grads, ahead, threads.max(1))))
 }

@@ -492,7 +492,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(embedding::embedding_ceiling, m)?)?;
     m.add(
         "EMBEDDING_CEILING_VARIANTS",
-        adagrad_ceiling::rows::RowsCeiling::VARIANTS.to_vec(),
+        adagrad_ceiling::rows::RowsCeiling::VARIANTS
+            .map(|a| (a.rows, a.lookups))
+            .to_vec(),
     )?;
     m.add_class::<torch::TensorCache>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
