@@ -987,7 +987,8 @@ fn functional_form_equals_the_optimizer() {
 }
 
 /// A step large enough for the parallel coalescing sort (ids cut into one range per thread) gives the bits of
-/// the one-thread step and of the independent model, on 1–4 threads and with tables of fewer rows than threads.
+/// the one-thread step and of the independent model, on 1–4, 64 and 100 threads and with tables of fewer rows
+/// than threads.
 #[test]
 fn parallel_coalescing_gives_the_same_order() {
     // 3000 rows: each part's ids, less its base, fit one 11-bit pass, and its ids plus the base would not.
@@ -1017,7 +1018,8 @@ fn parallel_coalescing_gives_the_same_order() {
             (bits(&t), bits(opt.state()))
         };
         let one = run(1);
-        for threads in 2..=4 {
+        // 64 threads: as many parts as the sort cuts at most; 100: more threads than parts.
+        for threads in [2, 3, 4, 64, 100] {
             assert_eq!(run(threads), one, "rows {rows}, {threads} threads");
         }
         // The model: sums in lookup order per row, then the row spec.

@@ -2,8 +2,9 @@
 //!
 //! An embedding step reads each lookup's gradient row, and reads and writes each touched table row and its state
 //! (one value per row, or one per element). [`RowsCeiling`] moves exactly those bytes, in the same grouped order
-//! (each touched row once, its lookups in position order; the order is given, its computation is not timed), with
-//! `w ← w + g` and `s ← s + g₀`. It shares no code with the crate: its own loops, its own prefetch, its own
+//! (each touched row once, its lookups in position order; the order is given, its computation is not timed): a
+//! row's lookups summed into one row (a row looked up once is read in place), then `w ← w + g` and `s ← s + g`
+//! (row-wise: `s ← s + g₀`) — the least arithmetic those bytes allow. It shares no code with the crate: its own loops, its own prefetch, its own
 //! threads (`std::thread::scope`, the touched rows cut into one contiguous run per thread). Its variants
 //! ([`RowsCeiling::VARIANTS`]: no software prefetch; prefetching the rows 8 or 32 runs ahead; and, as well, the
 //! gradient rows 8 lookups ahead inside a row's lookups) are timed one pass at a time
@@ -100,6 +101,7 @@ impl RowsCeiling {
         base: usize,
     ) {
         let (d, sp) = (self.dim, self.per_row);
+        let mut sum = vec![0.0f32; d];
         for (i, r) in runs.iter().enumerate() {
             if ahead.rows > 0
                 && let Some(n) = runs.get(i + ahead.rows)
@@ -109,22 +111,33 @@ impl RowsCeiling {
                 hint(grads.as_ptr().wrapping_add(self.positions[n.start] * d), d);
             }
             let row = r.row - base;
-            let w = &mut table[row * d..(row + 1) * d];
-            let s = &mut state[row * sp..(row + 1) * sp];
             let positions = &self.positions[r.start..r.end];
-            for (j, &p) in positions.iter().enumerate() {
-                if ahead.lookups > 0
-                    && let Some(&q) = positions.get(j + ahead.lookups)
-                {
-                    hint(grads.as_ptr().wrapping_add(q * d), d);
+            // The row's gradient: its only lookup's row read in place, or its lookups' rows summed in `sum`.
+            let g: &[f32] = if let [p] = positions {
+                &grads[p * d..(p + 1) * d]
+            } else {
+                for (j, &p) in positions.iter().enumerate() {
+                    if ahead.lookups > 0
+                        && let Some(&q) = positions.get(j + ahead.lookups)
+                    {
+                        hint(grads.as_ptr().wrapping_add(q * d), d);
+                    }
+                    let g = &grads[p * d..(p + 1) * d];
+                    if j == 0 {
+                        sum.copy_from_slice(g);
+                    } else {
+                        for (x, y) in sum.iter_mut().zip(g) {
+                            *x += y;
+                        }
+                    }
                 }
-                let g = &grads[p * d..(p + 1) * d];
-                for (x, y) in w.iter_mut().zip(g) {
-                    *x += y;
-                }
-                for x in s.iter_mut() {
-                    *x += g[0];
-                }
+                &sum
+            };
+            for (x, y) in table[row * d..(row + 1) * d].iter_mut().zip(g) {
+                *x += y;
+            }
+            for (x, y) in state[row * sp..(row + 1) * sp].iter_mut().zip(g) {
+                *x += y;
             }
         }
     }
@@ -209,27 +222,38 @@ impl RowsCeiling {
 mod tests {
     use super::*;
 
-    /// Every variant and thread count adds each lookup's gradient row to its table row exactly once.
+    /// Every variant and thread count adds each lookup's gradient row to its table row (and state) exactly once.
     #[test]
     fn passes_add_each_lookup_once() {
         let (rows, dim) = (50, 3);
         let ids = [4usize, 9, 4, 49, 0, 9, 9];
         let grads: Vec<f32> = (0..ids.len() * dim).map(|i| i as f32).collect();
-        let c = RowsCeiling::new(&ids, dim, 1);
-        assert_eq!((c.rows(), c.bytes()), (4, 4 * (6 + 2) * 4 + 7 * 3 * 4));
-        for threads in [1, 2, 3] {
-            for ahead in RowsCeiling::VARIANTS {
-                let mut table = vec![0.0f32; rows * dim];
-                let mut state = vec![0.0f32; rows];
-                c.pass_threads(&mut table, &mut state, &grads, ahead, threads);
-                let mut want = vec![0.0f32; rows * dim];
-                for (p, &r) in ids.iter().enumerate() {
-                    for j in 0..dim {
-                        want[r * dim + j] += grads[p * dim + j];
-                    }
+        let mut want = vec![0.0f32; rows * dim];
+        for (p, &r) in ids.iter().enumerate() {
+            for j in 0..dim {
+                want[r * dim + j] += grads[p * dim + j];
+            }
+        }
+        for per_row in [1, dim] {
+            let c = RowsCeiling::new(&ids, dim, per_row);
+            assert_eq!(
+                (c.rows(), c.bytes()),
+                (4, 4 * (2 * dim + 2 * per_row) * 4 + 7 * 3 * 4)
+            );
+            for threads in [1, 2, 3] {
+                for ahead in RowsCeiling::VARIANTS {
+                    let mut table = vec![0.0f32; rows * dim];
+                    let mut state = vec![0.0f32; rows * per_row];
+                    c.pass_threads(&mut table, &mut state, &grads, ahead, threads);
+                    assert_eq!(table, want, "{threads} {ahead:?}");
+                    // Row-wise: column 0 of each row's sum; element-wise: the sums themselves.
+                    let want_state: Vec<f32> = if per_row == 1 {
+                        want.iter().step_by(dim).copied().collect()
+                    } else {
+                        want.clone()
+                    };
+                    assert_eq!(state, want_state, "{threads} {ahead:?}");
                 }
-                assert_eq!(table, want, "{threads} {ahead:?}");
-                assert_eq!(state[9], grads[3] + grads[15] + grads[18]);
             }
         }
     }

@@ -2,7 +2,8 @@
 
 Usage: ``python3 docs/results/tables.py`` from the repository root. Every number in the README's performance
 section is printed by this script from the JSON files written by ``examples/vs_torch.rs``,
-``examples/report.rs`` and ``examples/calibrate.rs``, and by ``python -m adagrad_cpu.bench --json``.
+``examples/report.rs`` and ``examples/calibrate.rs``, by ``python -m adagrad_cpu.bench --json`` and by
+``benches/embedding_vs_fbgemm.py --json``.
 """
 
 from __future__ import annotations
@@ -80,6 +81,39 @@ def python_bench(name: str) -> None:
     print()
 
 
+def embedding(name: str) -> None:
+    """``benches/embedding_vs_fbgemm.py``: the embedding step against FBGEMM and torch sparse, and its ceiling."""
+    d = load(name)
+    m = d["meta"]
+    print(
+        f"`{name}`: {m['cpu']}, torch {m['torch']}, {m['rows']:,} rows, FBGEMM ISA flags patched: {m['fbgemm_isa']['patched']}\n"
+    )
+    print(
+        "| D | B | ids | threads | ours row-wise ms | FBGEMM row-wise | × | ours element-wise ms | FBGEMM element-wise"
+        " | × | torch sparse | × | row-wise / element-wise % of ceiling |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in d["results"]:
+        ids = "Zipf 1.05" if r["dist"] == "zipf1.05" else r["dist"]
+        print(
+            f"| {r['D']} | {r['B']:,} | {ids} | {r['threads']} | {r['ours_rowwise_ms']:.2f} | {r['fbgemm_rowwise_ms']:.2f}"
+            f" | {r['rowwise_vs_fbgemm']:.2f} | {r['ours_elementwise_ms']:.2f} | {r['fbgemm_elementwise_ms']:.2f}"
+            f" | {r['elementwise_vs_fbgemm']:.2f} | {r['torch_sparse_ms']:.2f} | {r['elementwise_vs_torch']:.2f}"
+            f" | {100 * r['rowwise_of_ceiling']:.0f} / {100 * r['elementwise_of_ceiling']:.0f} |"
+        )
+    rw1 = [r["rowwise_vs_fbgemm"] for r in d["results"] if r["threads"] == 1]
+    rw2 = [r["rowwise_vs_fbgemm"] for r in d["results"] if r["threads"] > 1]
+    ewf = [r["elementwise_vs_fbgemm"] for r in d["results"]]
+    ewt = [r["elementwise_vs_torch"] for r in d["results"]]
+    print(
+        f"\nrow-wise vs FBGEMM: 1 thread {min(rw1):.2f}–{max(rw1):.2f}x ({sum(x >= 1.2 for x in rw1)} of {len(rw1)}"
+        f" >= 1.2x), 2 threads {min(rw2):.2f}–{max(rw2):.2f}x ({sum(x >= 1.8 for x in rw2)} of {len(rw2)} >= 1.8x);"
+        f" element-wise vs FBGEMM >= 3x in {sum(x >= 3 for x in ewf)} of {len(ewf)}, vs torch >= 5x in"
+        f" {sum(x >= 5 for x in ewt)} of {len(ewt)}; largest % of ceiling"
+        f" {100 * max(max(r['rowwise_of_ceiling'], r['elementwise_of_ceiling']) for r in d['results']):.0f}\n"
+    )
+
+
 if __name__ == "__main__":
     for f in ("vs-torch-intel-spr.json", "vs-torch-intel-spr-avx2.json", "vs-torch-intel-spr-avx512.json"):
         if (HERE / f).exists():
@@ -88,3 +122,5 @@ if __name__ == "__main__":
         report("report-intel-spr.json")
     if (HERE / "python-bench-intel-spr.json").exists():
         python_bench("python-bench-intel-spr.json")
+    if (HERE / "embedding-vs-fbgemm-intel-spr.json").exists():
+        embedding("embedding-vs-fbgemm-intel-spr.json")
