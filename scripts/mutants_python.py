@@ -26,7 +26,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ["python/src/lib.rs", "python/src/mem.rs", "python/src/numpy.rs", "python/src/torch.rs"]
+FILES = [
+    "python/src/embedding.rs",
+    "python/src/lib.rs",
+    "python/src/mem.rs",
+    "python/src/numpy.rs",
+    "python/src/torch.rs",
+]
 
 
 def splice(text: str, span: dict, replacement: str) -> str:

@@ -118,3 +118,54 @@ def test_bfloat16_tables_with_stochastic_rounding_are_reproducible() -> None:
         EmbeddingAdagrad(rows, dim, table_dtype="bfloat16").step(start.view(np.int16), ids, grads)
     with pytest.raises(AdagradError, match="table_dtype"):
         EmbeddingAdagrad(rows, dim, table_dtype="float64")
+
+
+def test_inputs_sharing_the_tables_memory_are_refused() -> None:
+    """Memory shared with the table through separate buffer objects (which numpy's borrow tracking does not
+    connect, as with views of one torch tensor) is refused, naming the input; memory right next to the table, or
+    an empty input inside it, is not shared and is accepted."""
+    rows, dim = 6, 4
+    row = dim * 4  # bytes
+    buf = bytearray(3 * rows * row)
+    whole = memoryview(buf)
+
+    def floats(start: int, count: int) -> np.ndarray:
+        """``count`` float32 at byte ``start`` of ``buf``, through a buffer object of its own."""
+        return np.frombuffer(whole[start : start + 4 * count], dtype=np.float32)
+
+    def ints(start: int, count: int) -> np.ndarray:
+        return np.frombuffer(whole[start : start + 8 * count], dtype=np.int64)
+
+    base = rows * row  # the table is the middle third of buf
+    table = floats(base, rows * dim).reshape(rows, dim)
+    table[:] = 1.0
+    opt = EmbeddingAdagrad(rows, dim, lr=0.1)
+    ids_ok = np.array([1, 2], dtype=np.int64)
+    grads_ok = np.full((2, dim), 0.5, dtype=np.float32)
+    shared = [
+        ("grads", lambda: opt.step(table, ids_ok, floats(base + row, 2 * dim).reshape(2, dim))),
+        ("grads", lambda: opt.step(table, ids_ok, floats(base - row, 2 * dim).reshape(2, dim))),  # ends inside
+        ("ids", lambda: opt.step(table, ints(base + 2 * row - 8, 2), grads_ok)),  # starts inside
+        (
+            "offsets",
+            lambda: opt.step(table, ids_ok, grads_ok[:1], ints(base + rows * row - 8, 2)),
+        ),
+        (
+            "weights",
+            lambda: opt.step(table, ids_ok, grads_ok[:1], np.array([0, 2]), floats(base, 2)),
+        ),
+    ]
+    for what, call in shared:
+        with pytest.raises(AdagradError, match=f"{what} shares memory with the table"):
+            call()
+    assert (table == 1).all() and opt.step_count == 0
+    # Right before and right after the table, and an empty gradient array inside it: not shared.
+    before = floats(base - 2 * row, 2 * dim).reshape(2, dim)
+    before[:] = 0.5
+    opt.step(table, ids_ok, before)
+    after = floats(base + rows * row, 2 * dim).reshape(2, dim)
+    after[:] = 0.5
+    opt.step(table, ids_ok, after)
+    opt.step(table, np.zeros(0, dtype=np.int64), floats(base + row, 0).reshape(0, dim))
+    assert opt.step_count == 3
+    assert (table[1:3] < 1).all() and (table[[0, 3, 4, 5]] == 1).all()
