@@ -120,7 +120,8 @@ if __name__ == "__main__":
             vs_torch(f)
     if (HERE / "report-intel-spr.json").exists():
         report("report-intel-spr.json")
-    if (HERE / "python-bench-intel-spr.json").exists():
-        python_bench("python-bench-intel-spr.json")
+    for f in ("python-bench-intel-spr.json", "python-crossing-intel-spr.json"):
+        if (HERE / f).exists():
+            python_bench(f)
     if (HERE / "embedding-vs-fbgemm-intel-spr.json").exists():
         embedding("embedding-vs-fbgemm-intel-spr.json")

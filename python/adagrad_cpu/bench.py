@@ -1,19 +1,22 @@
 """``python -m adagrad_cpu.bench``: this package against PyTorch's fused CPU Adagrad, in one process.
 
 Every comparison alternates the two sides in short rounds (A, B, B, A, ...) and reports the median over rounds of
-the per-round ratio, so that the noise of a shared machine falls on both sides alike. Three kinds of rows:
+the per-round ratio, so that the noise of a shared machine falls on both sides alike. The kinds of rows:
 
 - ``kernel``: the crate's step through the binding (one native call reading the tensors, as the optimizer makes
   it, without the optimizer's Python layer) against bare ``torch._foreach_add_(steps, 1); torch._fused_adagrad_(...)``
   (what ``torch.optim.Adagrad(fused=True)`` runs, without its Python layer): one tensor of N elements, or many.
 - ``optimizer``: ``adagrad_cpu.torch.Adagrad.step()`` against ``torch.optim.Adagrad(fused=True).step()``.
 - ``python_vs_rust``: the Python-level step against the Rust-level step (the same memory, stepped in a Rust loop).
+- ``native_vs_rust``: the same, with the optimizer's Python layer left out: one native call with its arguments
+  built beforehand (what the ``kernel`` rows time), against the Rust-level step. What remains over 1 is the
+  crossing itself (reading the tensors, releasing the GIL, the caches the large step left cold).
 - ``cold_call``: what caches cost the Python side: a native step over one 16-element tensor right after a Rust-level
   step over N elements (which streams the step's memory through the caches), against the same call warm (after
   itself). ``tensors`` counts the large step's tensors.
 
 Ratios above 1 mean this package is faster (or, for ``python_vs_rust``, that the Python step is slower than the
-Rust step by that factor; for ``cold_call``, that the call after a large step is slower than warm by that factor).
+Rust step by that factor, likewise ``native_vs_rust``; for ``cold_call``, that the call after a large step is slower than warm by that factor).
 """
 
 from __future__ import annotations
@@ -161,6 +164,29 @@ def python_vs_rust_row(dtype: str, n: int, count: int, threads: int, rounds: int
     return {"kind": "python_vs_rust", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
 
 
+def native_vs_rust_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
+    """The bare native step (arguments built beforehand) against the Rust-level step on the same memory (ratio:
+    native-call time / Rust time)."""
+    ps, gs = tensors(DTYPES[dtype], n, count, 3)
+    opt = Adagrad(ps, lr=0.01, threads=threads)
+    opt.step()
+    engine, cache = opt._engine, opt._cache
+    groups = [(s.keys, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in opt._snapshot(None)]
+    arrays = [p.detach().numpy() for p in ps]
+    garrays = [g.numpy() for g in gs]
+    sums = [opt.state[p]["sum"].numpy() for p in ps]
+    reps = reps_for(n * count)
+
+    def native() -> None:
+        engine.torch_step(cache, groups)
+
+    def rust() -> float:
+        return statistics.median(_native.rust_step_seconds(engine, arrays, garrays, sums, reps))
+
+    row = alternate(lambda: timed(native, reps), rust, rounds, "ours/other")
+    return {"kind": "native_vs_rust", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
+
+
 def cold_call_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
     """A tiny native step right after a Rust-level step over ``count`` tensors of ``n`` elements, against the same
     tiny step warm (ratio: cold / warm)."""
@@ -203,6 +229,7 @@ DEFAULT = [
     ("optimizer", "float32", 1 << 20, 1),
     ("python_vs_rust", "float32", 1 << 20, 1),
     ("python_vs_rust", "float32", 1024, 1024),
+    ("native_vs_rust", "float32", 1 << 20, 1),
     ("cold_call", "float32", 1 << 20, 1),
 ]
 
@@ -214,13 +241,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     ap.add_argument("--json", help="write the rows and the machine to this file")
+    ap.add_argument("--kinds", help="only these kinds of rows, comma-separated (default: every kind)")
     a = ap.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",") if t]
-    rows_spec = [r for r in DEFAULT if not a.quick or r[2] * r[3] <= 1 << 20]
+    kinds = set(a.kinds.split(",")) if a.kinds else {r[0] for r in DEFAULT}
+    unknown = kinds - {r[0] for r in DEFAULT}
+    if unknown:
+        ap.error(f"unknown kinds {sorted(unknown)}; kinds: {sorted({r[0] for r in DEFAULT})}")
+    rows_spec = [r for r in DEFAULT if (not a.quick or r[2] * r[3] <= 1 << 20) and r[0] in kinds]
     makers = {
         "kernel": kernel_row,
         "optimizer": optimizer_row,
         "python_vs_rust": python_vs_rust_row,
+        "native_vs_rust": native_vs_rust_row,
         "cold_call": cold_call_row,
     }
     engine = _native.Engine()
@@ -251,7 +284,10 @@ def main(argv: list[str] | None = None) -> None:
             "torch": torch.__version__,
             "adagrad_cpu": adagrad_cpu.__version__,
             "rounds": a.rounds,
-            "ratio": "kernel/optimizer: other/ours (>1: ours faster); python_vs_rust: python/rust; cold_call: cold/warm",
+            "ratio": (
+                "kernel/optimizer: other/ours (>1: ours faster); python_vs_rust: python/rust;"
+                " native_vs_rust: native call/rust; cold_call: cold/warm"
+            ),
         }
         with open(a.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
