@@ -4,10 +4,10 @@
 //! (one value per row, or one per element). [`RowsCeiling`] moves exactly those bytes, in the same grouped order
 //! (each touched row once, its lookups in position order; the order is given, its computation is not timed): a
 //! row's lookups summed into one row (a row looked up once is read in place), then `w ← w + g` and `s ← s + g`
-//! (row-wise: `s ← s + g₀`) — the least arithmetic those bytes allow. It shares no code with the crate: its own loops, its own prefetch, its own
-//! threads (`std::thread::scope`, the touched rows cut into one contiguous run per thread). Its variants
-//! ([`RowsCeiling::VARIANTS`]: no software prefetch; prefetching the rows 8 or 32 runs ahead; and, as well, the
-//! gradient rows 8 lookups ahead inside a row's lookups) are timed one pass at a time
+//! (row-wise: `s ← s + g₀`) — the least arithmetic those bytes allow. It shares no code with the crate: its own
+//! loops, its own prefetch, its own threads (`std::thread::scope`, the touched rows cut into one contiguous run per
+//! thread). Its variants ([`RowsCeiling::VARIANTS`]: no software prefetch; prefetching the rows 8 or 32 runs ahead;
+//! and, as well, the gradient rows 8 lookups ahead inside a row's lookups) are timed one pass at a time
 //! ([`RowsCeiling::time_pass`]), so that a caller can interleave them with what they bound and take the best.
 
 use std::time::Instant;
