@@ -294,3 +294,46 @@ def test_gradient_of_another_shape_with_the_same_length() -> None:
     opt = at.Adagrad([p, q])
     refused(opt, [p, q], "shape", grads=[torch.ones(100), torch.ones(100)])
     opt.step(grads=[torch.ones(10, 10), torch.ones(100)])
+
+
+def test_sparse_float32_gradient_for_a_float64_parameter() -> None:
+    """A float32 sparse gradient handed (``grads=``) to a float64 parameter is refused: the sparse step is float32
+    only. (A float64 embedding's own sparse gradient is float64 and refused for its values.)"""
+    emb = torch.nn.Embedding(10, 4, sparse=True).double()
+    opt = at.Adagrad(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    refused(opt, [emb.weight], "sparse gradients must be float32")
+    g32 = emb.weight.grad.float()
+    refused(opt, [emb.weight, g32._values()], "sparse gradients update float32 parameters only", grads=[g32])
+
+
+def test_grad_scale_moved_onto_a_parameter_between_steps() -> None:
+    """A grad_scale tensor replaced, between steps, by one that lies in a parameter's memory is refused like
+    any overlap, although nothing else about the step changed."""
+    ps, opt = fresh()
+    opt.grad_scale = torch.tensor(2.0)  # type: ignore[attr-defined]
+    opt.step()
+    # A 0-dim float32 view of the first parameter's first element: the step would write what it reads.
+    opt.grad_scale = ps[0].detach().view(-1)[0]  # type: ignore[attr-defined]
+    refused(opt, ps, "overlap|shares memory")
+
+
+def test_gradient_tensor_given_new_memory_between_steps() -> None:
+    """The same gradient tensor object with new memory (``.data`` replaced) is read anew: the step uses the new
+    values, bit for bit as torch's fused step."""
+    torch.manual_seed(5)
+    p0, g0, g1 = torch.randn(64), torch.randn(64), torch.randn(64)
+    ours = torch.nn.Parameter(p0.clone())
+    ref = torch.nn.Parameter(p0.clone())
+    opt = at.Adagrad([ours], lr=0.1)
+    topt = torch.optim.Adagrad([ref], lr=0.1, fused=True)
+    ours.grad, ref.grad = g0.clone(), g0.clone()
+    opt.step()
+    topt.step()
+    old = ours.grad.data  # keeps the first memory alive (and unchanged) while the tensor moves
+    ours.grad.data = g1.clone()
+    ref.grad = g1.clone()
+    opt.step()
+    topt.step()
+    assert old.data_ptr() != ours.grad.data_ptr()
+    assert torch.equal(ours.detach().view(torch.int32), ref.detach().view(torch.int32))
