@@ -313,7 +313,10 @@ def test_grad_scale_moved_onto_a_parameter_between_steps() -> None:
     ps, opt = fresh()
     opt.grad_scale = torch.tensor(2.0)  # type: ignore[attr-defined]
     opt.step()
-    # A 0-dim float32 view of the first parameter's first element: the step would write what it reads.
+    # A 0-dim float32 view of the first parameter's first element (a valid scale: 2): the step would write what
+    # it reads.
+    with torch.no_grad():
+        ps[0][0] = 2.0
     opt.grad_scale = ps[0].detach().view(-1)[0]  # type: ignore[attr-defined]
     refused(opt, ps, "overlap|shares memory")
 
