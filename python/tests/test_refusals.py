@@ -60,6 +60,14 @@ def test_gradient_that_is_the_parameter() -> None:
     refused(opt, ps + [ps[0].grad], "overlap in memory")
 
 
+def test_only_parameters_gradient_turned_into_the_parameter_after_a_step() -> None:
+    """A single parameter whose gradient, after a step, is replaced by the parameter itself: the only entry of the
+    step changed, and that change alone must bring the overlap check back."""
+    ps, opt = fresh(n=1)
+    ps[0].grad = ps[0].detach()
+    refused(opt, ps, "overlap in memory")
+
+
 def test_gradient_overlapping_another_parameters_state() -> None:
     """A gradient that is a view of the optimizer's own state."""
     ps, opt = fresh()
@@ -340,3 +348,25 @@ def test_gradient_tensor_given_new_memory_between_steps() -> None:
     topt.step()
     assert old.data_ptr() != ours.grad.data_ptr()
     assert torch.equal(ours.detach().view(torch.int32), ref.detach().view(torch.int32))
+
+
+def test_grads_list_over_several_groups() -> None:
+    """``grads=`` covers the parameters of every group in order: the same bits as the same gradients in
+    ``p.grad``."""
+    torch.manual_seed(9)
+    start = [torch.randn(32) for _ in range(3)]
+    grads = [torch.randn(32) for _ in range(3)]
+
+    def optimizer() -> tuple[list[torch.nn.Parameter], at.Adagrad]:
+        ps = [torch.nn.Parameter(x.clone()) for x in start]
+        return ps, at.Adagrad([{"params": ps[:1]}, {"params": ps[1:], "lr": 0.05}], lr=0.1)
+
+    a, opt_a = optimizer()
+    opt_a.step(grads=grads)
+    b, opt_b = optimizer()
+    for p, g in zip(b, grads, strict=True):
+        p.grad = g
+    opt_b.step()
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x.detach().view(torch.int32), y.detach().view(torch.int32))
+    assert not torch.equal(a[1].detach(), a[2].detach())
