@@ -263,7 +263,7 @@ mod tests {
                     amd.min_piece,
                     amd.avx512
                 ),
-                (0, PARALLEL_THRESHOLD, 16_384, true)
+                (0, 65_536, 16_384, true)
             );
             assert_eq!((amd.rows_ahead, amd.lookups_ahead), (24, 0));
             assert_eq!(amd.source, TuningSource::Table("amd-zen"));
@@ -278,7 +278,7 @@ mod tests {
             assert_eq!(t.source, TuningSource::Table("other"), "{other}");
             assert_eq!(
                 (t.prefetch, t.parallel_threshold, t.avx512),
-                (0, PARALLEL_THRESHOLD, true)
+                (0, 65_536, true)
             );
             assert_eq!((t.rows_ahead, t.lookups_ahead), (24, 0));
         }

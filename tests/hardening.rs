@@ -342,6 +342,12 @@ fn unreadable_environment_variables_are_errors() {
         ok.contains("tuning: prefetch=128,threshold=7,") && ok.contains("with ADAGRAD_TUNE"),
         "{ok}"
     );
+    // Set but blank: the table entry, unmodified (not "with ADAGRAD_TUNE").
+    let blank = run("ADAGRAD_TUNE", " \t ".as_ref());
+    assert!(
+        blank.contains("tuning: ") && !blank.contains("ADAGRAD_TUNE") && !blank.contains("error"),
+        "{blank}"
+    );
 }
 
 /// The child side of `unreadable_environment_variables_are_errors`.
