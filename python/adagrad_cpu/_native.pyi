@@ -105,7 +105,7 @@ class Embedding:
     @property
     def threads(self) -> int: ...
 
-EMBEDDING_CEILING_VARIANTS: list[int]
+EMBEDDING_CEILING_VARIANTS: list[tuple[int, int]]
 
 def embedding_ceiling(
     table: np.ndarray,
@@ -114,5 +114,5 @@ def embedding_ceiling(
     grads: np.ndarray,
     per_row: int,
     threads: int,
-    ahead: int,
+    ahead: tuple[int, int],
 ) -> float: ...

@@ -91,3 +91,8 @@ class EmbeddingAdagrad:
     def isa(self) -> str:
         """The kernel path's name."""
         return self._native.isa
+
+    @property
+    def threads(self) -> int:
+        """Threads a large step runs on, the caller included."""
+        return self._native.threads

@@ -169,3 +169,10 @@ def test_inputs_sharing_the_tables_memory_are_refused() -> None:
     opt.step(table, np.zeros(0, dtype=np.int64), floats(base + row, 0).reshape(0, dim))
     assert opt.step_count == 3
     assert (table[1:3] < 1).all() and (table[[0, 3, 4, 5]] == 1).all()
+
+
+def test_settings_are_reported() -> None:
+    """The optimizer says which path and how many threads it runs on, as configured."""
+    for threads in (1, 3):
+        opt = EmbeddingAdagrad(10, 4, threads=threads, isa="scalar")
+        assert (opt.threads, opt.isa, opt.step_count) == (threads, "scalar", 0)
