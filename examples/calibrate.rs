@@ -59,16 +59,25 @@ fn ab(
             t[i].push(time(&mut variants[i].1, secs));
         }
     }
-    variants
-        .iter()
+    summary(variants.iter().map(|(name, _)| name), &t, n)
+}
+
+/// Per variant (times `t[i]`, one per round): its name, median ns per unit (`units` per call), and the median,
+/// least and greatest per-round speedup over the first variant.
+fn summary<'a>(
+    names: impl Iterator<Item = &'a String>,
+    t: &[Vec<f64>],
+    units: usize,
+) -> Vec<(String, f64, f64, f64, f64)> {
+    names
         .enumerate()
-        .map(|(i, (name, _))| {
+        .map(|(i, name)| {
             let ratios: Vec<f64> = t[0].iter().zip(&t[i]).map(|(a, b)| a / b).collect();
             let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = ratios.iter().copied().fold(0.0, f64::max);
             (
                 name.clone(),
-                median(t[i].clone()) * 1e9 / n as f64,
+                median(t[i].clone()) * 1e9 / units as f64,
                 median(ratios),
                 lo,
                 hi,
@@ -350,22 +359,7 @@ fn embedding_experiment(
             }
         }
     }
-    let rows: Vec<_> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, (name, ..))| {
-            let ratios: Vec<f64> = t[0].iter().zip(&t[i]).map(|(a, b)| a / b).collect();
-            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = ratios.iter().copied().fold(0.0, f64::max);
-            (
-                name.clone(),
-                median(t[i].clone()) * 1e9 / lookups as f64,
-                median(ratios),
-                lo,
-                hi,
-            )
-        })
-        .collect();
+    let rows = summary(runs.iter().map(|(name, ..)| name), &t, lookups);
     let ids_name = if alpha == 0.0 { "uniform" } else { "zipf1.05" };
     let acc = if accumulator == Accumulator::RowWise {
         "rowwise"
