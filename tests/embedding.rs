@@ -714,9 +714,9 @@ fn refusals_change_nothing() {
         opt.step(
             &mut table,
             Lookups::Bags {
-                ids: &[1u32, 2],
-                offsets: &[0, 2],
-                weights: Some(&[1.0, f32::INFINITY]),
+                ids: &[1u32, 2, 3],
+                offsets: &[0, 3],
+                weights: Some(&[1.0, 2.0, f32::INFINITY]),
                 grads: &g(1)
             },
         ),
@@ -1050,4 +1050,67 @@ fn parallel_coalescing_gives_the_same_order() {
         }
         assert_eq!(one, (bits(&model), bits(&h)), "rows {rows}");
     }
+}
+
+/// What an optimizer and a prepared step report: its shape, options, threads, the touched rows; the table-length
+/// error of the functional form; the largest table the row ids allow; finite weights under a non-finite policy.
+#[test]
+fn reported_values_and_limits() {
+    use adagrad::Executor;
+    use adagrad::embedding::{self, Scratch};
+    let options = TableOptions::default()
+        .accumulator(Accumulator::ElementWise)
+        .decay(DecayMode::Decoupled)
+        .rounding(Rounding::Stochastic { seed: 4 });
+    let c = config(Isa::Scalar, 3).non_finite(NonFinite::Error);
+    let mut opt = EmbeddingAdagrad::<f32>::new(c.clone(), 7, 5, options).unwrap();
+    assert_eq!(
+        (opt.rows(), opt.dim(), opt.options(), opt.threads()),
+        (7, 5, options, 3)
+    );
+    // Finite weights pass the non-finite check (one infinite weight among finite ones is counted alone above).
+    let mut table = vec![0.5f32; 7 * 5];
+    assert_eq!(
+        opt.step(
+            &mut table,
+            Lookups::Bags {
+                ids: &[1u32, 2, 3],
+                offsets: &[0, 3],
+                weights: Some(&[1.0, 2.0, 3.0]),
+                grads: &[0.25; 5],
+            },
+        ),
+        Ok(StepOutcome::Applied)
+    );
+    let exec = Executor::new(&c).unwrap();
+    let mut scratch = Scratch::default();
+    let ids = [4u32, 1, 4, 6, 1, 1];
+    let grads = [0.5f32; 6 * 5];
+    let lookups = Lookups::Rows {
+        ids: &ids,
+        grads: &grads,
+    };
+    let p = embedding::prepare(&exec, 7, 5, lookups, &mut scratch).unwrap();
+    assert_eq!((p.touched_rows(), p.non_finite()), (3, 0));
+    let mut state = vec![0.0f32; 7 * 5];
+    let mut short = vec![0.5f32; 7 * 5 - 1];
+    assert_eq!(
+        embedding::apply(&exec, &c, &options, 1, &mut short, &mut state, &p),
+        Err(Error::Lookup(LookupError::TableLength {
+            expected: 35,
+            got: 34
+        }))
+    );
+    // Row ids are 32-bit: a table of 2^32 - 1 rows is allowed (prepare allocates nothing per row), 2^32 is not.
+    let one = Lookups::Rows {
+        ids: &[3u64],
+        grads: &[1.0f32],
+    };
+    let largest = u32::MAX as usize;
+    let p = embedding::prepare(&exec, largest, 1, one, &mut scratch).unwrap();
+    assert_eq!(p.touched_rows(), 1);
+    assert!(matches!(
+        embedding::prepare(&exec, largest + 1, 1, one, &mut scratch),
+        Err(Error::TableShape { rows, dim: 1, .. }) if rows == largest + 1
+    ));
 }
