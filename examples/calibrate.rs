@@ -86,6 +86,15 @@ fn summary<'a>(
         .collect()
 }
 
+/// One thread: the calling thread alone; more: the crate's own pool of that many.
+fn parallelism(threads: usize) -> Parallelism {
+    if threads == 1 {
+        Parallelism::Sequential
+    } else {
+        Parallelism::Threads(threads)
+    }
+}
+
 /// Buffers of one size: parameters, gradients, state.
 fn arrays<T: Float>(n: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
     (
@@ -146,11 +155,7 @@ fn prefetch_experiment<T: Float>(
     let (p0, g, _) = arrays::<T>(n);
     let mut variants: Vec<(String, Pass<'_>)> = Vec::new();
     for pf in [0usize, 2048, 4096, 8192, 16384] {
-        let par = if threads == 1 {
-            Parallelism::Sequential
-        } else {
-            Parallelism::Threads(threads)
-        };
+        let par = parallelism(threads);
         let config = Config::default()
             .initial_accumulator_value(0.1)
             .parallelism(par)
@@ -174,11 +179,7 @@ fn threads_experiment<T: Float>(out: &mut Out, n: usize, threads: usize, rounds:
     let (p0, g, _) = arrays::<T>(n);
     let mut variants: Vec<(String, Pass<'_>)> = Vec::new();
     for t in [1, threads] {
-        let par = if t == 1 {
-            Parallelism::Sequential
-        } else {
-            Parallelism::Threads(t)
-        };
+        let par = parallelism(t);
         // Threshold 0 and pieces down to 1,024 elements, so that every size is split and the crossover shows.
         let config = Config::default()
             .initial_accumulator_value(0.1)
@@ -304,11 +305,7 @@ fn embedding_experiment(
         dim
     };
     let mut state = vec![0.1f32; ROWS * per_row];
-    let par = if threads == 1 {
-        Parallelism::Sequential
-    } else {
-        Parallelism::Threads(threads)
-    };
+    let par = parallelism(threads);
     let base = Tuning::for_cpu(&Cpu::this());
     let options = TableOptions::default().accumulator(accumulator);
     let variants = [(24, 0), (0, 0), (8, 0), (4, 8), (8, 8), (16, 8)];

@@ -807,6 +807,7 @@ pub fn apply<W: Table, G: Grad<f32>>(
         .into());
     }
     let c = config;
+    let tuning = exec.tuning();
     let ctx = RowCtx {
         kernels: exec.kernels(),
         accumulator: options.accumulator,
@@ -836,8 +837,8 @@ pub fn apply<W: Table, G: Grad<f32>>(
         precision: c.precision,
         rounding: options.rounding,
         step: t,
-        rows_ahead: exec.tuning().rows_ahead,
-        lookups_ahead: exec.tuning().lookups_ahead,
+        rows_ahead: tuning.rows_ahead,
+        lookups_ahead: tuning.lookups_ahead,
     };
     let work = Rows {
         keys: prepared.keys,
@@ -852,7 +853,6 @@ pub fn apply<W: Table, G: Grad<f32>>(
     let leaf = |piece: Rows<'_, W>| piece.run(&ctx, src);
     // The dense step's thresholds, counted in touched elements: below the parallel threshold on the calling
     // thread; otherwise one piece per thread, each of at least `min_piece` elements.
-    let tuning = exec.tuning();
     let touched = work.len().saturating_mul(dim);
     let (pool, threads) = exec.pool_and_threads();
     let pool = pool.filter(|_| touched >= tuning.parallel_threshold);

@@ -15,8 +15,9 @@ the per-round ratio, so that the noise of a shared machine falls on both sides a
   step over N elements (which streams the step's memory through the caches), against the same call warm (after
   itself). ``tensors`` counts the large step's tensors.
 
-Ratios above 1 mean this package is faster (or, for ``python_vs_rust``, that the Python step is slower than the
-Rust step by that factor, likewise ``native_vs_rust``; for ``cold_call``, that the call after a large step is slower than warm by that factor).
+Ratios above 1 mean this package is faster (or, for ``python_vs_rust`` and ``native_vs_rust``, that the Python
+step or the native call is slower than the Rust step by that factor; for ``cold_call``, that the call after a large
+step is slower than warm by that factor).
 """
 
 from __future__ import annotations
@@ -107,6 +108,32 @@ def compare(a: Callable[[], object], b: Callable[[], object], rounds: int, reps:
     return alternate(lambda: timed(a, reps), lambda: timed(b, reps), rounds, "other/ours")
 
 
+def bare_step(opt: Adagrad) -> Callable[[], None]:
+    """``opt``'s native step with its arguments built once (lr 0.01, no decay, eps 1e-10): one native call reading
+    the tensors, without the optimizer's Python layer. ``opt`` has stepped once (its state exists)."""
+    groups = [(s.keys, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in opt._snapshot(None)]
+    engine, cache = opt._engine, opt._cache
+
+    def step() -> None:
+        engine.torch_step(cache, groups)
+
+    return step
+
+
+def rust_steps(opt: Adagrad, ps: list[torch.Tensor], gs: list[torch.Tensor], reps: int) -> Callable[[], float]:
+    """The Rust-level step over ``opt``'s memory (parameters ``ps``, gradients ``gs``, its accumulators): the median
+    of ``reps`` steps, each timed by the Rust side's own clock inside the Rust loop."""
+    engine = opt._engine
+    arrays = [p.detach().numpy() for p in ps]
+    garrays = [g.numpy() for g in gs]
+    sums = [opt.state[p]["sum"].numpy() for p in ps]
+
+    def rust() -> float:
+        return statistics.median(_native.rust_step_seconds(engine, arrays, garrays, sums, reps))
+
+    return rust
+
+
 def kernel_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dict[str, Any]:
     """The crate's step through the binding against torch's bare fused kernel, the same sizes and threads."""
     torch.set_num_threads(threads)
@@ -124,13 +151,7 @@ def kernel_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> dic
         )
 
     ours.step()
-    groups = [(s.keys, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in ours._snapshot(None)]
-    engine, cache = ours._engine, ours._cache
-
-    def crate() -> None:
-        engine.torch_step(cache, groups)
-
-    row = compare(crate, theirs, rounds, reps_for(n * count))
+    row = compare(bare_step(ours), theirs, rounds, reps_for(n * count))
     return {"kind": "kernel", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
 
 
@@ -150,17 +171,8 @@ def python_vs_rust_row(dtype: str, n: int, count: int, threads: int, rounds: int
     ps, gs = tensors(DTYPES[dtype], n, count, 3)
     opt = Adagrad(ps, lr=0.01, threads=threads)
     opt.step()
-    engine = opt._engine
-    arrays = [p.detach().numpy() for p in ps]
-    garrays = [g.numpy() for g in gs]
-    sums = [opt.state[p]["sum"].numpy() for p in ps]
     reps = reps_for(n * count)
-
-    def rust() -> float:
-        # Timed by the Rust side's own clock around each step inside the Rust loop.
-        return statistics.median(_native.rust_step_seconds(engine, arrays, garrays, sums, reps))
-
-    row = alternate(lambda: timed(opt.step, reps), rust, rounds, "ours/other")
+    row = alternate(lambda: timed(opt.step, reps), rust_steps(opt, ps, gs, reps), rounds, "ours/other")
     return {"kind": "python_vs_rust", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
 
 
@@ -170,20 +182,9 @@ def native_vs_rust_row(dtype: str, n: int, count: int, threads: int, rounds: int
     ps, gs = tensors(DTYPES[dtype], n, count, 3)
     opt = Adagrad(ps, lr=0.01, threads=threads)
     opt.step()
-    engine, cache = opt._engine, opt._cache
-    groups = [(s.keys, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in opt._snapshot(None)]
-    arrays = [p.detach().numpy() for p in ps]
-    garrays = [g.numpy() for g in gs]
-    sums = [opt.state[p]["sum"].numpy() for p in ps]
     reps = reps_for(n * count)
-
-    def native() -> None:
-        engine.torch_step(cache, groups)
-
-    def rust() -> float:
-        return statistics.median(_native.rust_step_seconds(engine, arrays, garrays, sums, reps))
-
-    row = alternate(lambda: timed(native, reps), rust, rounds, "ours/other")
+    native = bare_step(opt)
+    row = alternate(lambda: timed(native, reps), rust_steps(opt, ps, gs, reps), rounds, "ours/other")
     return {"kind": "native_vs_rust", "dtype": dtype, "elements": n, "tensors": count, "threads": threads, **row}
 
 
@@ -193,20 +194,14 @@ def cold_call_row(dtype: str, n: int, count: int, threads: int, rounds: int) -> 
     big, big_grads = tensors(DTYPES[dtype], n, count, 5)
     big_opt = Adagrad(big, lr=0.01, threads=threads)
     big_opt.step()
-    arrays = [p.detach().numpy() for p in big]
-    garrays = [g.numpy() for g in big_grads]
-    sums = [big_opt.state[p]["sum"].numpy() for p in big]
+    big_step = rust_steps(big_opt, big, big_grads, 1)
     tiny, _ = tensors(DTYPES[dtype], 16, 1, 6)
     opt = Adagrad(tiny, lr=0.01, threads=threads)
     opt.step()
-    groups = [(s.keys, s.backs, 0.01, 0.0, 0.0, 1e-10, False, 0.0) for s in opt._snapshot(None)]
-    engine, cache = opt._engine, opt._cache
-
-    def call() -> None:
-        engine.torch_step(cache, groups)
+    call = bare_step(opt)
 
     def after_big() -> float:
-        _native.rust_step_seconds(big_opt._engine, arrays, garrays, sums, 1)
+        big_step()
         t = time.perf_counter()
         call()
         return time.perf_counter() - t

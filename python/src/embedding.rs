@@ -269,8 +269,8 @@ fn run<W: adagrad::embedding::Table, E: numpy::Element>(
 /// independent memory ceiling (`adagrad_ceiling::rows`) over `table` (float32, `rows × dim`), a state array of
 /// `rows × per_row` float32, the lookups' `ids` and `grads` — the same rows' traffic with trivial arithmetic —
 /// with the prefetch distances `ahead` (touched rows, lookups inside a row; one of `RowsCeiling::VARIANTS`), on
-/// `threads` threads. Returns the pass's
-/// seconds (grouping the lookups by row is not timed). The table and state change (the ceiling adds into them).
+/// `threads` threads. Returns the pass's seconds (grouping the lookups by row is not timed). The table and state
+/// change (the ceiling adds into them).
 #[pyfunction]
 #[pyo3(signature = (table, state, ids, grads, per_row, threads, ahead))]
 #[allow(clippy::too_many_arguments)]
