@@ -13,7 +13,12 @@ one update of every implementation in turn (ours row-wise, FBGEMM ``EXACT_ROWWIS
 FBGEMM ``EXACT_ADAGRAD``, torch sparse), then the ratios of that round are taken; the table reports medians of
 the per-round ratios. Each round also measures the independent memory ceiling (``adagrad_ceiling::rows``: the
 same rows' bytes with trivial arithmetic, best of its prefetch variants, same threads) for both accumulators;
-"%" is ceiling time / our time, per round, median. FBGEMM runs with its ISA flags fixed (``fbgemm_isa.fix_fbgemm_cpuinfo``: its JIT kernels,
+"%" is ceiling time / our time, per round, median; "ceiling ÷ FBGEMM" (JSON) is FBGEMM's time over the ceiling's: the
+most any step with this grouped order's bytes could reach against it on this machine. Every pass (each
+implementation and each ceiling variant) starts from caches flushed by reading a buffer of twice the last-level
+cache (``--flush-mib``), so that no pass finds the rows, state or gradients a previous pass left in cache (without
+it, two ceiling variants run back to back over the same arrays, and the second found the first one's rows in a
+large L3). FBGEMM runs with its ISA flags fixed (``fbgemm_isa.fix_fbgemm_cpuinfo``: its JIT kernels,
 as designed), through the fused backward op with one index per bag (sort, duplicate sum and update), the same
 thing ours does. GB/s counts the touched rows' weights and state read and written and the gradients read.
 """
@@ -52,7 +57,33 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.random.Generator) -> dict:
+def llc_bytes() -> int:
+    """The largest CPU cache's size (sysfs), or 256 MiB when it cannot be read."""
+    best = 0
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = f.read_text().strip()
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            best = max(best, int(digits) * scale)
+    return best or 256 << 20
+
+
+class Flush:
+    """Evicts the caches by reading a buffer larger than them (clean lines: no write-back lands in the next pass)."""
+
+    def __init__(self, mib: int) -> None:
+        """A buffer of ``mib`` MiB, touched once."""
+        self.buf = np.ones((mib << 20) // 8, dtype=np.int64)
+
+    def __call__(self) -> None:
+        """Reads the whole buffer."""
+        int(self.buf.sum())
+
+
+def config_rows(
+    d: int, b: int, dist: str, threads: int, rounds: int, rng: np.random.Generator, flush: Callable[[], None]
+) -> dict:
     """Times every implementation on one configuration in interleaved rounds."""
     torch.set_num_threads(threads)
     perm = rng.permutation(ROWS)
@@ -114,6 +145,7 @@ def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.ra
     for _ in range(rounds):
         for k in order:
             fn = impls[k]
+            flush()
             times[k].append(fn() if k.startswith("ceiling") else timed(fn))
     for name in ("rowwise", "elementwise"):
         best = min(variants, key=lambda a, name=name: statistics.median(times[f"ceiling_{name}_{a}"]))
@@ -127,6 +159,16 @@ def config_rows(d: int, b: int, dist: str, threads: int, rounds: int, rng: np.ra
         "rowwise_of_ceiling": [c / o for c, o in zip(times["ceiling_rowwise"], times["ours_rowwise"], strict=True)],
         "elementwise_of_ceiling": [
             c / o for c, o in zip(times["ceiling_elementwise"], times["ours_elementwise"], strict=True)
+        ],
+        # What the ceiling itself reaches against the others: no step with these bytes can go further.
+        "ceiling_rowwise_vs_fbgemm": [
+            f / c for f, c in zip(times["fbgemm_rowwise"], times["ceiling_rowwise"], strict=True)
+        ],
+        "ceiling_elementwise_vs_fbgemm": [
+            f / c for f, c in zip(times["fbgemm_elementwise"], times["ceiling_elementwise"], strict=True)
+        ],
+        "ceiling_elementwise_vs_torch": [
+            t / c for t, c in zip(times["torch_sparse"], times["ceiling_elementwise"], strict=True)
         ],
     }
     bytes_rw = 2 * unique * d * 4 + 2 * unique * 4 + b * d * 4
@@ -150,7 +192,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--quick", action="store_true", help="D = 64, B = 16,384 only")
+    ap.add_argument(
+        "--flush-mib",
+        type=int,
+        default=2 * llc_bytes() >> 20,
+        help="MiB read before every pass to evict the caches (default: twice the largest cache; 0: none)",
+    )
     args = ap.parse_args()
+    flush: Callable[[], None] = Flush(args.flush_mib) if args.flush_mib > 0 else (lambda: None)
+    print(f"cache flush before every pass: {args.flush_mib} MiB read", flush=True)
     isa = fbgemm_isa.fix_fbgemm_cpuinfo()
     print(f"fbgemm ISA flags: {isa}", flush=True)
     rng = np.random.default_rng(1234)
@@ -160,14 +210,14 @@ def main() -> None:
     hdr = (
         f"{'D':>4} {'B':>7} {'ids':>8} {'thr':>3} | {'ours rw ms':>10} {'fbgemm rw':>9} {'ratio':>6} | "
         f"{'ours ew ms':>10} {'fbgemm ew':>9} {'ratio':>6} {'torch':>8} {'ratio':>6} | "
-        f"{'rw GB/s':>7} {'ceil':>5} {'%':>4} | {'ew GB/s':>7} {'ceil':>5} {'%':>4}"
+        f"{'rw GB/s':>7} {'ceil':>5} {'%':>4} | {'ew GB/s':>7} {'ceil':>5} {'%':>4} | ceiling ew vs fbgemm, torch"
     )
     print(hdr)
     for d in dims:
         for b in batches:
             for dist in ["zipf1.05", "uniform"]:
                 for threads in [1, 2]:
-                    r = config_rows(d, b, dist, threads, args.rounds, rng)
+                    r = config_rows(d, b, dist, threads, args.rounds, rng, flush)
                     results.append(r)
                     print(
                         f"{d:>4} {b:>7} {dist:>8} {threads:>3} | {r['ours_rowwise_ms']:>10.3f} "
@@ -177,7 +227,8 @@ def main() -> None:
                         f"{r['elementwise_vs_torch']:>5.2f}x | {r['ours_rowwise_gbps']:>7.2f} "
                         f"{r['ceiling_rowwise_gbps']:>5.2f} {100 * r['rowwise_of_ceiling']:>3.0f}% | "
                         f"{r['ours_elementwise_gbps']:>7.2f} {r['ceiling_elementwise_gbps']:>5.2f} "
-                        f"{100 * r['elementwise_of_ceiling']:>3.0f}%",
+                        f"{100 * r['elementwise_of_ceiling']:>3.0f}% | {r['ceiling_elementwise_vs_fbgemm']:>5.2f}x "
+                        f"{r['ceiling_elementwise_vs_torch']:>5.2f}x",
                         flush=True,
                     )
     if args.json:
@@ -188,6 +239,7 @@ def main() -> None:
             "rows": ROWS,
             "lr": LR,
             "eps": EPS,
+            "flush_mib": args.flush_mib,
         }
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
