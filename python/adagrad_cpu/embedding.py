@@ -71,8 +71,9 @@ class EmbeddingAdagrad:
     ) -> None:
         """Apply one step in place.
 
-        ``ids`` are int64 row ids, one per lookup; ``grads`` one float32 row per lookup, or per bag when
-        ``offsets`` (int64, bags + 1, from 0 to ``len(ids)``) are given, with optional per-lookup ``weights``.
+        ``ids`` are row ids, one per lookup (int64 as torch gives them, or int32, uint64, uint32); ``grads`` one
+        float32 row per lookup, or per bag when ``offsets`` (the ids' dtype, bags + 1, from 0 to ``len(ids)``) are
+        given, with optional per-lookup ``weights``.
         Anything malformed raises ``AdagradError`` naming the first offending position; nothing is changed then.
         """
         self._native.step(table, ids, grads, offsets, weights)

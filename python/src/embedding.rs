@@ -132,27 +132,79 @@ impl Embedding {
     }
 
     /// One step: `table` (C-contiguous, writeable, `rows × dim` elements of the table type: float32, float16, or
-    /// for bfloat16 a uint16 array holding the bits), `ids` (int64, one per lookup), `grads` (float32, one row per
-    /// lookup, or per bag when `offsets` is given), optional `offsets` (int64, bags + 1) and `weights` (float32, one
-    /// per lookup). Everything is checked before the table is written.
+    /// for bfloat16 a uint16 array holding the bits), `ids` (int64, int32, uint64 or uint32, one per lookup),
+    /// `grads` (float32, one row per lookup, or per bag when `offsets` is given), optional `offsets` (the ids'
+    /// dtype, bags + 1) and `weights` (float32, one per lookup). Everything is checked before the table is written.
     #[pyo3(signature = (table, ids, grads, offsets=None, weights=None))]
     fn step(
         &mut self,
         py: Python<'_>,
         table: &Bound<'_, PyAny>,
-        ids: PyReadonlyArrayDyn<'_, i64>,
+        ids: &Bound<'_, PyAny>,
         grads: PyReadonlyArrayDyn<'_, f32>,
-        offsets: Option<PyReadonlyArrayDyn<'_, i64>>,
+        offsets: Option<&Bound<'_, PyAny>>,
         weights: Option<PyReadonlyArray1<'_, f32>>,
     ) -> PyResult<()> {
-        let ids_s = contiguous("ids", &ids)?;
-        let grads_s = contiguous("grads", &grads)?;
-        let offsets_s = offsets
-            .as_ref()
-            .map(|o| contiguous("offsets", o))
-            .transpose()?;
+        /// Runs the step with the ids (and offsets) as numpy arrays of `$t` (numpy's `$name`), if `ids` is one.
+        macro_rules! with_ids {
+            ($($t:ty: $name:literal),*) => {$(
+                if let Ok(ids) = ids.extract::<PyReadonlyArrayDyn<'_, $t>>() {
+                    let offsets = offsets
+                        .map(|o| {
+                            o.extract::<PyReadonlyArrayDyn<'_, $t>>().map_err(|_| {
+                                refused(concat!("offsets: must be a numpy array of the ids' dtype, ", $name))
+                            })
+                        })
+                        .transpose()?;
+                    return self.step_ids(py, table, &ids, &grads, offsets.as_ref(), weights.as_ref());
+                }
+            )*};
+        }
+        with_ids!(i64: "int64", i32: "int32", u64: "uint64", u32: "uint32");
+        Err(refused(
+            "ids: must be a numpy array of int64, int32, uint64 or uint32",
+        ))
+    }
+
+    /// A copy of the accumulators.
+    fn state<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<f32>> {
+        with_opt!(self, o => numpy::PyArray1::from_slice(py, o.state()))
+    }
+
+    /// Steps taken so far.
+    #[getter]
+    fn step_count(&self) -> u64 {
+        with_opt!(self, o => o.step_count())
+    }
+
+    /// The kernel path's name.
+    #[getter]
+    fn isa(&self) -> &'static str {
+        with_opt!(self, o => o.isa().name())
+    }
+
+    /// Threads a large step uses.
+    #[getter]
+    fn threads(&self) -> usize {
+        with_opt!(self, o => o.threads())
+    }
+}
+
+impl Embedding {
+    /// [`Embedding::step`] once the ids' type is known.
+    fn step_ids<I: adagrad::embedding::Id + numpy::Element>(
+        &mut self,
+        py: Python<'_>,
+        table: &Bound<'_, PyAny>,
+        ids: &PyReadonlyArrayDyn<'_, I>,
+        grads: &PyReadonlyArrayDyn<'_, f32>,
+        offsets: Option<&PyReadonlyArrayDyn<'_, I>>,
+        weights: Option<&PyReadonlyArray1<'_, f32>>,
+    ) -> PyResult<()> {
+        let ids_s = contiguous("ids", ids)?;
+        let grads_s = contiguous("grads", grads)?;
+        let offsets_s = offsets.map(|o| contiguous("offsets", o)).transpose()?;
         let weights_s = weights
-            .as_ref()
             .map(|w| {
                 w.as_slice()
                     .map_err(|_| refused("weights: is not C-contiguous"))
@@ -180,47 +232,24 @@ impl Embedding {
             ),
         }
     }
-
-    /// A copy of the accumulators.
-    fn state<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<f32>> {
-        with_opt!(self, o => numpy::PyArray1::from_slice(py, o.state()))
-    }
-
-    /// Steps taken so far.
-    #[getter]
-    fn step_count(&self) -> u64 {
-        with_opt!(self, o => o.step_count())
-    }
-
-    /// The kernel path's name.
-    #[getter]
-    fn isa(&self) -> &'static str {
-        with_opt!(self, o => o.isa().name())
-    }
-
-    /// Threads a large step uses.
-    #[getter]
-    fn threads(&self) -> usize {
-        with_opt!(self, o => o.threads())
-    }
 }
 
 /// A step's inputs other than the table.
-struct Inputs<'a> {
-    ids: &'a [i64],
+struct Inputs<'a, I> {
+    ids: &'a [I],
     grads: &'a [f32],
-    offsets: Option<&'a [i64]>,
+    offsets: Option<&'a [I]>,
     weights: Option<&'a [f32]>,
 }
 
 /// Borrows `table` as an array of `E` (its numpy element type), views it as the optimizer's table type `W`,
 /// refuses inputs that share its memory, and runs the step with the GIL released.
-fn run<W: adagrad::embedding::Table, E: numpy::Element>(
+fn run<W: adagrad::embedding::Table, E: numpy::Element, I: adagrad::embedding::Id>(
     py: Python<'_>,
     opt: &mut EmbeddingAdagrad<W>,
     table: &Bound<'_, PyAny>,
     what: &str,
-    inputs: Inputs<'_>,
+    inputs: Inputs<'_, I>,
     view: impl FnOnce(&mut [E]) -> &mut [W],
 ) -> PyResult<()> {
     let mut arr: PyReadwriteArrayDyn<'_, E> = table.extract().map_err(|e| {

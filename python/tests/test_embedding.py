@@ -234,3 +234,52 @@ def test_ceiling_refusals_change_nothing() -> None:
     # The upper bounds themselves are accepted.
     embedding_ceiling(table, state, ids, grads, dim, 256, good)
     assert table[1].tolist() == [1.0] * dim
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.uint64])
+def test_every_id_dtype_gives_the_int64_bits(dtype: type) -> None:
+    """int32, uint32 and uint64 ids (and offsets of the same dtype) update exactly as int64 ones do."""
+    rng = np.random.default_rng(7)
+    rows, dim = 50, 5
+    ids = rng.integers(0, rows, size=40).astype(np.int64)
+    grads = rng.standard_normal((40, dim)).astype(np.float32)
+    offsets = np.array([0, 3, 3, 17, 40], dtype=np.int64)
+    bag_grads = rng.standard_normal((4, dim)).astype(np.float32)
+    weights = rng.standard_normal(40).astype(np.float32)
+    start = rng.standard_normal((rows, dim)).astype(np.float32)
+    for accumulator in ("rowwise", "elementwise"):
+        want, got = start.copy(), start.copy()
+        ref = EmbeddingAdagrad(rows, dim, lr=0.1, accumulator=accumulator)
+        ours = EmbeddingAdagrad(rows, dim, lr=0.1, accumulator=accumulator)
+        ref.step(want, ids, grads)
+        ref.step(want, ids, bag_grads, offsets, weights)
+        ours.step(got, ids.astype(dtype), grads)
+        ours.step(got, ids.astype(dtype), bag_grads, offsets.astype(dtype), weights)
+        assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist()
+        assert ours.state.view(np.uint32).tolist() == ref.state.view(np.uint32).tolist()
+
+
+def test_id_dtype_refusals_change_nothing() -> None:
+    """Ids of another type, offsets of another dtype than the ids, and out-of-range ids of every type are refused."""
+    rows, dim = 10, 4
+    table = np.ones((rows, dim), dtype=np.float32)
+    opt = EmbeddingAdagrad(rows, dim)
+    grads = np.ones((2, dim), dtype=np.float32)
+    bag = np.ones((1, dim), dtype=np.float32)
+    bad = [
+        ((np.array([1.0, 2.0]), grads), "ids: must be a numpy array of int64, int32, uint64 or uint32"),
+        (([1, 2], grads), "ids: must be a numpy array of"),
+        ((np.array([1, 2], dtype=np.int16), grads), "ids: must be a numpy array of"),
+        ((np.array([1, 2], dtype=np.int32), bag, np.array([0, 2], dtype=np.int64)), "offsets: .*dtype, int32"),
+        ((np.array([1, 2], dtype=np.int64), bag, np.array([0, 2], dtype=np.int32)), "offsets: .*dtype, int64"),
+        ((np.array([1, 2], dtype=np.uint32), bag, np.array([0, 2], dtype=np.uint64)), "offsets: .*dtype, uint32"),
+        ((np.array([1, 2], dtype=np.uint64), bag, [0, 2]), "offsets: .*dtype, uint64"),
+        ((np.array([1, -3], dtype=np.int32), grads), "id -3"),
+        ((np.array([1, 10], dtype=np.uint32), grads), "position 1"),
+        ((np.array([2**64 - 1, 1], dtype=np.uint64), grads), "position 0"),
+        ((np.array([1, 2], dtype=np.int32), bag, np.array([0, 3], dtype=np.int32)), "offset 3 at position 1"),
+    ]
+    for args, message in bad:
+        with pytest.raises(AdagradError, match=message):
+            opt.step(table, *args)
+    assert (table == 1).all() and (opt.state == 0).all() and opt.step_count == 0
