@@ -2,7 +2,8 @@
 //! variant once per round, in turn; medians of per-round ratios against the first variant), next to this CPU's
 //! table entry, so that an `ADAGRAD_TUNE` setting (or a new table entry) can be chosen from them.
 //!
-//! `cargo run --release --example calibrate [-- --quick] [--embedding] [--json PATH]` (`--embedding`: only 5)
+//! `cargo run --release --example calibrate [-- --quick] [--embedding] [--sort] [--json PATH]` (`--embedding`:
+//! only 5; `--sort`: only 6)
 //!
 //! 1. Software prefetch distance (0 = none, 2, 4, 8, 16 KiB) at 1M and 16M elements, f32 and f64, 1 thread,
 //!    and 16M on all threads.
@@ -15,6 +16,9 @@
 //! 5. Embedding prefetch distances (`rows_ahead` / `lookups_ahead`): a 1,000,000-row f32 table, D = 64 and 128,
 //!    16,384 and 262,144 lookups, Zipf(1.05) and uniform ids, both accumulators, one thread and all; every step
 //!    starts with the caches flushed (256 MiB written), as a training step finds its rows. Times are per lookup.
+//! 6. Embedding coalescing sort (`sort`): grouping 16,384 to 1,048,576 uniform lookups of a 1,000,000-row table
+//!    (`embedding::prepare`, which is the sort and its checks) on the calling thread against all threads, each
+//!    step after reading twice the largest cache (the caches and the helpers as a training step finds them).
 //!
 //! Every variant computes the same bits (Fast: the same bits on one path); only time differs.
 
@@ -280,6 +284,76 @@ fn embedding_ids(rng: &mut StdRng, n: usize, rows: usize, alpha: f64) -> Vec<u32
         .collect()
 }
 
+/// The largest CPU cache's size in bytes (sysfs), or 256 MiB when it cannot be read.
+fn llc_bytes() -> usize {
+    let mut best = 0;
+    for i in 0..8 {
+        let path = format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let text = text.trim();
+        let (digits, scale) = match text.char_indices().last() {
+            Some((at, 'K')) => (&text[..at], 1 << 10),
+            Some((at, 'M')) => (&text[..at], 1 << 20),
+            Some((at, 'G')) => (&text[..at], 1 << 30),
+            _ => (text, 1),
+        };
+        if let Ok(n) = digits.parse::<usize>() {
+            best = best.max(n.saturating_mul(scale));
+        }
+    }
+    if best == 0 { 256 << 20 } else { best }
+}
+
+/// The coalescing sort (`embedding::prepare`) on the calling thread against the step's threads, in interleaved
+/// rounds, each step after reading `evict` (twice the largest cache) so that it starts cold, helpers asleep.
+fn sort_experiment(out: &mut Out, evict: &[u64], lookups: usize, threads: usize, rounds: usize) {
+    const ROWS: usize = 1_000_000;
+    let mut rng = StdRng::seed_from_u64(lookups as u64);
+    let ids: Vec<u32> = (0..lookups)
+        .map(|_| rng.gen_range(0..ROWS as u32))
+        .collect();
+    let grads = vec![0.0f32; lookups];
+    let base = Tuning::for_cpu(&Cpu::this());
+    let mut runs: Vec<(String, Executor, Scratch)> =
+        [("calling thread", usize::MAX), ("threads", 0)]
+            .iter()
+            .map(|&(name, sort_threshold)| {
+                let config = Config::default()
+                    .parallelism(parallelism(threads))
+                    .tuning(Tuning {
+                        sort_threshold,
+                        ..base
+                    });
+                (
+                    name.to_string(),
+                    Executor::new(&config).expect("valid"),
+                    Scratch::default(),
+                )
+            })
+            .collect();
+    let mut t = vec![Vec::new(); runs.len()];
+    for r in 0..=rounds {
+        let order: Vec<usize> = if r % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+        for i in order {
+            let (_, exec, scratch) = &mut runs[i];
+            std::hint::black_box(evict.iter().fold(0u64, |a, &b| a.wrapping_add(b)));
+            let t0 = Instant::now();
+            let lk = Lookups::Rows {
+                ids: &ids,
+                grads: &grads,
+            };
+            std::hint::black_box(embedding::prepare(exec, ROWS, 1, lk, scratch).expect("valid"));
+            if r > 0 {
+                t[i].push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let rows = summary(runs.iter().map(|(name, ..)| name), &t, lookups);
+    out.section("embedding sort uniform", "u32 ids", lookups, threads, &rows);
+}
+
 /// Embedding steps with each prefetch-distance variant, in interleaved rounds, caches flushed before every step.
 #[allow(clippy::too_many_arguments)]
 fn embedding_experiment(
@@ -375,20 +449,27 @@ fn embedding_experiment(
 fn main() {
     let mut quick = false;
     let mut only_embedding = false;
+    let mut only_sort = false;
     let mut json = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--embedding" => only_embedding = true,
+            "--sort" => only_sort = true,
             "--json" => json = args.next(),
             _ => {
-                eprintln!("usage: calibrate [--quick] [--embedding] [--json PATH]");
+                eprintln!("usage: calibrate [--quick] [--embedding] [--sort] [--json PATH]");
                 std::process::exit(2);
             }
         }
     }
-    let (rounds, secs) = if quick { (5, 0.03) } else { (9, 0.06) };
+    let (rounds, secs) = match (quick, only_sort) {
+        (true, _) => (5, 0.03),
+        // Sort steps are short and noisy: more rounds.
+        (false, true) => (31, 0.06),
+        (false, false) => (9, 0.06),
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = cpu_name();
     println!("CPU: {cpu} ({}), {threads} threads", Cpu::this());
@@ -400,7 +481,13 @@ fn main() {
         lines: Vec::new(),
         json: Vec::new(),
     };
-    if !only_embedding {
+    if only_sort {
+        let evict = vec![1u64; 2 * llc_bytes() / 8];
+        for lookups in [16_384usize, 32_768, 65_536, 131_072, 262_144, 1 << 20] {
+            sort_experiment(&mut out, &evict, lookups, threads.max(2), rounds);
+        }
+    }
+    if !only_embedding && !only_sort {
         for n in [1usize << 20, 1 << 24] {
             prefetch_experiment::<f32>(&mut out, n, 1, rounds, secs);
             prefetch_experiment::<f64>(&mut out, n, 1, rounds, secs);
@@ -426,24 +513,26 @@ fn main() {
             buffers_experiment::<f64>(&mut out, n, rounds, secs);
         }
     }
-    let mut flush = vec![0u8; 256 << 20];
-    for dim in [64, 128] {
-        for lookups in [16_384, 262_144] {
-            for alpha in [1.05, 0.0] {
-                for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
-                    for t in [1, threads] {
-                        embedding_experiment(
-                            &mut out,
-                            &mut flush,
-                            dim,
-                            lookups,
-                            alpha,
-                            accumulator,
-                            t,
-                            rounds,
-                        );
-                        if threads == 1 {
-                            break;
+    if !only_sort {
+        let mut flush = vec![0u8; 256 << 20];
+        for dim in [64, 128] {
+            for lookups in [16_384, 262_144] {
+                for alpha in [1.05, 0.0] {
+                    for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
+                        for t in [1, threads] {
+                            embedding_experiment(
+                                &mut out,
+                                &mut flush,
+                                dim,
+                                lookups,
+                                alpha,
+                                accumulator,
+                                t,
+                                rounds,
+                            );
+                            if threads == 1 {
+                                break;
+                            }
                         }
                     }
                 }

@@ -368,6 +368,8 @@ pub struct Scratch {
     bag_of: Vec<u32>,
     /// The radix sort's second buffer.
     spare: Vec<u64>,
+    /// The parallel radix sort's digit counts, one row of `1 << RADIX_BITS` per chunk of lookups.
+    counts: Vec<usize>,
 }
 
 /// Bits of the id sorted per radix pass.
@@ -408,15 +410,17 @@ fn id_bits(span: u64) -> u32 {
 }
 
 /// Sorts `(id << 32) | position` keys (built in position order) by id, keeping positions ascending within an id,
-/// so the order never depends on how the work is divided. On the calling thread: a stable radix sort over the
-/// id's bits with `spare` as the second buffer (kept between steps: a step of a repeating size allocates nothing);
-/// small inputs use the standard sort, which gives the same order (the keys are distinct). On `threads` threads
-/// (from [`PARALLEL_SORT_MIN`] keys): the ids are cut into one contiguous range per thread; each thread counts
-/// and gathers its range's keys (in position order) into its own part of `spare`, then radix-sorts that part.
+/// so the order never depends on how the work is divided (the keys are distinct: any correct sort gives the same
+/// order). On the calling thread: a stable radix sort over the id's bits with `spare` as the second buffer (kept
+/// between steps: a step of a repeating size allocates nothing); small inputs use the standard sort. On `threads`
+/// threads (from [`crate::Tuning::sort_threshold`] keys): the same passes, each cut into one chunk of lookups per thread —
+/// every chunk counts its digits, the counts give each (chunk, digit) its place, every chunk scatters its keys
+/// there, in position order — so each pass stays stable.
 fn sort_keys(
     exec: &Executor,
     keys: &mut Vec<u64>,
     spare: &mut Vec<u64>,
+    counts: &mut Vec<usize>,
     rows: usize,
 ) -> Result<(), Error> {
     let n = keys.len();
@@ -424,130 +428,144 @@ fn sort_keys(
         keys.sort_unstable();
         return Ok(());
     }
+    // Rewritten in full (sequentially, ahead of the scattered writes of the passes) every step.
     spare.clear();
     reserve(spare, n)?;
     spare.resize(n, 0);
+    let spare_n = &mut spare[..];
     let (pool, threads) = exec.pool_and_threads();
-    let parts = threads.min(MAX_PARTS);
-    let pool = pool.filter(|_| parts > 1 && n >= PARALLEL_SORT_MIN);
-    if pool.is_none() {
-        if !radix(keys, spare, 0, id_bits(rows as u64)) {
-            std::mem::swap(keys, spare);
+    let chunks = threads.min(MAX_CHUNKS);
+    let in_keys = match pool.filter(|_| chunks > 1 && n >= exec.tuning().sort_threshold) {
+        None => radix(keys, spare_n, 0, id_bits(rows as u64)),
+        Some(pool) => {
+            let cells = chunks << RADIX_BITS;
+            if counts.len() < cells {
+                reserve(counts, cells - counts.len())?;
+                counts.resize(cells, 0);
+            }
+            radix_chunks(
+                pool,
+                chunks,
+                keys,
+                spare_n,
+                &mut counts[..cells],
+                id_bits(rows as u64),
+            )
         }
-        return Ok(());
+    };
+    if !in_keys {
+        std::mem::swap(keys, spare);
     }
-    // Part p takes ids from cut(p) to cut(p + 1).
-    let cuts: [u64; MAX_PARTS + 1] =
-        std::array::from_fn(|p| (rows as u128 * p.min(parts) as u128 / parts as u128) as u64);
-    let part_of = |k: u64| cuts[1..=parts].partition_point(|&c| c <= k >> 32);
-    let mut counts = [0usize; MAX_PARTS];
-    let count = |piece: Parts<'_>| {
-        for (p, c) in piece.range().zip(piece.counts.iter_mut()) {
-            *c = keys.iter().filter(|&&k| part_of(k) == p).count();
-        }
-    };
-    run_pieces(
-        Parts::new(parts, &mut counts, &mut [], &mut []),
-        pool,
-        parts,
-        1,
-        &count,
-    );
-    let gather = |piece: Parts<'_>| {
-        let mut at = 0;
-        for (p, &c) in piece.range().zip(piece.counts.iter()) {
-            let out = &mut piece.a[at..at + c];
-            for (o, &k) in out
-                .iter_mut()
-                .zip(keys.iter().filter(|&&k| part_of(k) == p))
-            {
-                *o = k;
-            }
-            at += c;
-        }
-    };
-    run_pieces(
-        Parts::new(parts, &mut counts, spare, &mut []),
-        pool,
-        parts,
-        1,
-        &gather,
-    );
-    // Each part sorted by its own ids, the result copied into `keys` where it did not end there.
-    let sort = |piece: Parts<'_>| {
-        let mut at = 0;
-        for (p, &c) in piece.range().zip(piece.counts.iter()) {
-            let (a, b) = (&mut piece.a[at..at + c], &mut piece.b[at..at + c]);
-            if radix(a, b, cuts[p], id_bits(cuts[p + 1] - cuts[p])) {
-                b.copy_from_slice(a);
-            }
-            at += c;
-        }
-    };
-    run_pieces(
-        Parts::new(parts, &mut counts, spare, keys),
-        pool,
-        parts,
-        1,
-        &sort,
-    );
     Ok(())
 }
 
-/// Most parts the parallel sort cuts the ids into.
-const MAX_PARTS: usize = 64;
-/// Keys from which the sort runs on the step's threads.
-const PARALLEL_SORT_MIN: usize = 1 << 15;
+/// Most chunks the parallel sort cuts the lookups into.
+const MAX_CHUNKS: usize = 64;
 
-/// Consecutive parts of the parallel sort: their counts and their segments of two buffers (laid out part after
-/// part, `counts[i]` keys each).
-struct Parts<'a> {
-    first: usize,
-    counts: &'a mut [usize],
-    a: &'a mut [u64],
-    b: &'a mut [u64],
-}
-
-impl<'a> Parts<'a> {
-    fn new(parts: usize, counts: &'a mut [usize], a: &'a mut [u64], b: &'a mut [u64]) -> Self {
-        Parts {
-            first: 0,
-            counts: &mut counts[..parts],
-            a,
-            b,
+/// [`radix`] on `chunks` threads of `pool`: the passes of a stable least-significant-digit radix sort by id (below
+/// `2^id_bits`), alternating between `a` and `b`, each cut into `chunks` chunks of consecutive positions.
+/// `counts` holds `chunks << RADIX_BITS` cells. Returns whether the result is in `a`.
+fn radix_chunks(
+    pool: &rayon::ThreadPool,
+    chunks: usize,
+    a: &mut [u64],
+    b: &mut [u64],
+    counts: &mut [usize],
+    id_bits: u32,
+) -> bool {
+    let (mut src, mut dst) = (a, b);
+    let mut in_a = true;
+    let mut shift = 0;
+    while shift < id_bits {
+        let digit = move |k: u64| ((k >> 32) >> shift) as usize & ((1 << RADIX_BITS) - 1);
+        let n = src.len();
+        let bounds = move |c: usize| (n * c / chunks)..(n * (c + 1) / chunks);
+        // Each chunk's digit counts.
+        let count = |piece: Chunks<'_>| {
+            for (i, row) in piece.rows.chunks_mut(1 << RADIX_BITS).enumerate() {
+                row.fill(0);
+                for &k in &src[bounds(piece.first + i)] {
+                    row[digit(k)] += 1;
+                }
+            }
+        };
+        run_pieces(Chunks::new(counts), Some(pool), chunks, 1, &count);
+        // Digit by digit, chunk by chunk: where each (chunk, digit) run of keys starts.
+        let mut at = 0;
+        for d in 0..1 << RADIX_BITS {
+            for c in 0..chunks {
+                let cell = &mut counts[(c << RADIX_BITS) + d];
+                (*cell, at) = (at, at + *cell);
+            }
         }
+        let out = Out(dst.as_mut_ptr(), dst.len());
+        let scatter = |piece: Chunks<'_>| {
+            for (i, row) in piece.rows.chunks_mut(1 << RADIX_BITS).enumerate() {
+                for &k in &src[bounds(piece.first + i)] {
+                    let at = &mut row[digit(k)];
+                    out.write(*at, k);
+                    *at += 1;
+                }
+            }
+        };
+        run_pieces(Chunks::new(counts), Some(pool), chunks, 1, &scatter);
+        (src, dst) = (dst, src);
+        in_a = !in_a;
+        shift += RADIX_BITS;
     }
+    in_a
+}
 
-    fn range(&self) -> std::ops::Range<usize> {
-        self.first..self.first + self.counts.len()
+/// The destination of a parallel radix pass, written by every chunk at the places its counts gave it.
+#[derive(Clone, Copy)]
+struct Out(*mut u64, usize);
+
+// SAFETY: `Out` is only used by `radix_chunks`, whose chunks write pairwise disjoint places of one buffer that
+// nothing else reads or writes during the pass (see `Out::write`).
+unsafe impl Send for Out {}
+// SAFETY: as for `Send`: concurrent writes go to disjoint places.
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// Writes `k` at `at`.
+    #[inline(always)]
+    fn write(self, at: usize, k: u64) {
+        assert!(at < self.1, "a radix place lies inside the buffer");
+        // SAFETY: `at` is in bounds (checked above); the places of (chunk, digit) runs are disjoint ranges that
+        // partition `0..len` (prefix sums of the counts), each written only by its own chunk, once per key, while
+        // `radix_chunks` holds the buffer's only mutable borrow.
+        unsafe { self.0.add(at).write(k) }
     }
 }
 
-impl Split for Parts<'_> {
+/// Consecutive chunks of a parallel radix pass: their rows of digit counts.
+struct Chunks<'a> {
+    first: usize,
+    rows: &'a mut [usize],
+}
+
+impl<'a> Chunks<'a> {
+    fn new(rows: &'a mut [usize]) -> Self {
+        Chunks { first: 0, rows }
+    }
+}
+
+impl Split for Chunks<'_> {
     fn len(&self) -> usize {
-        self.counts.len()
+        self.rows.len() >> RADIX_BITS
     }
 
     fn split(self, at: usize) -> (Self, Self) {
-        let at = at.min(self.counts.len());
-        let keys: usize = self.counts[..at].iter().sum();
-        let (c0, c1) = self.counts.split_at_mut(at);
-        let cut = |s: &'_ mut [u64]| -> usize { keys.min(s.len()) };
-        let (ka, kb) = (cut(self.a), cut(self.b));
-        let (a0, a1) = self.a.split_at_mut(ka);
-        let (b0, b1) = self.b.split_at_mut(kb);
+        let at = at.min(self.len());
+        let (r0, r1) = self.rows.split_at_mut(at << RADIX_BITS);
         (
-            Parts {
+            Chunks {
                 first: self.first,
-                counts: c0,
-                a: a0,
-                b: b0,
+                rows: r0,
             },
-            Parts {
+            Chunks {
                 first: self.first + at,
-                counts: c1,
-                a: a1,
-                b: b1,
+                rows: r1,
             },
         )
     }
@@ -945,7 +963,7 @@ fn fill<'a, I: Id, G: Grad<f32>>(
         }
         (src, _) => src,
     };
-    sort_keys(exec, &mut s.keys, &mut s.spare, rows)?;
+    sort_keys(exec, &mut s.keys, &mut s.spare, &mut s.counts, rows)?;
     s.starts.clear();
     reserve(&mut s.starts, n + 1)?;
     let mut prev = u64::MAX;

@@ -37,6 +37,9 @@ pub struct Tuning {
     /// Embedding steps: while a row's lookups are summed, how many lookups ahead their gradient rows are
     /// prefetched (rows looked up many times, as hot ids are); 0: none. At most [`Tuning::MAX_AHEAD`].
     pub lookups_ahead: usize,
+    /// Embedding steps: from how many lookups the coalescing sort runs on the step's threads (below, on the
+    /// calling thread: its passes are too short to pay for waking the helpers).
+    pub sort_threshold: usize,
     /// Where these values come from.
     pub source: TuningSource,
 }
@@ -66,20 +69,21 @@ impl fmt::Display for Tuning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "prefetch={},threshold={},piece={},avx512={},rows_ahead={},lookups_ahead={} ({})",
+            "prefetch={},threshold={},piece={},avx512={},rows_ahead={},lookups_ahead={},sort={} ({})",
             self.prefetch,
             self.parallel_threshold,
             self.min_piece,
             u8::from(self.avx512),
             self.rows_ahead,
             self.lookups_ahead,
+            self.sort_threshold,
             self.source
         )
     }
 }
 
 /// The keys of `ADAGRAD_TUNE`.
-const KEYS: &str = "prefetch, threshold, piece, avx512, rows_ahead, lookups_ahead";
+const KEYS: &str = "prefetch, threshold, piece, avx512, rows_ahead, lookups_ahead, sort";
 
 /// The conservative [`Tuning::parallel_threshold`] of the table entries without thread measurements: below
 /// 65,536 elements a step runs on the calling thread (see [`Tuning::for_cpu`]).
@@ -88,11 +92,11 @@ pub const PARALLEL_THRESHOLD: usize = 1 << 16;
 impl Tuning {
     /// The table entry for `cpu`.
     ///
-    /// | entry | CPUs | prefetch | threshold | piece | avx512 | rows / lookups ahead | measured |
-    /// |---|---|---:|---:|---:|---|---:|---|
-    /// | `intel` | Intel family 6 (Core, Xeon) | 4096 | 16,384 | 8,192 | no | 8 / 8 | Sapphire Rapids (2 vCPUs): `docs/results/` |
-    /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | 24 / 0 | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements (issue 10); threads, widths and embedding prefetch not yet measured here |
-    /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | 24 / 0 | not measured: the hardware prefetcher alone, the conservative threshold |
+    /// | entry | CPUs | prefetch | threshold | piece | avx512 | rows / lookups ahead | sort | measured |
+    /// |---|---|---:|---:|---:|---|---:|---:|---|
+    /// | `intel` | Intel family 6 (Core, Xeon) | 4096 | 16,384 | 8,192 | no | 8 / 8 | 262,144 | Sapphire Rapids (2 vCPUs): `docs/results/` |
+    /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | 24 / 0 | 32,768 | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements (issue 10); threads, widths and embedding settings not yet measured here |
+    /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | 24 / 0 | 32,768 | not measured: the hardware prefetcher alone, the conservative threshold |
     ///
     /// On the Sapphire Rapids VM (interleaved rounds, medians of per-round ratios): a 2–8 KiB prefetch is
     /// 1.04–1.20× faster at 16M elements (f32 and f64, one and two threads) and no different at 1M; two threads are
@@ -105,16 +109,41 @@ impl Tuning {
     /// than the earlier 24 rows ahead with none inside a row (0.89–1.31×; 1.20–1.26× on the Zipf rows of 262,144
     /// lookups at D = 128), and the best or within a few percent of the best of six variants in most
     /// configurations (`docs/results/embedding-prefetch-intel-spr.txt`). The other entries keep 24 / 0,
-    /// unmeasured.
+    /// unmeasured. The coalescing sort on two threads, each step after reading twice the largest cache, was slower
+    /// than on the calling thread below 131,072 uniform lookups (0.37× at 16,384, 0.72× at 65,536: waking the
+    /// helper costs more than half of each pass saves), even at 131,072 (1.00×), 1.15× at 262,144 and 1.48× at
+    /// 1,048,576 (`calibrate --sort`, `docs/results/embedding-sort-intel-spr.txt`); the other entries keep the
+    /// earlier 32,768, unmeasured.
     pub fn for_cpu(cpu: &Cpu) -> Tuning {
-        let (name, prefetch, parallel_threshold, min_piece, avx512, (rows_ahead, lookups_ahead)) =
-            match (cpu.vendor, cpu.family) {
-                (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false, (8, 8)),
-                (Vendor::Amd, 0x17..=0x1A) => {
-                    ("amd-zen", 0, PARALLEL_THRESHOLD, 1 << 14, true, (24, 0))
-                }
-                _ => ("other", 0, PARALLEL_THRESHOLD, 1 << 14, true, (24, 0)),
-            };
+        let (
+            name,
+            prefetch,
+            parallel_threshold,
+            min_piece,
+            avx512,
+            (rows_ahead, lookups_ahead),
+            sort,
+        ) = match (cpu.vendor, cpu.family) {
+            (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false, (8, 8), 1 << 18),
+            (Vendor::Amd, 0x17..=0x1A) => (
+                "amd-zen",
+                0,
+                PARALLEL_THRESHOLD,
+                1 << 14,
+                true,
+                (24, 0),
+                1 << 15,
+            ),
+            _ => (
+                "other",
+                0,
+                PARALLEL_THRESHOLD,
+                1 << 14,
+                true,
+                (24, 0),
+                1 << 15,
+            ),
+        };
         Tuning {
             prefetch,
             parallel_threshold,
@@ -122,6 +151,7 @@ impl Tuning {
             avx512,
             rows_ahead,
             lookups_ahead,
+            sort_threshold: sort,
             source: TuningSource::Table(name),
         }
     }
@@ -154,7 +184,7 @@ impl Tuning {
 
     /// These values with overrides in `ADAGRAD_TUNE`'s syntax: comma-separated `key=value` pairs, keys
     /// `prefetch` (bytes, 0 = none), `threshold` and `piece` (elements), `avx512` (0 or 1), `rows_ahead` and
-    /// `lookups_ahead` (0 = none), values decimal integers.
+    /// `lookups_ahead` (0 = none), `sort` (lookups), values decimal integers.
     ///
     /// ```
     /// use adagrad::{Cpu, Tuning};
@@ -183,6 +213,7 @@ impl Tuning {
                 "avx512" if n <= 1 => self.avx512 = n == 1,
                 "rows_ahead" => self.rows_ahead = n,
                 "lookups_ahead" => self.lookups_ahead = n,
+                "sort" => self.sort_threshold = n,
                 "avx512" => {
                     return Err(Error::InvalidTune(format!("avx512={n}: 0 or 1")));
                 }
@@ -253,6 +284,7 @@ mod tests {
             (4096, 16_384, 8192, false)
         );
         assert_eq!((intel.rows_ahead, intel.lookups_ahead), (8, 8));
+        assert_eq!(intel.sort_threshold, 262_144);
         assert_eq!(intel.source, TuningSource::Table("intel"));
         for family in [0x17, 0x19, 0x1A] {
             let amd = Tuning::for_cpu(&cpu(Vendor::Amd, family));
@@ -266,6 +298,7 @@ mod tests {
                 (0, 65_536, 16_384, true)
             );
             assert_eq!((amd.rows_ahead, amd.lookups_ahead), (24, 0));
+            assert_eq!(amd.sort_threshold, 32_768);
             assert_eq!(amd.source, TuningSource::Table("amd-zen"));
         }
         for other in [
@@ -281,6 +314,7 @@ mod tests {
                 (0, 65_536, true)
             );
             assert_eq!((t.rows_ahead, t.lookups_ahead), (24, 0));
+            assert_eq!(t.sort_threshold, 32_768);
         }
     }
 
@@ -292,7 +326,7 @@ mod tests {
         assert_eq!(t.source, TuningSource::Env("intel"));
         assert_eq!(
             t.to_string(),
-            "prefetch=0,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8 (table entry \"intel\" with ADAGRAD_TUNE)"
+            "prefetch=0,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8,sort=262144 (table entry \"intel\" with ADAGRAD_TUNE)"
         );
         // The displayed settings parse back to the same values.
         let spec = t.to_string();

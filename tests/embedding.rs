@@ -28,6 +28,8 @@ fn config(isa: Isa, threads: usize) -> Config {
         .tuning(Tuning {
             parallel_threshold: 0,
             min_piece: 1,
+            // The coalescing sort on the threads too, whatever this CPU's table entry says.
+            sort_threshold: 0,
             ..Tuning::for_cpu(&adagrad::Cpu::this())
         })
 }
@@ -991,7 +993,7 @@ fn functional_form_equals_the_optimizer() {
 /// than threads.
 #[test]
 fn parallel_coalescing_gives_the_same_order() {
-    // 3000 rows: each part's ids, less its base, fit one 11-bit pass, and its ids plus the base would not.
+    // 100,000 and 3000 rows: two radix passes; 3 rows: one (the sorted keys end in the second buffer).
     for (rows, n) in [(100_000usize, 40_000usize), (3000, 40_000), (3, 40_000)] {
         let dim = 4;
         let mut rng = StdRng::seed_from_u64(12);
@@ -1018,7 +1020,7 @@ fn parallel_coalescing_gives_the_same_order() {
             (bits(&t), bits(opt.state()))
         };
         let one = run(1);
-        // 64 threads: as many parts as the sort cuts at most; 100: more threads than parts.
+        // 64 threads: as many chunks as the sort cuts at most; 100: more threads than chunks.
         for threads in [2, 3, 4, 64, 100] {
             assert_eq!(run(threads), one, "rows {rows}, {threads} threads");
         }
