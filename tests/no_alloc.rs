@@ -171,3 +171,50 @@ fn embedding_steps_allocate_nothing_after_the_first() {
         assert_eq!(MINE.with(|c| c.get()) - before, 0, "{accumulator:?}");
     }
 }
+
+/// Embedding steps on threads (the sort and the row updates on 3 threads): on the calling thread, one boxed rayon
+/// task per parallel phase — the sort's count and scatter in each of its two passes, and the row updates — plus a
+/// block of rayon's injector queue now and then; nothing else after the first step.
+#[test]
+fn embedding_steps_on_threads_allocate_one_task_per_phase() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use adagrad::Tuning;
+    use adagrad::embedding::{EmbeddingAdagrad, Lookups, TableOptions};
+    // 100,000 rows: ids of 17 bits, two radix passes.
+    let (rows, dim, n) = (100_000, 8, 40_000);
+    let ids: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % rows as i64).collect();
+    let grads = vec![0.01f32; n * dim];
+    let config = Config::default()
+        .parallelism(Parallelism::Threads(3))
+        .tuning(Tuning {
+            sort_threshold: 0,
+            parallel_threshold: 0,
+            ..Tuning::for_cpu(&adagrad::Cpu::this())
+        });
+    let mut opt = EmbeddingAdagrad::<f32>::new(config, rows, dim, TableOptions::default()).unwrap();
+    let mut table = vec![0.1f32; rows * dim];
+    let mut step = || {
+        opt.step(
+            &mut table,
+            Lookups::Rows {
+                ids: &ids,
+                grads: &grads,
+            },
+        )
+        .unwrap()
+    };
+    for _ in 0..2 {
+        step();
+    }
+    let before = MINE.with(|c| c.get());
+    for _ in 0..STEPS {
+        step();
+    }
+    let mine = MINE.with(|c| c.get()) - before;
+    println!("embedding on 3 threads: {mine} allocations on the calling thread in {STEPS} steps");
+    let phases = 5;
+    assert!(
+        (phases * STEPS..=phases * STEPS + (phases * STEPS).div_ceil(63)).contains(&mine),
+        "{mine} allocations on the calling thread in {STEPS} steps of {phases} parallel phases"
+    );
+}
