@@ -368,41 +368,12 @@ pub struct Scratch {
     bag_of: Vec<u32>,
     /// The radix sort's second buffer.
     spare: Vec<u64>,
-    /// The parallel radix sort's digit counts, one row of `1 << RADIX_BITS` per chunk of lookups.
+    /// The radix sort's digit counts, one row of `1 << RADIX_BITS` per chunk of lookups.
     counts: Vec<usize>,
 }
 
 /// Bits of the id sorted per radix pass.
 const RADIX_BITS: u32 = 11;
-
-/// A stable least-significant-digit radix sort of keys `(id << 32) | position` by `id − base` (below
-/// `2^id_bits`), 11 bits per pass, alternating between `a` and `b`. Returns whether the result is in `a`.
-fn radix(a: &mut [u64], b: &mut [u64], base: u64, id_bits: u32) -> bool {
-    let mut counts = [0usize; 1 << RADIX_BITS];
-    let (mut src, mut dst) = (a, b);
-    let mut in_a = true;
-    let mut shift = 0;
-    while shift < id_bits {
-        let digit = |k: u64| (((k >> 32) - base) >> shift) as usize & ((1 << RADIX_BITS) - 1);
-        counts.fill(0);
-        for &k in src.iter() {
-            counts[digit(k)] += 1;
-        }
-        let mut at = 0;
-        for c in counts.iter_mut() {
-            (*c, at) = (at, at + *c);
-        }
-        for &k in src.iter() {
-            let d = digit(k);
-            dst[counts[d]] = k;
-            counts[d] += 1;
-        }
-        (src, dst) = (dst, src);
-        in_a = !in_a;
-        shift += RADIX_BITS;
-    }
-    in_a
-}
 
 /// Bits needed for ids below `span`.
 fn id_bits(span: u64) -> u32 {
@@ -411,11 +382,10 @@ fn id_bits(span: u64) -> u32 {
 
 /// Sorts `(id << 32) | position` keys (built in position order) by id, keeping positions ascending within an id,
 /// so the order never depends on how the work is divided (the keys are distinct: any correct sort gives the same
-/// order). On the calling thread: a stable radix sort over the id's bits with `spare` as the second buffer (kept
-/// between steps: a step of a repeating size allocates nothing); small inputs use the standard sort. On `threads`
-/// threads (from [`crate::Tuning::sort_threshold`] keys): the same passes, each cut into one chunk of lookups per thread —
-/// every chunk counts its digits, the counts give each (chunk, digit) its place, every chunk scatters its keys
-/// there, in position order — so each pass stays stable.
+/// order). Small inputs use the standard sort; the others a stable radix sort ([`radix`]) with `spare` as the
+/// second buffer and `counts` for its digit counts (both kept between steps: a step of a repeating size allocates
+/// nothing), on the calling thread as one chunk of lookups, or from [`crate::Tuning::sort_threshold`] keys on the
+/// step's threads, one chunk per thread.
 fn sort_keys(
     exec: &Executor,
     keys: &mut Vec<u64>,
@@ -432,28 +402,26 @@ fn sort_keys(
     spare.clear();
     reserve(spare, n)?;
     spare.resize(n, 0);
-    let spare_n = &mut spare[..];
     let (pool, threads) = exec.pool_and_threads();
-    let chunks = threads.min(MAX_CHUNKS);
-    let in_keys = match pool.filter(|_| chunks > 1 && n >= exec.tuning().sort_threshold) {
-        None => radix(keys, spare_n, 0, id_bits(rows as u64)),
-        Some(pool) => {
-            let cells = chunks << RADIX_BITS;
-            if counts.len() < cells {
-                reserve(counts, cells - counts.len())?;
-                counts.resize(cells, 0);
-            }
-            radix_chunks(
-                pool,
-                chunks,
-                keys,
-                spare_n,
-                &mut counts[..cells],
-                id_bits(rows as u64),
-            )
-        }
+    let pool = pool.filter(|_| threads > 1 && n >= exec.tuning().sort_threshold);
+    let chunks = if pool.is_some() {
+        threads.min(MAX_CHUNKS)
+    } else {
+        1
     };
-    if !in_keys {
+    let cells = chunks << RADIX_BITS;
+    if counts.len() < cells {
+        reserve(counts, cells - counts.len())?;
+        counts.resize(cells, 0);
+    }
+    if !radix(
+        pool,
+        chunks,
+        keys,
+        spare,
+        &mut counts[..cells],
+        id_bits(rows as u64),
+    ) {
         std::mem::swap(keys, spare);
     }
     Ok(())
@@ -462,11 +430,14 @@ fn sort_keys(
 /// Most chunks the parallel sort cuts the lookups into.
 const MAX_CHUNKS: usize = 64;
 
-/// [`radix`] on `chunks` threads of `pool`: the passes of a stable least-significant-digit radix sort by id (below
-/// `2^id_bits`), alternating between `a` and `b`, each cut into `chunks` chunks of consecutive positions.
-/// `counts` holds `chunks << RADIX_BITS` cells. Returns whether the result is in `a`.
-fn radix_chunks(
-    pool: &rayon::ThreadPool,
+/// A stable least-significant-digit radix sort of keys `(id << 32) | position` by id (below `2^id_bits`),
+/// [`RADIX_BITS`] bits per pass, alternating between `a` and `b`. Each pass is cut into `chunks` chunks of
+/// consecutive positions (one per thread of `pool`; without a pool, one on the calling thread): every chunk counts
+/// its digits, the counts give each (chunk, digit) run of keys its place — digit by digit, chunk by chunk — and
+/// every chunk scatters its keys there in position order, so each pass stays stable. `counts` holds
+/// `chunks << RADIX_BITS` cells. Returns whether the result is in `a`.
+fn radix(
+    pool: Option<&rayon::ThreadPool>,
     chunks: usize,
     a: &mut [u64],
     b: &mut [u64],
@@ -482,14 +453,21 @@ fn radix_chunks(
         let bounds = move |c: usize| (n * c / chunks)..(n * (c + 1) / chunks);
         // Each chunk's digit counts.
         let count = |piece: Chunks<'_>| {
-            for (i, row) in piece.rows.chunks_mut(1 << RADIX_BITS).enumerate() {
+            // Rows as arrays: a masked digit indexes them without a bounds check.
+            for (i, row) in piece
+                .rows
+                .as_chunks_mut::<{ 1 << RADIX_BITS }>()
+                .0
+                .iter_mut()
+                .enumerate()
+            {
                 row.fill(0);
                 for &k in &src[bounds(piece.first + i)] {
                     row[digit(k)] += 1;
                 }
             }
         };
-        run_pieces(Chunks::new(counts), Some(pool), chunks, 1, &count);
+        run_pieces(Chunks::new(counts), pool, chunks, 1, &count);
         // Digit by digit, chunk by chunk: where each (chunk, digit) run of keys starts.
         let mut at = 0;
         for d in 0..1 << RADIX_BITS {
@@ -500,15 +478,23 @@ fn radix_chunks(
         }
         let out = Out(dst.as_mut_ptr(), dst.len());
         let scatter = |piece: Chunks<'_>| {
-            for (i, row) in piece.rows.chunks_mut(1 << RADIX_BITS).enumerate() {
+            for (i, row) in piece
+                .rows
+                .as_chunks_mut::<{ 1 << RADIX_BITS }>()
+                .0
+                .iter_mut()
+                .enumerate()
+            {
                 for &k in &src[bounds(piece.first + i)] {
+                    // The place taken before the write: the raw write cannot then make the count be read again.
                     let at = &mut row[digit(k)];
-                    out.write(*at, k);
+                    let place = *at;
                     *at += 1;
+                    out.write(place, k);
                 }
             }
         };
-        run_pieces(Chunks::new(counts), Some(pool), chunks, 1, &scatter);
+        run_pieces(Chunks::new(counts), pool, chunks, 1, &scatter);
         (src, dst) = (dst, src);
         in_a = !in_a;
         shift += RADIX_BITS;
@@ -516,11 +502,11 @@ fn radix_chunks(
     in_a
 }
 
-/// The destination of a parallel radix pass, written by every chunk at the places its counts gave it.
+/// The destination of a radix pass, written by every chunk at the places its counts gave it.
 #[derive(Clone, Copy)]
 struct Out(*mut u64, usize);
 
-// SAFETY: `Out` is only used by `radix_chunks`, whose chunks write pairwise disjoint places of one buffer that
+// SAFETY: `Out` is only used by `radix`, whose chunks write pairwise disjoint places of one buffer that
 // nothing else reads or writes during the pass (see `Out::write`).
 unsafe impl Send for Out {}
 // SAFETY: as for `Send`: concurrent writes go to disjoint places.
@@ -533,12 +519,12 @@ impl Out {
         assert!(at < self.1, "a radix place lies inside the buffer");
         // SAFETY: `at` is in bounds (checked above); the places of (chunk, digit) runs are disjoint ranges that
         // partition `0..len` (prefix sums of the counts), each written only by its own chunk, once per key, while
-        // `radix_chunks` holds the buffer's only mutable borrow.
+        // `radix` holds the buffer's only mutable borrow.
         unsafe { self.0.add(at).write(k) }
     }
 }
 
-/// Consecutive chunks of a parallel radix pass: their rows of digit counts.
+/// Consecutive chunks of a radix pass: their rows of digit counts.
 struct Chunks<'a> {
     first: usize,
     rows: &'a mut [usize],
