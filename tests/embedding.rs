@@ -34,6 +34,16 @@ fn config(isa: Isa, threads: usize) -> Config {
         })
 }
 
+/// Three lookups (rows 1, 2 and 3) pooled into one bag, with per-lookup `weights`.
+fn one_bag<'a>(weights: &'a [f32], grads: &'a [f32]) -> Lookups<'a, u32> {
+    Lookups::Bags {
+        ids: &[1, 2, 3],
+        offsets: &[0, 3],
+        weights: Some(weights),
+        grads,
+    }
+}
+
 /// Skewed ids (a few hot rows, many cold), the shape of real lookups.
 fn ids(rng: &mut StdRng, n: usize, rows: usize) -> Vec<i64> {
     (0..n)
@@ -713,15 +723,7 @@ fn refusals_change_nothing() {
         Err(Error::NonFiniteGradient { count: 1 })
     );
     assert_eq!(
-        opt.step(
-            &mut table,
-            Lookups::Bags {
-                ids: &[1u32, 2, 3],
-                offsets: &[0, 3],
-                weights: Some(&[1.0, 2.0, f32::INFINITY]),
-                grads: &g(1)
-            },
-        ),
+        opt.step(&mut table, one_bag(&[1.0, 2.0, f32::INFINITY], &g(1))),
         Err(Error::NonFiniteGradient { count: 1 })
     );
     assert_eq!(
@@ -1073,15 +1075,7 @@ fn reported_values_and_limits() {
     // Finite weights pass the non-finite check (one infinite weight among finite ones is counted alone above).
     let mut table = vec![0.5f32; 7 * 5];
     assert_eq!(
-        opt.step(
-            &mut table,
-            Lookups::Bags {
-                ids: &[1u32, 2, 3],
-                offsets: &[0, 3],
-                weights: Some(&[1.0, 2.0, 3.0]),
-                grads: &[0.25; 5],
-            },
-        ),
+        opt.step(&mut table, one_bag(&[1.0, 2.0, 3.0], &[0.25; 5])),
         Ok(StepOutcome::Applied)
     );
     let exec = Executor::new(&c).unwrap();

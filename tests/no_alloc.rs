@@ -129,8 +129,7 @@ fn embedding_steps_allocate_nothing_after_the_first() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use adagrad::embedding::{Accumulator, EmbeddingAdagrad, Lookups, TableOptions};
     let (rows, dim, n) = (5000, 16, 4000);
-    let ids: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % rows as i64).collect();
-    let grads = vec![0.01f32; n * dim];
+    let (ids, grads) = spread_lookups(rows, dim, n);
     let offsets: Vec<i64> = (0..=n as i64).step_by(4).collect();
     let bag_grads = vec![0.02f32; (offsets.len() - 1) * dim];
     let weights = vec![0.5f32; n];
@@ -182,8 +181,7 @@ fn embedding_steps_on_threads_allocate_one_task_per_phase() {
     use adagrad::embedding::{EmbeddingAdagrad, Lookups, TableOptions};
     // 100,000 rows: ids of 17 bits, two radix passes.
     let (rows, dim, n) = (100_000, 8, 40_000);
-    let ids: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % rows as i64).collect();
-    let grads = vec![0.01f32; n * dim];
+    let (ids, grads) = spread_lookups(rows, dim, n);
     let config = Config::default()
         .parallelism(Parallelism::Threads(3))
         .tuning(Tuning {
@@ -217,4 +215,10 @@ fn embedding_steps_on_threads_allocate_one_task_per_phase() {
         (phases * STEPS..=phases * STEPS + (phases * STEPS).div_ceil(63)).contains(&mine),
         "{mine} allocations on the calling thread in {STEPS} steps of {phases} parallel phases"
     );
+}
+
+/// `n` lookups spread over `rows` rows (every 7919th row, wrapping), and their gradient rows of `dim` elements.
+fn spread_lookups(rows: usize, dim: usize, n: usize) -> (Vec<i64>, Vec<f32>) {
+    let ids = (0..n as i64).map(|i| (i * 7919) % rows as i64).collect();
+    (ids, vec![0.01f32; n * dim])
 }
