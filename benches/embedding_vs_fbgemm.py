@@ -8,19 +8,25 @@ installing this package's wheel into it::
     ~/fbgemm-venv/bin/pip install --force-reinstall --no-deps /tmp/wheels/adagrad_cpu-*-cp311-*.whl
     ~/fbgemm-venv/bin/python benches/embedding_vs_fbgemm.py --json docs/results/embedding-vs-fbgemm-<cpu>.json
 
-Per configuration (1,000,000-row f32 table; D, B lookups, Zipf(1.05) or uniform ids; threads), each round times
-one update of every implementation in turn (ours row-wise, FBGEMM ``EXACT_ROWWISE_ADAGRAD``, ours element-wise,
-FBGEMM ``EXACT_ADAGRAD``, torch sparse), then the ratios of that round are taken; the table reports medians of
-the per-round ratios. Each round also measures the independent memory ceiling (``adagrad_ceiling::rows``: the
-same rows' bytes with trivial arithmetic, best of its prefetch variants, same threads) for both accumulators;
-"%" is ceiling time / our time, per round, median; "ceiling ÷ FBGEMM" (JSON) is FBGEMM's time over the ceiling's: the
-most any step with this grouped order's bytes could reach against it on this machine. Every pass (each
-implementation and each ceiling variant) starts from caches flushed by reading a buffer of twice the last-level
-cache (``--flush-mib``), so that no pass finds the rows, state or gradients a previous pass left in cache (without
-it, two ceiling variants run back to back over the same arrays, and the second found the first one's rows in a
-large L3). FBGEMM runs with its ISA flags fixed (``fbgemm_isa.fix_fbgemm_cpuinfo``: its JIT kernels,
-as designed), through the fused backward op with one index per bag (sort, duplicate sum and update), the same
-thing ours does. GB/s counts the touched rows' weights and state read and written and the gradients read.
+Per configuration (1,000,000-row f32 table; D, B lookups, Zipf(1.05) or uniform ids; threads), each round times one
+update of every implementation in turn (ours row-wise, FBGEMM ``EXACT_ROWWISE_ADAGRAD``, ours element-wise, FBGEMM
+``EXACT_ADAGRAD``, torch sparse), then the ratios of that round are taken; the table reports medians of the
+per-round ratios. Each round also measures the independent memory ceiling (``adagrad_ceiling::rows``: the same rows'
+bytes with trivial arithmetic, best of its prefetch variants, same threads) for both accumulators; "%" is ceiling
+time / our time, per round, median; "ceiling ÷ FBGEMM" (JSON) is FBGEMM's time over the ceiling's: the most any step
+with this grouped order's bytes could reach against it on this machine. Every pass (each implementation and each
+ceiling variant) starts from caches flushed by reading a buffer of twice the last-level cache (``--flush-mib``), so
+that no pass finds the rows, state or gradients a previous pass left in cache (without it, two ceiling variants run
+back to back over the same arrays, and the second found the first one's rows in a large L3). Before its flush, every
+pass is preceded by the same call once more, untimed (``--no-prepass``: not): on these VMs memory left untouched for
+a second or more is several times slower to reach again, caches flushed either way (``benches/idle_memory.py``: 2.8x
+for the step, 4.6x for the ceiling after 1.5 s idle in ``docs/results/idle-memory-intel-spr.txt``), and a round here
+lasts one to several seconds, so without it every implementation's rows had idled a round while the ceiling's,
+touched by ten passes a round, had not — the ceiling was flattered and every ratio pulled towards 1. In a training
+loop the forward pass reads the step's rows just before it. FBGEMM runs with its ISA flags fixed
+(``fbgemm_isa.fix_fbgemm_cpuinfo``: its JIT kernels, as designed), through the fused backward op with one index per
+bag (sort, duplicate sum and update), the same thing ours does. GB/s counts the touched rows' weights and state read
+and written and the gradients read.
 """
 
 from __future__ import annotations
@@ -82,7 +88,14 @@ class Flush:
 
 
 def config_rows(
-    d: int, b: int, dist: str, threads: int, rounds: int, rng: np.random.Generator, flush: Callable[[], None]
+    d: int,
+    b: int,
+    dist: str,
+    threads: int,
+    rounds: int,
+    rng: np.random.Generator,
+    flush: Callable[[], None],
+    prepass: bool,
 ) -> dict:
     """Times every implementation on one configuration in interleaved rounds."""
     torch.set_num_threads(threads)
@@ -145,6 +158,8 @@ def config_rows(
     for _ in range(rounds):
         for k in order:
             fn = impls[k]
+            if prepass:  # the same rows touched just before, as a forward pass would (see the module docstring)
+                fn()
             flush()
             times[k].append(fn() if k.startswith("ceiling") else timed(fn))
     for name in ("rowwise", "elementwise"):
@@ -198,9 +213,15 @@ def main() -> None:
         default=2 * llc_bytes() >> 20,
         help="MiB read before every pass to evict the caches (default: twice the largest cache; 0: none)",
     )
+    ap.add_argument(
+        "--no-prepass",
+        action="store_true",
+        help="time each pass without first running the same call untimed (the protocol before the pre-pass)",
+    )
     args = ap.parse_args()
     flush: Callable[[], None] = Flush(args.flush_mib) if args.flush_mib > 0 else (lambda: None)
     print(f"cache flush before every pass: {args.flush_mib} MiB read", flush=True)
+    print(f"untimed pre-pass before each flush: {not args.no_prepass}", flush=True)
     isa = fbgemm_isa.fix_fbgemm_cpuinfo()
     print(f"fbgemm ISA flags: {isa}", flush=True)
     rng = np.random.default_rng(1234)
@@ -217,7 +238,7 @@ def main() -> None:
         for b in batches:
             for dist in ["zipf1.05", "uniform"]:
                 for threads in [1, 2]:
-                    r = config_rows(d, b, dist, threads, args.rounds, rng, flush)
+                    r = config_rows(d, b, dist, threads, args.rounds, rng, flush, not args.no_prepass)
                     results.append(r)
                     print(
                         f"{d:>4} {b:>7} {dist:>8} {threads:>3} | {r['ours_rowwise_ms']:>10.3f} "
@@ -240,6 +261,7 @@ def main() -> None:
             "lr": LR,
             "eps": EPS,
             "flush_mib": args.flush_mib,
+            "prepass": not args.no_prepass,
         }
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 

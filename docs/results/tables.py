@@ -126,6 +126,10 @@ if __name__ == "__main__":
     for f in ("python-bench-intel-spr.json", "python-crossing-intel-spr.json"):
         if (HERE / f).exists():
             python_bench(f)
-    for f in ("embedding-vs-fbgemm-intel-spr.json", "embedding-vs-fbgemm-intel-spr-before-sort.json"):
+    for f in (
+        "embedding-vs-fbgemm-intel-spr.json",
+        "embedding-vs-fbgemm-intel-spr-no-prepass.json",
+        "embedding-vs-fbgemm-intel-spr-before-sort.json",
+    ):
         if (HERE / f).exists():
             embedding(f)
