@@ -47,6 +47,7 @@ sys.path.insert(0, str(SHARED))
 
 import fbgemm_bench
 import fbgemm_isa
+from cache_flush import Flush, llc_bytes
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 
 from adagrad_cpu._native import EMBEDDING_CEILING_VARIANTS, embedding_ceiling
@@ -61,30 +62,6 @@ def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def llc_bytes() -> int:
-    """The largest CPU cache's size (sysfs), or 256 MiB when it cannot be read."""
-    best = 0
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = f.read_text().strip()
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        digits = text.rstrip("KMG")
-        if digits.isdigit():
-            best = max(best, int(digits) * scale)
-    return best or 256 << 20
-
-
-class Flush:
-    """Evicts the caches by reading a buffer larger than them (clean lines: no write-back lands in the next pass)."""
-
-    def __init__(self, mib: int) -> None:
-        """A buffer of ``mib`` MiB, touched once."""
-        self.buf = np.ones((mib << 20) // 8, dtype=np.int64)
-
-    def __call__(self) -> None:
-        """Reads the whole buffer."""
-        int(self.buf.sum())
 
 
 def config_rows(

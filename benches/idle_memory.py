@@ -27,24 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from cache_flush import Flush, llc_bytes
 
 from adagrad_cpu._native import embedding_ceiling
 from adagrad_cpu.embedding import EmbeddingAdagrad
 
 ROWS = 1_000_000
 PROTOCOLS = ("prepass", "idle", "idle+prepass")
-
-
-def llc_bytes() -> int:
-    """The largest CPU cache's size (sysfs), or 256 MiB when it cannot be read."""
-    best = 0
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = f.read_text().strip()
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        digits = text.rstrip("KMG")
-        if digits.isdigit():
-            best = max(best, int(digits) * scale)
-    return best or 256 << 20
 
 
 def main() -> None:
@@ -64,7 +53,7 @@ def main() -> None:
     table = rng.standard_normal((ROWS, d)).astype(np.float32) * 0.01
     ours = EmbeddingAdagrad(ROWS, d, lr=0.01, eps=1e-8, accumulator="elementwise", threads=args.threads)
     ceil_table, ceil_state = np.ones((ROWS, d), np.float32), np.ones(ROWS * d, np.float32)
-    flush_buf = np.ones(2 * llc_bytes() // 8, dtype=np.int64)
+    flush = Flush(2 * llc_bytes() >> 20)
 
     def step() -> float:
         t0 = time.perf_counter()
@@ -85,7 +74,7 @@ def main() -> None:
                     time.sleep(args.idle)
                 if protocol != "idle":
                     fn()
-                int(flush_buf.sum())
+                flush()
                 times[protocol, name].append(fn())
     print(f"D={d}, {b} uniform lookups, {args.threads} thread(s), idle {args.idle} s, {args.rounds} rounds")
     out = {"dim": d, "lookups": b, "threads": args.threads, "idle_s": args.idle, "rounds": args.rounds, "rows": []}
