@@ -31,6 +31,7 @@ use adagrad_kernels::rowwise::{self, DecayMode, Narrow, Rounding, RowHyper};
 use adagrad_kernels::{Grad, Hyper, Isa, Kernels, Precision, bf16, f16};
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which accumulator the optimizer keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -362,8 +363,12 @@ impl Table for f16 {
 pub struct Scratch {
     /// `(id << 32) | position` per lookup, sorted: duplicates adjacent, in ascending position.
     keys: Vec<u64>,
-    /// Where each touched row's run of keys starts, then `keys.len()`.
+    /// Where each touched row's run of keys starts, then `keys.len()`: the first `runs + 1` elements.
     starts: Vec<u32>,
+    /// Touched rows (runs of keys) of the last grouping.
+    runs: usize,
+    /// Run starts found per chunk of keys, while they are gathered.
+    found: Vec<usize>,
     /// The bag of each lookup (bags input).
     bag_of: Vec<u32>,
     /// The radix sort's second buffer.
@@ -384,10 +389,10 @@ fn id_bits(span: u64) -> u32 {
 /// so the order never depends on how the work is divided (the keys are distinct: any correct sort gives the same
 /// order). Small inputs use the standard sort; the others a stable radix sort ([`radix`]) with `spare` as the
 /// second buffer and `counts` for its digit counts (both kept between steps: a step of a repeating size allocates
-/// nothing), on the calling thread as one chunk of lookups, or from [`crate::Tuning::sort_threshold`] keys on the
-/// step's threads, one chunk per thread.
+/// nothing), in `chunks` chunks of lookups on `pool`'s threads (without a pool, one on the calling thread).
 fn sort_keys(
-    exec: &Executor,
+    pool: Option<&rayon::ThreadPool>,
+    chunks: usize,
     keys: &mut Vec<u64>,
     spare: &mut Vec<u64>,
     counts: &mut Vec<usize>,
@@ -402,13 +407,6 @@ fn sort_keys(
     spare.clear();
     reserve(spare, n)?;
     spare.resize(n, 0);
-    let (pool, threads) = exec.pool_and_threads();
-    let pool = pool.filter(|_| threads > 1 && n >= exec.tuning().sort_threshold);
-    let chunks = if pool.is_some() {
-        threads.min(MAX_CHUNKS)
-    } else {
-        1
-    };
     let cells = chunks << RADIX_BITS;
     if counts.len() < cells {
         reserve(counts, cells - counts.len())?;
@@ -425,6 +423,140 @@ fn sort_keys(
         std::mem::swap(keys, spare);
     }
     Ok(())
+}
+
+/// Chunk `c` of `chunks` near-equal chunks of `0..n`.
+fn chunk(n: usize, chunks: usize, c: usize) -> std::ops::Range<usize> {
+    (n * c / chunks)..(n * (c + 1) / chunks)
+}
+
+/// Writes where each run of equal ids in the sorted `keys` starts into `starts` (then `keys.len()`) and returns
+/// their number: each of `chunks` chunks of keys (on `pool`'s threads) writes the starts it finds at the front of
+/// its own part of `starts` (a chunk has no more starts than keys) and their count into `found`, then the parts
+/// are moved together.
+fn find_runs(
+    pool: Option<&rayon::ThreadPool>,
+    chunks: usize,
+    keys: &[u64],
+    starts: &mut Vec<u32>,
+    found: &mut Vec<usize>,
+) -> Result<usize, Error> {
+    let n = keys.len();
+    if let Some(more) = (n + 1).checked_sub(starts.len()) {
+        reserve(starts, more)?;
+        starts.resize(n + 1, 0);
+    }
+    if let Some(more) = chunks.checked_sub(found.len()) {
+        reserve(found, more)?;
+        found.resize(chunks, 0);
+    }
+    let find = |piece: RunPiece<'_>| {
+        let from = chunk(n, chunks, piece.first).start;
+        for (i, found) in piece.found.iter_mut().enumerate() {
+            let range = chunk(n, chunks, piece.first + i);
+            let out = &mut piece.starts[range.start - from..range.end - from];
+            let mut prev = range
+                .start
+                .checked_sub(1)
+                .map_or(u64::MAX, |p| keys[p] >> 32);
+            let mut m = 0;
+            // Without a branch: every position is written at the next free place, which moves on at a new id
+            // (`m` never passes the position's index in the chunk).
+            for (j, &k) in keys[range.clone()].iter().enumerate() {
+                out[m] = (range.start + j) as u32;
+                m += usize::from(k >> 32 != prev);
+                prev = k >> 32;
+            }
+            *found = m;
+        }
+    };
+    let all = RunPiece {
+        first: 0,
+        chunks,
+        n,
+        found: &mut found[..chunks],
+        starts: &mut starts[..n],
+    };
+    run_pieces(all, pool, chunks, 1, &find);
+    let mut runs = 0;
+    for (c, &m) in found[..chunks].iter().enumerate() {
+        let start = chunk(n, chunks, c).start;
+        if start != runs {
+            starts.copy_within(start..start + m, runs);
+        }
+        runs += m;
+    }
+    starts[runs] = n as u32;
+    Ok(runs)
+}
+
+/// Consecutive chunks of sorted keys, from chunk `first`, while their run starts are gathered: a count per chunk,
+/// and the part of `starts` that holds their positions.
+struct RunPiece<'a> {
+    first: usize,
+    chunks: usize,
+    n: usize,
+    found: &'a mut [usize],
+    starts: &'a mut [u32],
+}
+
+impl Split for RunPiece<'_> {
+    fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    fn split(self, at: usize) -> (Self, Self) {
+        let at = at.min(self.found.len());
+        let cut = chunk(self.n, self.chunks, self.first + at).start
+            - chunk(self.n, self.chunks, self.first).start;
+        let (f0, f1) = self.found.split_at_mut(at);
+        let (s0, s1) = self.starts.split_at_mut(cut);
+        (
+            RunPiece {
+                first: self.first,
+                found: f0,
+                starts: s0,
+                ..self
+            },
+            RunPiece {
+                first: self.first + at,
+                found: f1,
+                starts: s1,
+                ..self
+            },
+        )
+    }
+}
+
+/// Consecutive lookups, from position `first`, whose keys one piece of the key building writes.
+struct KeyPiece<'a, I> {
+    first: usize,
+    ids: &'a [I],
+    keys: &'a mut [u64],
+}
+
+impl<I: Id> Split for KeyPiece<'_, I> {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn split(self, at: usize) -> (Self, Self) {
+        let at = at.min(self.keys.len());
+        let (i0, i1) = self.ids.split_at(at);
+        let (k0, k1) = self.keys.split_at_mut(at);
+        (
+            KeyPiece {
+                first: self.first,
+                ids: i0,
+                keys: k0,
+            },
+            KeyPiece {
+                first: self.first + at,
+                ids: i1,
+                keys: k1,
+            },
+        )
+    }
 }
 
 /// Most chunks the parallel sort cuts the lookups into.
@@ -450,7 +582,7 @@ fn radix(
     while shift < id_bits {
         let digit = move |k: u64| ((k >> 32) >> shift) as usize & ((1 << RADIX_BITS) - 1);
         let n = src.len();
-        let bounds = move |c: usize| (n * c / chunks)..(n * (c + 1) / chunks);
+        let bounds = move |c: usize| chunk(n, chunks, c);
         // Each chunk's digit counts.
         let count = |piece: Chunks<'_>| {
             // Rows as arrays: a masked digit indexes them without a bounds check.
@@ -769,7 +901,7 @@ pub fn prepare<'a, I: Id, G: Grad<f32>>(
     Ok(Prepared {
         src: src.with_bags(&scratch.bag_of),
         keys: &scratch.keys,
-        starts: &scratch.starts,
+        starts: &scratch.starts[..=scratch.runs],
         rows,
         dim,
     })
@@ -905,20 +1037,46 @@ fn fill<'a, I: Id, G: Grad<f32>>(
     if n > u32::MAX as usize {
         return Err(LookupError::TooManyLookups { lookups: n }.into());
     }
-    s.keys.clear();
-    reserve(&mut s.keys, n)?;
-    for (pos, &id) in ids.iter().enumerate() {
-        match id.index() {
-            Some(r) if r < rows as u64 => s.keys.push((r << 32) | pos as u64),
-            _ => {
-                return Err(LookupError::Id {
-                    position: pos,
-                    id: id.value(),
-                    rows,
+    // The keys, each id checked against `rows`: on the step's threads when the sort runs there (one piece of
+    // consecutive lookups per thread), the first offending position reported whichever piece finds it.
+    if let Some(more) = n.checked_sub(s.keys.len()) {
+        reserve(&mut s.keys, more)?;
+        s.keys.resize(n, 0);
+    }
+    s.keys.truncate(n);
+    let (pool, threads) = exec.pool_and_threads();
+    let pool = pool.filter(|_| threads > 1 && n >= exec.tuning().sort_threshold);
+    let chunks = if pool.is_some() {
+        threads.min(MAX_CHUNKS)
+    } else {
+        1
+    };
+    let first_bad = AtomicUsize::new(n);
+    let build = |piece: KeyPiece<'_, I>| {
+        for (i, (key, &id)) in piece.keys.iter_mut().zip(piece.ids).enumerate() {
+            match id.index() {
+                Some(r) if r < rows as u64 => *key = (r << 32) | (piece.first + i) as u64,
+                _ => {
+                    first_bad.fetch_min(piece.first + i, Ordering::Relaxed);
+                    return;
                 }
-                .into());
             }
         }
+    };
+    let all = KeyPiece {
+        first: 0,
+        ids,
+        keys: &mut s.keys,
+    };
+    run_pieces(all, pool, chunks, 1, &build);
+    let bad = first_bad.into_inner();
+    if let Some(&id) = ids.get(bad) {
+        return Err(LookupError::Id {
+            position: bad,
+            id: id.value(),
+            rows,
+        }
+        .into());
     }
     let want = grads_rows.saturating_mul(dim);
     let got = src.grads_len();
@@ -949,19 +1107,10 @@ fn fill<'a, I: Id, G: Grad<f32>>(
         }
         (src, _) => src,
     };
-    sort_keys(exec, &mut s.keys, &mut s.spare, &mut s.counts, rows)?;
-    s.starts.clear();
-    reserve(&mut s.starts, n + 1)?;
-    let mut prev = u64::MAX;
-    for (i, &k) in s.keys.iter().enumerate() {
-        if k >> 32 != prev {
-            s.starts.push(i as u32);
-            prev = k >> 32;
-        }
-    }
-    s.starts.push(n as u32);
+    sort_keys(pool, chunks, &mut s.keys, &mut s.spare, &mut s.counts, rows)?;
+    s.runs = find_runs(pool, chunks, &s.keys, &mut s.starts, &mut s.found)?;
     if let Lookups::Coalesced { .. } = lookups {
-        first_duplicate(&s.keys, &s.starts)?;
+        first_duplicate(&s.keys, &s.starts[..=s.runs])?;
     }
     Ok(src)
 }

@@ -177,7 +177,7 @@ impl<T: Float> Adagrad<T> {
     /// ```
     /// use adagrad::{Adagrad, Config};
     /// let opt = Adagrad::<f32>::new(Config::default(), &[10])?;
-    /// println!("{}", opt.tuning()); // e.g. prefetch=4096,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8,sort=262144 (table entry "intel")
+    /// println!("{}", opt.tuning()); // e.g. prefetch=4096,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8,sort=131072 (table entry "intel")
     /// # Ok::<(), adagrad::Error>(())
     /// ```
     pub fn tuning(&self) -> Tuning {

@@ -94,7 +94,7 @@ impl Tuning {
     ///
     /// | entry | CPUs | prefetch | threshold | piece | avx512 | rows / lookups ahead | sort | measured |
     /// |---|---|---:|---:|---:|---|---:|---:|---|
-    /// | `intel` | Intel family 6 (Core, Xeon) | 4096 | 16,384 | 8,192 | no | 8 / 8 | 262,144 | Sapphire Rapids (2 vCPUs): `docs/results/` |
+    /// | `intel` | Intel family 6 (Core, Xeon) | 4096 | 16,384 | 8,192 | no | 8 / 8 | 131,072 | Sapphire Rapids (2 vCPUs): `docs/results/` |
     /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | 24 / 0 | 32,768 | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements (issue 10); threads, widths and embedding settings not yet measured here |
     /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | 24 / 0 | 32,768 | not measured: the hardware prefetcher alone, the conservative threshold |
     ///
@@ -109,11 +109,12 @@ impl Tuning {
     /// than the earlier 24 rows ahead with none inside a row (0.89–1.31×; 1.20–1.26× on the Zipf rows of 262,144
     /// lookups at D = 128), and the best or within a few percent of the best of six variants in most
     /// configurations (`docs/results/embedding-prefetch-intel-spr.txt`). The other entries keep 24 / 0,
-    /// unmeasured. The coalescing sort on two threads, each step after reading twice the largest cache, was slower
-    /// than on the calling thread below 131,072 uniform lookups (0.37× at 16,384, 0.72× at 65,536: waking the
-    /// helper costs more than half of each pass saves), even at 131,072 (1.00×), 1.15× at 262,144 and 1.48× at
-    /// 1,048,576 (`calibrate --sort`, `docs/results/embedding-sort-intel-spr.txt`); the other entries keep the
-    /// earlier 32,768, unmeasured.
+    /// unmeasured. The grouping of the lookups (keys, sort and runs) on two threads, each step after reading twice
+    /// the largest cache, was slower than on the calling thread at 65,536 uniform lookups and below (0.34× at
+    /// 16,384, 0.73× at 65,536: waking the helper costs more than half of each phase saves) and faster from
+    /// 131,072 (1.25×; 1.38× at 262,144, 1.97× at 1,048,576: `calibrate --sort`,
+    /// `docs/results/embedding-sort-intel-spr.txt`; when only the sort's passes ran on the threads, 1.00× at
+    /// 131,072 and 1.15× at 262,144 had set 262,144); the other entries keep the earlier 32,768, unmeasured.
     pub fn for_cpu(cpu: &Cpu) -> Tuning {
         let (
             name,
@@ -124,7 +125,7 @@ impl Tuning {
             (rows_ahead, lookups_ahead),
             sort,
         ) = match (cpu.vendor, cpu.family) {
-            (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false, (8, 8), 1 << 18),
+            (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false, (8, 8), 1 << 17),
             (Vendor::Amd, 0x17..=0x1A) => (
                 "amd-zen",
                 0,
@@ -284,7 +285,7 @@ mod tests {
             (4096, 16_384, 8192, false)
         );
         assert_eq!((intel.rows_ahead, intel.lookups_ahead), (8, 8));
-        assert_eq!(intel.sort_threshold, 262_144);
+        assert_eq!(intel.sort_threshold, 131_072);
         assert_eq!(intel.source, TuningSource::Table("intel"));
         for family in [0x17, 0x19, 0x1A] {
             let amd = Tuning::for_cpu(&cpu(Vendor::Amd, family));
@@ -326,7 +327,7 @@ mod tests {
         assert_eq!(t.source, TuningSource::Env("intel"));
         assert_eq!(
             t.to_string(),
-            "prefetch=0,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8,sort=262144 (table entry \"intel\" with ADAGRAD_TUNE)"
+            "prefetch=0,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8,sort=131072 (table entry \"intel\" with ADAGRAD_TUNE)"
         );
         // The displayed settings parse back to the same values.
         let spec = t.to_string();

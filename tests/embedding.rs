@@ -1056,6 +1056,121 @@ fn parallel_coalescing_gives_the_same_order() {
     }
 }
 
+/// On the threads (keys built and runs found one chunk of lookups per thread), the first offending position is
+/// still the one reported — an out-of-range or negative id, or a repeated id in coalesced input, in several
+/// chunks at once — and nothing changes; with no offence, coalesced input over unique rows gives the bits of the
+/// one-thread step.
+#[test]
+fn parallel_checks_report_the_first_offending_position() {
+    let (rows, dim, n) = (50_000usize, 2usize, 40_000usize);
+    let grads = vec![0.25f32; n * dim];
+    // Unique rows, shuffled: valid coalesced input.
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut unique: Vec<i64> = (0..n as i64).map(|i| (i * 7) % rows as i64).collect();
+    for i in (1..n).rev() {
+        unique.swap(i, rng.gen_range(0..=i));
+    }
+    let one_thread = {
+        let mut t = vec![1.0f32; rows * dim];
+        let mut opt = EmbeddingAdagrad::<f32>::new(
+            config(Isa::best(), 1),
+            rows,
+            dim,
+            TableOptions::default(),
+        )
+        .unwrap();
+        opt.step(
+            &mut t,
+            Lookups::Coalesced {
+                ids: &unique,
+                grads: &grads,
+            },
+        )
+        .unwrap();
+        (bits(&t), bits(opt.state()))
+    };
+    for threads in [2, 3, 4, 64, 100] {
+        let mut table = vec![1.0f32; rows * dim];
+        let mut opt = EmbeddingAdagrad::<f32>::new(
+            config(Isa::best(), threads),
+            rows,
+            dim,
+            TableOptions::default(),
+        )
+        .unwrap();
+        // Offences in the last, a middle and an early chunk (for every thread count here): the earliest wins.
+        let mut bad = unique.clone();
+        bad[39_990] = rows as i64;
+        bad[25_000] = -3;
+        bad[17_321] = rows as i64 + 5;
+        let mut repeated = unique.clone();
+        repeated[39_000] = repeated[1];
+        repeated[30_500] = repeated[30_000];
+        repeated[12_345] = repeated[12_000];
+        let refused = [
+            (
+                opt.step(
+                    &mut table,
+                    Lookups::Rows {
+                        ids: &bad,
+                        grads: &grads,
+                    },
+                ),
+                LookupError::Id {
+                    position: 17_321,
+                    id: rows as i128 + 5,
+                    rows,
+                },
+            ),
+            (
+                opt.step(
+                    &mut table,
+                    Lookups::Coalesced {
+                        ids: &bad,
+                        grads: &grads,
+                    },
+                ),
+                LookupError::Id {
+                    position: 17_321,
+                    id: rows as i128 + 5,
+                    rows,
+                },
+            ),
+            (
+                opt.step(
+                    &mut table,
+                    Lookups::Coalesced {
+                        ids: &repeated,
+                        grads: &grads,
+                    },
+                ),
+                LookupError::Duplicate {
+                    position: 12_345,
+                    id: unique[12_000] as u64,
+                },
+            ),
+        ];
+        for (got, want) in refused {
+            assert_eq!(got, Err(Error::Lookup(want)), "{threads} threads");
+        }
+        assert_eq!(opt.step_count(), 0, "{threads} threads");
+        assert!(table.iter().all(|&x| x == 1.0) && opt.state().iter().all(|&s| s == 0.0));
+        opt.step(
+            &mut table,
+            Lookups::Coalesced {
+                ids: &unique,
+                grads: &grads,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (bits(&table), bits(opt.state())),
+            one_thread,
+            "{threads} threads"
+        );
+    }
+}
+
 /// What an optimizer and a prepared step report: its shape, options, threads, the touched rows; the table-length
 /// error of the functional form; the largest table the row ids allow; finite weights under a non-finite policy.
 #[test]
