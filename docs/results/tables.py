@@ -128,7 +128,7 @@ if __name__ == "__main__":
             python_bench(f)
     for f in (
         "embedding-vs-fbgemm-intel-spr.json",
-        "embedding-vs-fbgemm-intel-spr-15-rounds.json",
+        "embedding-vs-fbgemm-intel-spr-serial-grouping.json",
         "embedding-vs-fbgemm-intel-spr-no-prepass.json",
         "embedding-vs-fbgemm-intel-spr-before-sort.json",
     ):
