@@ -34,6 +34,17 @@ fn config(isa: Isa, threads: usize) -> Config {
         })
 }
 
+/// An f32 table's optimizer with the default options, on `threads` threads of the best path ([`config`]).
+fn default_table(threads: usize, rows: usize, dim: usize) -> EmbeddingAdagrad<f32> {
+    EmbeddingAdagrad::new(
+        config(Isa::best(), threads),
+        rows,
+        dim,
+        TableOptions::default(),
+    )
+    .unwrap()
+}
+
 /// Three lookups (rows 1, 2 and 3) pooled into one bag, with per-lookup `weights`.
 fn one_bag<'a>(weights: &'a [f32], grads: &'a [f32]) -> Lookups<'a, u32> {
     Lookups::Bags {
@@ -336,13 +347,7 @@ fn input_forms_agree() {
     let table0 = values(&mut rng, rows * dim);
     let run = |f: &dyn Fn(&mut EmbeddingAdagrad<f32>, &mut Vec<f32>)| {
         let mut t = table0.clone();
-        let mut opt = EmbeddingAdagrad::<f32>::new(
-            config(Isa::best(), 2),
-            rows,
-            dim,
-            TableOptions::default(),
-        )
-        .unwrap();
+        let mut opt = default_table(2, rows, dim);
         f(&mut opt, &mut t);
         (bits(&t), bits(opt.state()))
     };
@@ -1004,13 +1009,7 @@ fn parallel_coalescing_gives_the_same_order() {
         let table0 = values(&mut rng, rows * dim);
         let run = |threads: usize| {
             let mut t = table0.clone();
-            let mut opt = EmbeddingAdagrad::<f32>::new(
-                config(Isa::best(), threads),
-                rows,
-                dim,
-                TableOptions::default(),
-            )
-            .unwrap();
+            let mut opt = default_table(threads, rows, dim);
             opt.step(
                 &mut t,
                 Lookups::Rows {
@@ -1072,13 +1071,7 @@ fn parallel_checks_report_the_first_offending_position() {
     }
     let one_thread = {
         let mut t = vec![1.0f32; rows * dim];
-        let mut opt = EmbeddingAdagrad::<f32>::new(
-            config(Isa::best(), 1),
-            rows,
-            dim,
-            TableOptions::default(),
-        )
-        .unwrap();
+        let mut opt = default_table(1, rows, dim);
         opt.step(
             &mut t,
             Lookups::Coalesced {
@@ -1091,13 +1084,7 @@ fn parallel_checks_report_the_first_offending_position() {
     };
     for threads in [2, 3, 4, 64, 100] {
         let mut table = vec![1.0f32; rows * dim];
-        let mut opt = EmbeddingAdagrad::<f32>::new(
-            config(Isa::best(), threads),
-            rows,
-            dim,
-            TableOptions::default(),
-        )
-        .unwrap();
+        let mut opt = default_table(threads, rows, dim);
         // Offences in the last, a middle and an early chunk (for every thread count here): the earliest wins.
         let mut bad = unique.clone();
         bad[39_990] = rows as i64;
@@ -1107,52 +1094,41 @@ fn parallel_checks_report_the_first_offending_position() {
         repeated[39_000] = repeated[1];
         repeated[30_500] = repeated[30_000];
         repeated[12_345] = repeated[12_000];
-        let refused = [
-            (
-                opt.step(
-                    &mut table,
-                    Lookups::Rows {
-                        ids: &bad,
-                        grads: &grads,
-                    },
-                ),
-                LookupError::Id {
-                    position: 17_321,
-                    id: rows as i128 + 5,
-                    rows,
-                },
-            ),
-            (
-                opt.step(
-                    &mut table,
-                    Lookups::Coalesced {
-                        ids: &bad,
-                        grads: &grads,
-                    },
-                ),
-                LookupError::Id {
-                    position: 17_321,
-                    id: rows as i128 + 5,
-                    rows,
-                },
-            ),
-            (
-                opt.step(
-                    &mut table,
-                    Lookups::Coalesced {
-                        ids: &repeated,
-                        grads: &grads,
-                    },
-                ),
-                LookupError::Duplicate {
-                    position: 12_345,
-                    id: unique[12_000] as u64,
-                },
-            ),
+        let first_bad = LookupError::Id {
+            position: 17_321,
+            id: rows as i128 + 5,
+            rows,
+        };
+        let bad_forms = [
+            Lookups::Rows {
+                ids: &bad,
+                grads: &grads,
+            },
+            Lookups::Coalesced {
+                ids: &bad,
+                grads: &grads,
+            },
         ];
-        for (got, want) in refused {
-            assert_eq!(got, Err(Error::Lookup(want)), "{threads} threads");
+        for lookups in bad_forms {
+            let got = opt.step(&mut table, lookups);
+            assert_eq!(
+                got,
+                Err(Error::Lookup(first_bad.clone())),
+                "{threads} threads"
+            );
         }
+        let got = opt.step(
+            &mut table,
+            Lookups::Coalesced {
+                ids: &repeated,
+                grads: &grads,
+            },
+        );
+        let first_repeat = LookupError::Duplicate {
+            position: 12_345,
+            id: unique[12_000] as u64,
+        };
+        assert_eq!(got, Err(Error::Lookup(first_repeat)), "{threads} threads");
         assert_eq!(opt.step_count(), 0, "{threads} threads");
         assert!(table.iter().all(|&x| x == 1.0) && opt.state().iter().all(|&s| s == 0.0));
         opt.step(
