@@ -408,10 +408,7 @@ fn sort_keys(
     reserve(spare, n)?;
     spare.resize(n, 0);
     let cells = chunks << RADIX_BITS;
-    if counts.len() < cells {
-        reserve(counts, cells - counts.len())?;
-        counts.resize(cells, 0);
-    }
+    at_least(counts, cells)?;
     if !radix(
         pool,
         chunks,
@@ -442,14 +439,8 @@ fn find_runs(
     found: &mut Vec<usize>,
 ) -> Result<usize, Error> {
     let n = keys.len();
-    if let Some(more) = (n + 1).checked_sub(starts.len()) {
-        reserve(starts, more)?;
-        starts.resize(n + 1, 0);
-    }
-    if let Some(more) = chunks.checked_sub(found.len()) {
-        reserve(found, more)?;
-        found.resize(chunks, 0);
-    }
+    at_least(starts, n + 1)?;
+    at_least(found, chunks)?;
     let find = |piece: RunPiece<'_>| {
         let from = chunk(n, chunks, piece.first).start;
         for (i, found) in piece.found.iter_mut().enumerate() {
@@ -692,6 +683,16 @@ impl Split for Chunks<'_> {
 /// Grows `v` to hold `n` more elements, or reports the allocation failure.
 fn reserve<T>(v: &mut Vec<T>, n: usize) -> Result<(), Error> {
     v.try_reserve(n).map_err(|_| Error::Alloc { elements: n })
+}
+
+/// Lengthens scratch `v` to at least `len` elements (the new ones zero; a longer `v` is left as it is), or reports
+/// the allocation failure.
+fn at_least<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> Result<(), Error> {
+    if let Some(more) = len.checked_sub(v.len()) {
+        reserve(v, more)?;
+        v.resize(len, T::default());
+    }
+    Ok(())
 }
 
 /// Adagrad for one embedding table of `rows × dim` elements of type `W`, with f32 state.
@@ -1039,10 +1040,7 @@ fn fill<'a, I: Id, G: Grad<f32>>(
     }
     // The keys, each id checked against `rows`: on the step's threads when the sort runs there (one piece of
     // consecutive lookups per thread), the first offending position reported whichever piece finds it.
-    if let Some(more) = n.checked_sub(s.keys.len()) {
-        reserve(&mut s.keys, more)?;
-        s.keys.resize(n, 0);
-    }
+    at_least(&mut s.keys, n)?;
     s.keys.truncate(n);
     let (pool, threads) = exec.pool_and_threads();
     let pool = pool.filter(|_| threads > 1 && n >= exec.tuning().sort_threshold);
