@@ -19,18 +19,26 @@ pub enum NonFinite {
     Error,
 }
 
+/// The most threads a step may use ([`Parallelism::Threads`], or `RAYON_NUM_THREADS` for
+/// [`Parallelism::Global`]); a larger count is refused with [`crate::Error::TooManyThreads`] before any thread is
+/// started.
+pub const MAX_THREADS: usize = 1024;
+
 /// Where a step's work runs.
 ///
-/// A parallel step is cut into one piece per thread (by element count, across tensor boundaries); the calling
-/// thread takes the first piece itself and waits for the others by spinning briefly, not by sleeping, so a step
-/// of a few tens of microseconds still gains from a second thread. Steps smaller than
-/// [`Tuning::parallel_threshold`] run on the calling thread alone.
+/// A parallel step is cut into chunks (by element count, across tensor boundaries, a few per thread) taken in
+/// order from a shared cursor: the calling thread starts at once, helper threads join as they wake, and the caller
+/// waits only for chunks a helper is running, never for a helper that has not started — so a step on many threads
+/// is not slower than on one when the helpers are asleep or their CPUs busy with the host's work. Steps smaller
+/// than [`Tuning::parallel_threshold`] run on the calling thread alone. At most [`MAX_THREADS`] threads: a larger
+/// count is refused ([`crate::Error::TooManyThreads`]) when an optimizer or executor is built.
 #[derive(Clone, Default)]
 pub enum Parallelism {
     /// On the calling thread only.
     Sequential,
-    /// As many threads as rayon's global pool has (`RAYON_NUM_THREADS`, else one per CPU): the caller plus that
-    /// many minus one helper threads of a pool this crate keeps for the purpose (the default).
+    /// As many threads as rayon's global pool would have (`RAYON_NUM_THREADS` when it is a positive integer, else
+    /// one per CPU): the caller plus that many minus one helper threads of a pool this crate keeps for the purpose
+    /// (the default). Rayon's global pool itself is not started.
     #[default]
     Global,
     /// `n` threads: the caller and `n − 1` helpers from a pool this crate keeps (shared by every optimizer that

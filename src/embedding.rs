@@ -25,7 +25,7 @@
 //! ```
 
 use crate::functional::Executor;
-use crate::parallel::{Split, run_pieces};
+use crate::parallel::{MAX_CHUNK, Split, Team, grain, run_chunks};
 use crate::{AlignedBuf, Config, Error, NonFinite, StepOutcome};
 use adagrad_kernels::rowwise::{self, DecayMode, Narrow, Rounding, RowHyper};
 use adagrad_kernels::{Grad, Hyper, Isa, Kernels, Precision, bf16, f16};
@@ -389,9 +389,9 @@ fn id_bits(span: u64) -> u32 {
 /// so the order never depends on how the work is divided (the keys are distinct: any correct sort gives the same
 /// order). Small inputs use the standard sort; the others a stable radix sort ([`radix`]) with `spare` as the
 /// second buffer and `counts` for its digit counts (both kept between steps: a step of a repeating size allocates
-/// nothing), in `chunks` chunks of lookups on `pool`'s threads (without a pool, one on the calling thread).
+/// nothing), in `chunks` chunks of lookups taken by `team`'s threads (without a team, one on the calling thread).
 fn sort_keys(
-    pool: Option<&rayon::ThreadPool>,
+    team: Option<Team<'_>>,
     chunks: usize,
     keys: &mut Vec<u64>,
     spare: &mut Vec<u64>,
@@ -410,7 +410,7 @@ fn sort_keys(
     let cells = chunks << RADIX_BITS;
     at_least(counts, cells)?;
     if !radix(
-        pool,
+        team,
         chunks,
         keys,
         spare,
@@ -428,11 +428,11 @@ fn chunk(n: usize, chunks: usize, c: usize) -> std::ops::Range<usize> {
 }
 
 /// Writes where each run of equal ids in the sorted `keys` starts into `starts` (then `keys.len()`) and returns
-/// their number: each of `chunks` chunks of keys (on `pool`'s threads) writes the starts it finds at the front of
+/// their number: each of `chunks` chunks of keys (taken by `team`'s threads) writes the starts it finds at the front of
 /// its own part of `starts` (a chunk has no more starts than keys) and their count into `found`, then the parts
 /// are moved together.
 fn find_runs(
-    pool: Option<&rayon::ThreadPool>,
+    team: Option<Team<'_>>,
     chunks: usize,
     keys: &[u64],
     starts: &mut Vec<u32>,
@@ -468,7 +468,7 @@ fn find_runs(
         found: &mut found[..chunks],
         starts: &mut starts[..n],
     };
-    run_pieces(all, pool, chunks, 1, &find);
+    run_chunks(all, team, 1, &find);
     let mut runs = 0;
     for (c, &m) in found[..chunks].iter().enumerate() {
         let start = chunk(n, chunks, c).start;
@@ -555,12 +555,12 @@ const MAX_CHUNKS: usize = 64;
 
 /// A stable least-significant-digit radix sort of keys `(id << 32) | position` by id (below `2^id_bits`),
 /// [`RADIX_BITS`] bits per pass, alternating between `a` and `b`. Each pass is cut into `chunks` chunks of
-/// consecutive positions (one per thread of `pool`; without a pool, one on the calling thread): every chunk counts
+/// consecutive positions (as many as `team` has threads, taken by them as they come; without a team, one on the calling thread): every chunk counts
 /// its digits, the counts give each (chunk, digit) run of keys its place — digit by digit, chunk by chunk — and
 /// every chunk scatters its keys there in position order, so each pass stays stable. `counts` holds
 /// `chunks << RADIX_BITS` cells. Returns whether the result is in `a`.
 fn radix(
-    pool: Option<&rayon::ThreadPool>,
+    team: Option<Team<'_>>,
     chunks: usize,
     a: &mut [u64],
     b: &mut [u64],
@@ -590,7 +590,7 @@ fn radix(
                 }
             }
         };
-        run_pieces(Chunks::new(counts), pool, chunks, 1, &count);
+        run_chunks(Chunks::new(counts), team, 1, &count);
         // Digit by digit, chunk by chunk: where each (chunk, digit) run of keys starts.
         let mut at = 0;
         for d in 0..1 << RADIX_BITS {
@@ -617,7 +617,7 @@ fn radix(
                 }
             }
         };
-        run_pieces(Chunks::new(counts), pool, chunks, 1, &scatter);
+        run_chunks(Chunks::new(counts), team, 1, &scatter);
         (src, dst) = (dst, src);
         in_a = !in_a;
         shift += RADIX_BITS;
@@ -991,10 +991,14 @@ pub fn apply<W: Table, G: Grad<f32>>(
     // The dense step's thresholds, counted in touched elements: below the parallel threshold on the calling
     // thread; otherwise one piece per thread, each of at least `min_piece` elements.
     let touched = work.len().saturating_mul(dim);
-    let (pool, threads) = exec.pool_and_threads();
-    let pool = pool.filter(|_| touched >= tuning.parallel_threshold);
-    let min_rows = tuning.min_piece.div_ceil(dim).max(1);
-    run_pieces(work, pool, threads, min_rows, &leaf);
+    let team = exec.team().filter(|_| touched >= tuning.parallel_threshold);
+    let rows = grain(
+        work.len(),
+        exec.threads(),
+        tuning.min_piece.div_ceil(dim),
+        MAX_CHUNK.div_ceil(dim),
+    );
+    run_chunks(work, team, rows, &leaf);
     Ok(())
 }
 
@@ -1042,13 +1046,10 @@ fn fill<'a, I: Id, G: Grad<f32>>(
     // consecutive lookups per thread), the first offending position reported whichever piece finds it.
     at_least(&mut s.keys, n)?;
     s.keys.truncate(n);
-    let (pool, threads) = exec.pool_and_threads();
-    let pool = pool.filter(|_| threads > 1 && n >= exec.tuning().sort_threshold);
-    let chunks = if pool.is_some() {
-        threads.min(MAX_CHUNKS)
-    } else {
-        1
-    };
+    let team = exec
+        .team()
+        .filter(|t| t.threads > 1 && n >= exec.tuning().sort_threshold);
+    let chunks = team.map_or(1, |t| t.threads.min(MAX_CHUNKS));
     let first_bad = AtomicUsize::new(n);
     let build = |piece: KeyPiece<'_, I>| {
         for (i, (key, &id)) in piece.keys.iter_mut().zip(piece.ids).enumerate() {
@@ -1066,7 +1067,7 @@ fn fill<'a, I: Id, G: Grad<f32>>(
         ids,
         keys: &mut s.keys,
     };
-    run_pieces(all, pool, chunks, 1, &build);
+    run_chunks(all, team, n.div_ceil(chunks), &build);
     let bad = first_bad.into_inner();
     if let Some(&id) = ids.get(bad) {
         return Err(LookupError::Id {
@@ -1105,8 +1106,8 @@ fn fill<'a, I: Id, G: Grad<f32>>(
         }
         (src, _) => src,
     };
-    sort_keys(pool, chunks, &mut s.keys, &mut s.spare, &mut s.counts, rows)?;
-    s.runs = find_runs(pool, chunks, &s.keys, &mut s.starts, &mut s.found)?;
+    sort_keys(team, chunks, &mut s.keys, &mut s.spare, &mut s.counts, rows)?;
+    s.runs = find_runs(team, chunks, &s.keys, &mut s.starts, &mut s.found)?;
     if let Lookups::Coalesced { .. } = lookups {
         first_duplicate(&s.keys, &s.starts[..=s.runs])?;
     }

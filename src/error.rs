@@ -83,6 +83,13 @@ pub enum Error {
     },
     /// An embedding step's table or lookups are malformed (see [`crate::embedding::LookupError`]).
     Lookup(crate::embedding::LookupError),
+    /// More threads asked for than [`crate::MAX_THREADS`]; nothing was started.
+    TooManyThreads {
+        /// Threads asked for.
+        threads: usize,
+        /// Where the count came from: `Parallelism::Threads` or `RAYON_NUM_THREADS` (for `Parallelism::Global`).
+        from: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -148,6 +155,11 @@ impl fmt::Display for Error {
                 write!(f, "invalid table shape {rows} × {dim}: {reason}")
             }
             Error::Lookup(e) => write!(f, "lookups: {e}"),
+            Error::TooManyThreads { threads, from } => write!(
+                f,
+                "{threads} threads ({from}): at most {} are allowed",
+                crate::MAX_THREADS
+            ),
         }
     }
 }

@@ -20,12 +20,13 @@
 //! # Ok::<(), adagrad::Error>(())
 //! ```
 
-use crate::parallel::{Seg, helpers};
-use crate::{AlignedBuf, Config, Error, NonFinite, Parallelism, StepOutcome, Tuning};
+use crate::parallel::{MAX_CHUNK, Seg, Split, Team, grain, helpers, run_chunks};
+use crate::{AlignedBuf, Config, Error, MAX_THREADS, NonFinite, Parallelism, StepOutcome, Tuning};
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, Kernels};
 use rayon::ThreadPool;
-use rayon::prelude::*;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// What a step runs on, resolved once from a [`Config`]: the kernel path ([`Config::isa`], else `ADAGRAD_ISA`,
 /// else the best path — AVX2 rather than AVX-512 where [`Tuning::avx512`] says so), the [`Tuning`]
@@ -61,14 +62,19 @@ impl Executor {
             (None, None) => Kernels::best(),
         }
         .with_prefetch(tuning.prefetch);
-        let (pool, threads) = match &config.parallelism {
-            Parallelism::Sequential => (None, 1),
-            Parallelism::Global => {
-                let n = rayon::current_num_threads();
-                (helpers(n), n)
-            }
-            Parallelism::Threads(n) => (helpers(*n), *n),
-            Parallelism::Pool(p) => (Some(p.clone()), p.current_num_threads()),
+        let wanted = match &config.parallelism {
+            Parallelism::Sequential => Some((1, "Parallelism::Sequential")),
+            Parallelism::Global => Some((global_threads(), "RAYON_NUM_THREADS")),
+            Parallelism::Threads(n) => Some((*n, "Parallelism::Threads")),
+            Parallelism::Pool(_) => None,
+        };
+        if let Some((threads, from)) = wanted.filter(|w| w.0 > MAX_THREADS) {
+            return Err(Error::TooManyThreads { threads, from });
+        }
+        let (pool, threads) = match (&config.parallelism, wanted) {
+            (Parallelism::Pool(p), _) => (Some(p.clone()), p.current_num_threads()),
+            (_, Some((n, _))) => (helpers(n), n),
+            (_, None) => (None, 1),
         };
         let threads = if pool.is_some() { threads } else { 1 };
         let own_pool = !matches!(config.parallelism, Parallelism::Pool(_));
@@ -91,16 +97,22 @@ impl Executor {
         &self.kernels
     }
 
-    /// The helper pool (`None`: sequential) and the threads a step uses, the caller included.
-    pub(crate) fn pool_and_threads(&self) -> (Option<&ThreadPool>, usize) {
-        (self.pool.as_deref(), self.threads)
+    /// The threads a parallel run uses (`None`: sequential).
+    pub(crate) fn team(&self) -> Option<Team<'_>> {
+        self.pool.as_deref().map(|pool| Team {
+            pool,
+            threads: self.threads,
+            linger: Duration::from_micros(self.tuning.linger as u64),
+        })
     }
 
     /// Wakes the helper threads (if any) now, so that a parallel step starting within [`LINGER`](crate::LINGER)
     /// finds them running rather than paying their wake-up (tens of microseconds): for a caller about to spend a
-    /// while preparing a step, such as reading many tensors from Python. They spin until that step starts or the
-    /// time has passed. The threads also linger this long after every parallel step. Does nothing on a
-    /// sequential executor or on a caller's own pool (`Parallelism::Pool`), whose threads may have other work.
+    /// while preparing a step, such as reading many tensors from Python. They wait (spinning a few microseconds,
+    /// then yielding their CPUs) until that step starts or the time has passed. After every parallel step they
+    /// stay for [`Tuning::linger`]. Does nothing on a sequential executor or on a caller's own pool
+    /// (`Parallelism::Pool`), whose threads may have other work. A step never waits for a helper that is not
+    /// awake: this only lets the helpers take a share sooner.
     ///
     /// ```
     /// use adagrad::{functional, Config, Executor, Parallelism};
@@ -135,11 +147,33 @@ impl Executor {
     /// The helper pool for work on `elements` elements of `T`, or `None` when it runs on the calling thread:
     /// sequential, or below the threshold (which counts f32 elements; an f64 element is about four times the
     /// work).
-    fn pool_for<T: Float>(&self, elements: usize) -> Option<&ThreadPool> {
-        self.pool.as_deref().filter(|_| {
+    fn team_for<T: Float>(&self, elements: usize) -> Option<Team<'_>> {
+        self.team().filter(|_| {
             elements.saturating_mul(Tuning::weight::<T>()) >= self.tuning.parallel_threshold
         })
     }
+
+    /// The chunk size of a parallel step of `elements` elements of `T` ([`grain`]: a few chunks per thread, at
+    /// least [`Tuning::min_piece`], at most [`MAX_CHUNK`] above that; both count f32 elements).
+    pub(crate) fn chunk<T: Float>(&self, elements: usize) -> usize {
+        let w = Tuning::weight::<T>();
+        grain(
+            elements,
+            self.threads,
+            self.tuning.min_piece.div_ceil(w),
+            MAX_CHUNK / w,
+        )
+    }
+}
+
+/// The threads of [`Parallelism::Global`]: as rayon counts them for its global pool (`RAYON_NUM_THREADS` when it
+/// is a positive integer, else the CPUs this process may run on), without starting that pool.
+fn global_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Accumulator storage a step can run on: the caller's slices or the optimizer's own buffers.
@@ -234,15 +268,9 @@ pub(crate) fn run<T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>(
         }
     }
     let seg = Seg::new(params, grads, state, out);
-    let pool = exec.pool_for::<T>(seg.len());
-    seg.run(
-        &exec.kernels,
-        &h,
-        config.precision,
-        pool,
-        exec.threads,
-        exec.tuning.min_piece.div_ceil(Tuning::weight::<T>()),
-    );
+    let team = exec.team_for::<T>(seg.len());
+    let chunk = exec.chunk::<T>(seg.len());
+    seg.run(&exec.kernels, &h, config.precision, team, chunk);
     Ok(StepOutcome::Applied)
 }
 
@@ -292,7 +320,7 @@ fn check_out<T, O, S: StateSlice<T>>(out: &[&mut [O]], state: &[S]) -> Result<()
 }
 
 /// Counts NaN and ±∞ gradient elements as the update will use them (divided by the gradient scale, in `T`), on
-/// the executor's threads for large steps.
+/// the executor's threads for large steps (in chunks, as the step itself runs).
 fn count_non_finite<T: Float, G: Grad<T>>(
     exec: &Executor,
     grads: &[&[G]],
@@ -303,14 +331,74 @@ fn count_non_finite<T: Float, G: Grad<T>>(
         None => g.iter().filter(|x| !x.widen().is_finite()).count(),
     };
     let total: usize = grads.iter().map(|g| g.len()).sum();
-    match exec.pool_for::<T>(total) {
-        Some(pool) => pool.install(|| {
-            grads
-                .par_iter()
-                .flat_map(|g| g.par_chunks(exec.tuning.min_piece.max(1)))
-                .map(count)
-                .sum()
-        }),
-        None => grads.iter().map(|g| count(g)).sum(),
+    let found = AtomicUsize::new(0);
+    let leaf = |piece: Grads<'_, G>| {
+        let n: usize = piece.slices().map(count).sum();
+        found.fetch_add(n, Ordering::Relaxed);
+    };
+    let all = Grads {
+        tensors: grads,
+        from: 0,
+        len: total,
+    };
+    run_chunks(
+        all,
+        exec.team_for::<T>(total),
+        exec.chunk::<T>(total),
+        &leaf,
+    );
+    found.into_inner()
+}
+
+/// The gradient elements of a step as one sequence, from element `from` of the first tensor on, `len` of them.
+struct Grads<'a, G> {
+    tensors: &'a [&'a [G]],
+    from: usize,
+    len: usize,
+}
+
+impl<'a, G> Grads<'a, G> {
+    /// The pieces of tensors this holds, in order.
+    fn slices(&self) -> impl Iterator<Item = &'a [G]> + use<'a, G> {
+        let mut from = self.from;
+        let mut left = self.len;
+        self.tensors.iter().map_while(move |t| {
+            if left == 0 {
+                return None;
+            }
+            let s = &t[from.min(t.len())..];
+            let s = &s[..left.min(s.len())];
+            from = 0;
+            left -= s.len();
+            Some(s)
+        })
+    }
+}
+
+impl<G: Sync> Split for Grads<'_, G> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn split(self, at: usize) -> (Self, Self) {
+        let at = at.min(self.len);
+        // The tensor that holds element `at`, and where in it.
+        let (mut i, mut off) = (0, self.from + at);
+        while i + 1 < self.tensors.len() && off >= self.tensors[i].len() {
+            off -= self.tensors[i].len();
+            i += 1;
+        }
+        (
+            Grads {
+                tensors: &self.tensors[..=i.min(self.tensors.len().saturating_sub(1))],
+                from: self.from,
+                len: at,
+            },
+            Grads {
+                tensors: &self.tensors[i..],
+                from: off,
+                len: self.len - at,
+            },
+        )
     }
 }

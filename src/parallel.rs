@@ -1,18 +1,19 @@
-//! Running one step over many tensors: split by element count, not by tensor.
+//! Running one step over many tensors: split by element count, not by tensor, and run in chunks from a shared
+//! cursor.
 //!
 //! The tensors of a step are seen as one sequence of elements. A [`Seg`] is a contiguous run of it: an optional
 //! piece of a tensor, whole tensors, and an optional piece of another. Splitting a `Seg` in two (at a point that is
 //! a multiple of [`ALIGN`] from its tensor's start, so only a tensor's last piece has a kernel tail) needs no
-//! allocation, only re-borrows. A parallel step is cut into one piece per thread: the calling thread runs the
-//! first itself, one helper task on the pool runs the rest (split further with `rayon::join`, one piece per
-//! remaining thread), and the caller spins until the helper is done instead of sleeping, so that steps of a few
-//! tens of microseconds still gain from threads. Small tensors end up batched in one piece, huge ones split.
+//! allocation, only re-borrows. A parallel step ([`run_chunks`]) is taken chunk by chunk from the front of what is
+//! left: the calling thread starts at once, the pool's helpers join when they wake, and the caller never waits for
+//! a helper that has not started — only for a chunk one is running. Small tensors end up batched in one chunk,
+//! huge ones cut into many.
 
 use crate::functional::StateSlice;
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Kernels, Precision};
 use rayon::ThreadPool;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -245,20 +246,16 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>
         }
     }
 
-    /// Runs the step on `threads` threads (the caller and `threads − 1` of `pool`'s), in pieces of at least
-    /// `min_piece` elements; on the calling thread alone when there is no pool, one thread, or one piece.
+    /// Runs the step on `team` (the calling thread alone when `None`), in chunks of about `grain` elements.
     pub(crate) fn run(
         self,
         k: &Kernels,
         h: &Hyper<T>,
         pr: Precision,
-        pool: Option<&ThreadPool>,
-        threads: usize,
-        min_piece: usize,
+        team: Option<Team<'_>>,
+        grain: usize,
     ) {
-        run_pieces(self, pool, threads, min_piece, &|piece: Self| {
-            piece.run_here(k, h, pr)
-        });
+        run_chunks(self, team, grain, &|piece: Self| piece.run_here(k, h, pr));
     }
 }
 
@@ -281,80 +278,210 @@ pub(crate) trait Split: Sized + Send {
     fn split(self, at: usize) -> (Self, Self);
 }
 
-/// Runs as `pieces` pieces of about equal length, each on `rayon::join`, each by `leaf`.
-fn run_split<S: Split, F: Fn(S) + Sync>(work: S, pieces: usize, leaf: &F) {
-    if pieces <= 1 {
-        return leaf(work);
-    }
-    let left = pieces / 2;
-    let at = (work.len() as u128 * left as u128 / pieces as u128) as usize;
-    let (l, r) = work.split(at);
-    rayon::join(
-        || run_split(l, left, leaf),
-        || run_split(r, pieces - left, leaf),
-    );
+/// The threads a parallel run may use: the caller and up to `threads − 1` of `pool`'s, and how long this crate's
+/// helpers stay awake after it ([`crate::Tuning::linger`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Team<'p> {
+    pub(crate) pool: &'p ThreadPool,
+    pub(crate) threads: usize,
+    pub(crate) linger: Duration,
 }
 
-/// Runs `work` on `threads` threads (the caller and `threads − 1` of `pool`'s) in pieces of at least `min_piece`,
-/// `leaf` on each: the caller takes the first piece and spins until the pool's are done. On the calling thread
-/// alone when there is no pool, one thread, or one piece.
-pub(crate) fn run_pieces<S: Split, F: Fn(S) + Sync>(
+/// The size of a step's chunks, in units of [`Split::len`]: about `PER_THREAD` chunks per thread, so that a
+/// helper that wakes late still finds work, never smaller than `min` (a chunk must pay for taking it) and, above
+/// that, never larger than `max` (what the caller may have to wait for, should a helper be descheduled in the
+/// middle of its last chunk).
+pub(crate) fn grain(len: usize, threads: usize, min: usize, max: usize) -> usize {
+    (len / threads.max(1).saturating_mul(PER_THREAD))
+        .min(max)
+        .max(min)
+        .max(1)
+}
+
+/// Chunks per thread a step is cut into (see [`grain`]).
+const PER_THREAD: usize = 4;
+
+/// The largest chunk of a dense step, in f32 elements (an f64 element counts as four): 65,536 elements are 1.3 MB
+/// of the step's five streams, tens of microseconds.
+pub(crate) const MAX_CHUNK: usize = 1 << 16;
+
+/// Runs `work` in chunks of about `grain` units (of [`Split::len`]), each by `leaf`, taken in order from a shared
+/// cursor: the calling thread starts at once and takes chunk after chunk; up to `threads − 1` of `pool`'s threads
+/// join whenever they wake and take the chunks still left. When none are left the caller waits only for chunks a
+/// helper is running, never for a helper that has not started (one that wakes later finds nothing to do and
+/// returns). On the calling thread alone, as one piece, when there is no pool, one thread, or one chunk.
+///
+/// Which thread runs which chunk changes no result: chunks are cut where `work` splits (for a step: aligned
+/// points), whichever thread takes them.
+pub(crate) fn run_chunks<S: Split, F: Fn(S) + Sync>(
     work: S,
-    pool: Option<&ThreadPool>,
-    threads: usize,
-    min_piece: usize,
+    team: Option<Team<'_>>,
+    grain: usize,
     leaf: &F,
 ) {
-    let pieces = threads.min(work.len() / min_piece.max(1));
-    let Some(pool) = pool.filter(|_| pieces > 1) else {
+    let grain = grain.max(1);
+    let Some(Team {
+        pool,
+        threads,
+        linger: stay,
+    }) = team.filter(|t| t.threads > 1 && work.len() > grain)
+    else {
         return leaf(work);
     };
-    let share = work.len() / pieces;
-    let (mine, rest) = work.split(share);
-    if mine.len() == 0 || rest.len() == 0 {
-        // Nothing to split at an allowed point (one short tensor).
-        leaf(mine);
-        return leaf(rest);
-    }
-    let done = AtomicBool::new(false);
+    let rest = Mutex::new(Some(work));
+    let job = || {
+        while let Some(chunk) = next(&rest, grain) {
+            leaf(chunk);
+        }
+    };
+    let meeting = Meeting::open(&job, threads - 1);
     let seen = STARTED.fetch_add(1, Ordering::AcqRel) + 1;
-    pool.in_place_scope(|scope| {
-        scope.spawn(|_| {
-            {
-                let _done = SetOnDrop(&done);
-                run_split(rest, pieces - 1, leaf);
-            }
-            // This crate's helpers stay awake a while for the next step (a detached task: the caller is not held
-            // up). A caller's own pool is left alone: its threads may have other work.
-            if OURS.with(Cell::get) {
-                rayon::spawn_broadcast(move |_| linger(seen));
-            }
-        });
-        leaf(mine);
-        wait(&done);
+    let helper = Arc::clone(&meeting);
+    pool.spawn_broadcast(move |_| {
+        helper.join();
+        // This crate's helpers may stay awake a while for the next run; a caller's own pool is left alone (its
+        // threads may have other work).
+        if OURS.with(Cell::get) {
+            linger(seen, stay);
+        }
     });
+    // Closed and waited for on every way out of this function, an unwinding `leaf` included: no helper may
+    // still run `job` once it is gone.
+    let _close = Close(&meeting);
+    job();
 }
+
+/// The next chunk of what is left: its first `grain` units (the whole rest when it is no longer, or when it
+/// cannot be cut there).
+fn next<S: Split>(rest: &Mutex<Option<S>>, grain: usize) -> Option<S> {
+    let mut rest = rest.lock().unwrap_or_else(|e| e.into_inner());
+    let work = rest.take()?;
+    if work.len() <= grain {
+        return Some(work);
+    }
+    let (chunk, more) = work.split(grain);
+    if chunk.len() == 0 {
+        return Some(more);
+    }
+    *rest = Some(more);
+    Some(chunk)
+}
+
+/// Where the threads of one parallel run meet: the job (the caller's closure, which takes chunks until none are
+/// left) and who is running it. Helpers hold it through an `Arc` and may start after the run is over; they then
+/// find it closed and never touch the job.
+struct Meeting {
+    /// The caller's job, its lifetime erased: called only while `state` says the meeting is open, and the caller
+    /// does not return (or unwind) past the job before every helper inside has left (see [`Close`]).
+    job: *const (dyn Fn() + Sync),
+    /// [`CLOSED`], plus 2 for each helper inside the job.
+    state: AtomicUsize,
+    /// Helpers that may still join (a caller's pool may have more threads than the step uses).
+    seats: AtomicUsize,
+}
+
+/// The bit of [`Meeting::state`] set when the caller has closed the meeting.
+const CLOSED: usize = 1;
+
+// SAFETY: the job pointer is only dereferenced by `Meeting::join`, between entering an open meeting and leaving
+// it, while the caller keeps the job alive (it waits in `Close::drop` until no helper is inside); the job is
+// `Sync`, so calling it from several threads at once is allowed.
+unsafe impl Send for Meeting {}
+// SAFETY: as for `Send`; every other field is an atomic or plain data.
+unsafe impl Sync for Meeting {}
+
+impl Meeting {
+    fn open<'j>(job: &'j (dyn Fn() + Sync + 'j), seats: usize) -> Arc<Meeting> {
+        let job: *const (dyn Fn() + Sync + 'j) = job;
+        // SAFETY: only the lifetime changes (the same fat pointer); `Meeting::job` says when it may be used.
+        let job = unsafe {
+            std::mem::transmute::<*const (dyn Fn() + Sync + 'j), *const (dyn Fn() + Sync)>(job)
+        };
+        Arc::new(Meeting {
+            job,
+            state: AtomicUsize::new(0),
+            seats: AtomicUsize::new(seats),
+        })
+    }
+
+    /// A helper's part: takes a seat, enters if the meeting is still open, runs the job, leaves.
+    fn join(&self) {
+        if self
+            .seats
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| s.checked_sub(1))
+            .is_err()
+        {
+            return;
+        }
+        let entered = self.state.fetch_add(2, Ordering::AcqRel);
+        let _leave = Leave(&self.state);
+        if entered & CLOSED == 0 {
+            // SAFETY: the meeting was open when this helper entered, so the caller is still inside
+            // `run_chunks` and keeps the job alive until this helper has left (`Close::drop` waits for it).
+            unsafe { (*self.job)() };
+        }
+    }
+}
+
+/// Leaves a meeting when dropped (also should the job unwind).
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(2, Ordering::AcqRel);
+    }
+}
+
+/// The caller's side: closes the meeting when dropped and waits until no helper is inside — spinning briefly (a
+/// helper's last chunk ends within microseconds of the caller's), then yielding its CPU, so that a helper that
+/// shares it (or the host's threads) can run.
+struct Close<'a>(&'a Meeting);
+
+impl Drop for Close<'_> {
+    fn drop(&mut self) {
+        let state = &self.0.state;
+        let mut inside = state.fetch_or(CLOSED, Ordering::AcqRel) >> 1;
+        let mut spins = 0u32;
+        while inside > 0 {
+            if spins < SPINS {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+            inside = state.load(Ordering::Acquire) >> 1;
+        }
+    }
+}
+
+/// Spin iterations before the waiting caller starts yielding (a few microseconds: the chunks a helper may still
+/// be running are short).
+const SPINS: u32 = 1 << 10;
 
 /// Parallel steps started so far, on any pool: a lingering helper returns as soon as this moves.
 static STARTED: AtomicU64 = AtomicU64::new(0);
 
-/// How long a helper thread stays awake after a parallel step, waiting for the next one, before it goes back to
-/// rayon (which sleeps after a few dozen yields). Waking a sleeping thread costs tens of microseconds on these
-/// VMs, paid at every step of a loop whose steps come a little further apart than rayon's own spinning lasts (a
-/// Python loop over a step). Short on purpose: whatever runs next on the machine (a training loop's forward pass
-/// on torch's threads) shares the CPUs with a lingering helper, so it spins (`pause`) for at most this long.
-/// A caller with a longer preparation ahead wakes the helpers itself ([`Executor::wake`](crate::Executor::wake)).
+/// How long [`wake`](crate::Executor::wake) keeps the helpers awake, waiting for the step that follows.
 pub const LINGER: Duration = Duration::from_micros(200);
 
-/// Spins (with `pause`, never holding a lock) until another parallel step starts or `LINGER` has passed.
-fn linger(seen: u64) {
-    let until = Instant::now() + LINGER;
+/// Stays awake until another parallel run starts or `time` has passed: spinning (`pause`) for the first few
+/// microseconds, yielding the CPU after that, so that the host's threads (a training loop's next forward pass)
+/// run first whenever they want this CPU.
+fn linger(seen: u64, time: Duration) {
+    if time.is_zero() {
+        return;
+    }
+    let until = Instant::now() + time;
     let mut spins = 0u32;
     while STARTED.load(Ordering::Acquire) == seen {
-        std::hint::spin_loop();
-        spins = spins.wrapping_add(1);
-        if spins.is_multiple_of(256) && Instant::now() >= until {
-            return;
+        if spins < SPINS {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+            if Instant::now() >= until {
+                return;
+            }
         }
     }
 }
@@ -368,36 +495,8 @@ thread_local! {
 /// paying their wake-up: for a caller about to spend a while preparing a step (reading many tensors).
 pub(crate) fn wake(pool: &ThreadPool) {
     let seen = STARTED.load(Ordering::Acquire);
-    pool.spawn_broadcast(move |_| linger(seen));
+    pool.spawn_broadcast(move |_| linger(seen, LINGER));
 }
-
-/// Sets the flag when dropped: on completion and, should the task unwind, then too, so the caller never waits
-/// forever.
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-/// Waits for the helper: spinning first (a step's pieces finish within microseconds of each other, and a sleeping
-/// caller would pay a wake-up on every step), yielding the CPU after that.
-fn wait(done: &AtomicBool) {
-    let mut spins = 0u32;
-    while !done.load(Ordering::Acquire) {
-        if spins < SPINS {
-            std::hint::spin_loop();
-            spins += 1;
-        } else {
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// Spin iterations before the caller starts yielding (tens of microseconds to a few milliseconds, depending on
-/// the CPU's pause latency).
-const SPINS: u32 = 1 << 15;
 
 /// The helper pool for `threads` threads in all (`threads − 1` workers; the caller is the last), built once per
 /// count and shared. `None` for one thread or fewer, or if the threads cannot be started (the step then runs
@@ -482,13 +581,23 @@ mod tests {
         }
     }
 
-    /// Where each piece of a step ran: (elements, rayon worker index or `None` for the calling thread), in
-    /// the order they were recorded.
-    fn pieces(lens: &[usize], threads: usize, min_piece: usize) -> Vec<(usize, Option<usize>)> {
+    /// A team of `threads` on `pool`, with no lingering.
+    fn team(pool: &ThreadPool, threads: usize) -> Option<Team<'_>> {
+        Some(Team {
+            pool,
+            threads,
+            linger: Duration::ZERO,
+        })
+    }
+
+    /// Where each chunk of a step ran: (elements, rayon worker index or `None` for the calling thread), in the
+    /// order they were taken.
+    fn chunks(lens: &[usize], threads: usize, grain: usize) -> Vec<(usize, Option<usize>)> {
         let pool = helpers(threads);
         let seen = Mutex::new(Vec::new());
         with_seg(lens, |seg| {
-            run_pieces(seg, pool.as_deref(), threads, min_piece, &|piece| {
+            let team = pool.as_deref().and_then(|p| team(p, threads));
+            run_chunks(seg, team, grain, &|piece| {
                 let me = rayon::current_thread_index();
                 seen.lock().unwrap().push((piece.len(), me));
             })
@@ -496,41 +605,111 @@ mod tests {
         seen.into_inner().unwrap()
     }
 
-    /// A step is cut into one piece per thread, as even as alignment allows; the caller runs exactly one of
-    /// them and the pool's workers the rest.
+    /// A step is cut into chunks of `grain` elements (moved down to aligned points), taken from the front: every
+    /// element exactly once, every chunk but the last as long as alignment allows, the caller among the takers.
     #[test]
-    fn pieces_are_balanced_one_per_thread() {
-        for (lens, threads) in [
-            (vec![9000usize], 2),
-            (vec![1000, 3000, 5000], 3),
-            (vec![70_000], 4),
-            (vec![10, 20_000, 7, 30_000, 64], 5),
+    fn chunks_cover_the_step_in_grain_sized_pieces() {
+        for (lens, threads, grain) in [
+            (vec![9000usize], 2, 1024),
+            (vec![1000, 3000, 5000], 3, 640),
+            (vec![70_000], 4, 8192),
+            (vec![10, 20_000, 7, 30_000, 64], 5, 4096),
         ] {
             let total: usize = lens.iter().sum();
-            let got = pieces(&lens, threads, 64);
-            assert_eq!(got.len(), threads, "{lens:?} on {threads}");
-            assert_eq!(got.iter().map(|p| p.0).sum::<usize>(), total);
-            let even = total / threads;
-            for &(len, _) in &got {
-                // Each nested split moves its point down by less than ALIGN.
-                assert!(
-                    len.abs_diff(even) < ALIGN * threads,
-                    "{lens:?}/{threads}: piece {len}, even {even}"
-                );
+            let got = chunks(&lens, threads, grain);
+            assert_eq!(got.iter().map(|p| p.0).sum::<usize>(), total, "{lens:?}");
+            assert!(got.len() >= total / grain, "{lens:?}: {got:?}");
+            for &(len, _) in &got[..got.len() - 1] {
+                // A chunk ends at its grain, moved down to an aligned point, or at a tensor's end short of it.
+                assert!(len <= grain && len > 0, "{lens:?}/{grain}: chunk {len}");
             }
-            assert_eq!(got.iter().filter(|p| p.1.is_none()).count(), 1, "{got:?}");
+            assert!(got.iter().any(|p| p.1.is_none()), "{got:?}");
         }
     }
 
-    /// A step too small to split at an aligned point runs whole on the calling thread, as does one below
-    /// `threads × min_piece`.
+    /// The grain: a few chunks per thread, at least `min`, at most `max` unless `min` is larger.
+    #[test]
+    fn grain_is_a_few_chunks_per_thread_within_bounds() {
+        assert_eq!(grain(1 << 18, 2, 1024, 1 << 16), (1 << 18) / 8);
+        assert_eq!(grain(1 << 24, 2, 1024, 1 << 16), 1 << 16);
+        assert_eq!(grain(10_000, 2, 8192, 1 << 16), 8192);
+        assert_eq!(grain(10_000, 2, 1 << 17, 1 << 16), 1 << 17);
+        assert_eq!(grain(100, 8, 0, 0), 1);
+        assert_eq!(grain(100, 0, 1, 1000), 25);
+    }
+
+    /// A step too small to cut at an aligned point runs whole on the calling thread, as does one of at most one
+    /// chunk, or one without a pool.
     #[test]
     fn unsplittable_steps_stay_on_the_caller() {
-        let got = pieces(&[100], 2, 1);
+        let got = chunks(&[100], 2, 1);
         assert!(got.iter().all(|p| p.1.is_none()), "{got:?}");
         assert_eq!(got.iter().map(|p| p.0).sum::<usize>(), 100);
-        let got = pieces(&[1000], 4, 512);
-        assert_eq!(got, vec![(1000, None)]);
+        assert_eq!(chunks(&[1000], 4, 1000), vec![(1000, None)]);
+        assert_eq!(chunks(&[5000], 1, 64), vec![(5000, None)]);
+    }
+
+    /// The caller never waits for a helper that has not started: with the pool's only thread held by other
+    /// work, the step runs to its end on the calling thread, chunk by chunk. (A step cut statically, one piece
+    /// per thread, waits here until that work ends.)
+    #[test]
+    fn a_busy_pool_does_not_hold_up_the_caller() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        pool.spawn(move || {
+            started.send(()).unwrap();
+            // Held until the step below is over, or for a minute if it never ends.
+            let _ = held.recv_timeout(Duration::from_secs(60));
+        });
+        running.recv().unwrap();
+        let t0 = Instant::now();
+        let seen = Mutex::new(Vec::new());
+        with_seg(&[50_000], |seg| {
+            run_chunks(seg, team(&pool, 2), 4096, &|piece| {
+                seen.lock()
+                    .unwrap()
+                    .push((piece.len(), rayon::current_thread_index()));
+            })
+        });
+        let took = t0.elapsed();
+        release.send(()).unwrap();
+        let seen = seen.into_inner().unwrap();
+        assert!(took < Duration::from_secs(30), "the step waited {took:?}");
+        assert_eq!(seen.iter().map(|p| p.0).sum::<usize>(), 50_000);
+        assert!(
+            seen.len() >= 12 && seen.iter().all(|p| p.1.is_none()),
+            "{seen:?}"
+        );
+    }
+
+    /// Helpers join when they can and never more than `threads − 1` of them, whatever the pool's size: with slow
+    /// chunks on a pool of 6 and a team of 3, at most 3 threads take chunks, and (the helpers being free) more
+    /// than the caller alone.
+    #[test]
+    fn at_most_threads_minus_one_helpers_join() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(6)
+            .build()
+            .unwrap();
+        let seen = Mutex::new(Vec::new());
+        with_seg(&[64 * 200], |seg| {
+            run_chunks(seg, team(&pool, 3), 64, &|piece| {
+                std::thread::sleep(Duration::from_millis(2));
+                seen.lock()
+                    .unwrap()
+                    .push((piece.len(), rayon::current_thread_index()));
+            })
+        });
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.iter().map(|p| p.0).sum::<usize>(), 64 * 200);
+        let mut takers: Vec<Option<usize>> = seen.iter().map(|p| p.1).collect();
+        takers.sort();
+        takers.dedup();
+        assert!((2..=3).contains(&takers.len()), "{takers:?}");
     }
 
     /// The crate's pool for n threads has n − 1 workers (the caller is the n-th); none for one thread.

@@ -5,7 +5,8 @@
 //! 1. the table below, keyed on the CPU's vendor and family ([`Tuning::for_cpu`]), each entry backed by a
 //!    measurement (`docs/results/`, and `cargo run --release --example calibrate` to repeat it);
 //! 2. then `ADAGRAD_TUNE` (for example `ADAGRAD_TUNE=prefetch=0,threshold=65536,piece=16384`) overrides any of
-//!    them for every optimizer built afterwards (keys `prefetch`, `threshold`, `piece`, `avx512`);
+//!    them for every optimizer built afterwards (keys `prefetch`, `threshold`, `piece`, `avx512`, `rows_ahead`,
+//!    `lookups_ahead`, `sort`, `linger`);
 //! 3. an explicit [`crate::Config::tuning`] replaces both.
 //!
 //! [`crate::Adagrad::tuning`] says what an optimizer uses.
@@ -40,6 +41,10 @@ pub struct Tuning {
     /// Embedding steps: from how many lookups the coalescing sort runs on the step's threads (below, on the
     /// calling thread: its passes are too short to pay for waking the helpers).
     pub sort_threshold: usize,
+    /// Microseconds a helper thread of this crate's pools stays awake after a parallel step, waiting for the next
+    /// one (spinning for a few microseconds, then yielding its CPU to any thread that wants it); 0: it goes back
+    /// to rayon's pool at once (which sleeps after a few dozen yields). At most [`Tuning::MAX_LINGER`].
+    pub linger: usize,
     /// Where these values come from.
     pub source: TuningSource,
 }
@@ -69,7 +74,7 @@ impl fmt::Display for Tuning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "prefetch={},threshold={},piece={},avx512={},rows_ahead={},lookups_ahead={},sort={} ({})",
+            "prefetch={},threshold={},piece={},avx512={},rows_ahead={},lookups_ahead={},sort={},linger={} ({})",
             self.prefetch,
             self.parallel_threshold,
             self.min_piece,
@@ -77,13 +82,17 @@ impl fmt::Display for Tuning {
             self.rows_ahead,
             self.lookups_ahead,
             self.sort_threshold,
+            self.linger,
             self.source
         )
     }
 }
 
 /// The keys of `ADAGRAD_TUNE`.
-const KEYS: &str = "prefetch, threshold, piece, avx512, rows_ahead, lookups_ahead, sort";
+const KEYS: &str = "prefetch, threshold, piece, avx512, rows_ahead, lookups_ahead, sort, linger";
+
+/// [`Tuning::linger`] of every table entry, in microseconds.
+const LINGER_US: usize = 200;
 
 /// The conservative [`Tuning::parallel_threshold`] of the table entries without thread measurements: below
 /// 65,536 elements a step runs on the calling thread (see [`Tuning::for_cpu`]).
@@ -153,6 +162,7 @@ impl Tuning {
             rows_ahead,
             lookups_ahead,
             sort_threshold: sort,
+            linger: LINGER_US,
             source: TuningSource::Table(name),
         }
     }
@@ -183,9 +193,12 @@ impl Tuning {
     /// The largest [`Tuning::rows_ahead`] and [`Tuning::lookups_ahead`].
     pub const MAX_AHEAD: usize = 4096;
 
+    /// The largest [`Tuning::linger`]: 100 ms.
+    pub const MAX_LINGER: usize = 100_000;
+
     /// These values with overrides in `ADAGRAD_TUNE`'s syntax: comma-separated `key=value` pairs, keys
     /// `prefetch` (bytes, 0 = none), `threshold` and `piece` (elements), `avx512` (0 or 1), `rows_ahead` and
-    /// `lookups_ahead` (0 = none), `sort` (lookups), values decimal integers.
+    /// `lookups_ahead` (0 = none), `sort` (lookups), `linger` (microseconds), values decimal integers.
     ///
     /// ```
     /// use adagrad::{Cpu, Tuning};
@@ -215,6 +228,7 @@ impl Tuning {
                 "rows_ahead" => self.rows_ahead = n,
                 "lookups_ahead" => self.lookups_ahead = n,
                 "sort" => self.sort_threshold = n,
+                "linger" => self.linger = n,
                 "avx512" => {
                     return Err(Error::InvalidTune(format!("avx512={n}: 0 or 1")));
                 }
@@ -245,15 +259,13 @@ impl Tuning {
         if self.min_piece == 0 {
             return Err(Error::InvalidTune("piece=0: at least 1 element".into()));
         }
-        for (key, n) in [
-            ("rows_ahead", self.rows_ahead),
-            ("lookups_ahead", self.lookups_ahead),
+        for (key, n, max) in [
+            ("rows_ahead", self.rows_ahead, Tuning::MAX_AHEAD),
+            ("lookups_ahead", self.lookups_ahead, Tuning::MAX_AHEAD),
+            ("linger", self.linger, Tuning::MAX_LINGER),
         ] {
-            if n > Tuning::MAX_AHEAD {
-                return Err(Error::InvalidTune(format!(
-                    "{key}={n}: at most {}",
-                    Tuning::MAX_AHEAD
-                )));
+            if n > max {
+                return Err(Error::InvalidTune(format!("{key}={n}: at most {max}")));
             }
         }
         Ok(())
@@ -327,7 +339,7 @@ mod tests {
         assert_eq!(t.source, TuningSource::Env("intel"));
         assert_eq!(
             t.to_string(),
-            "prefetch=0,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8,sort=131072 (table entry \"intel\" with ADAGRAD_TUNE)"
+            "prefetch=0,threshold=16384,piece=8192,avx512=0,rows_ahead=8,lookups_ahead=8,sort=131072,linger=200 (table entry \"intel\" with ADAGRAD_TUNE)"
         );
         // The displayed settings parse back to the same values.
         let spec = t.to_string();

@@ -342,6 +342,15 @@ fn unreadable_environment_variables_are_errors() {
         ok.contains("tuning: prefetch=128,threshold=7,") && ok.contains("with ADAGRAD_TUNE"),
         "{ok}"
     );
+    // An absurd RAYON_NUM_THREADS (the default `Parallelism::Global` follows it) is refused, nothing started.
+    let absurd = run("RAYON_NUM_THREADS", "1000000000".as_ref());
+    assert!(
+        absurd.contains("error: 1000000000 threads (RAYON_NUM_THREADS): at most 1024"),
+        "{absurd}"
+    );
+    assert!(absurd.contains("threads running: 2"), "{absurd}");
+    let ok = run("RAYON_NUM_THREADS", "3".as_ref());
+    assert!(ok.contains("threads: 3"), "{ok}");
     // Set but blank: the table entry, unmodified (not "with ADAGRAD_TUNE").
     let blank = run("ADAGRAD_TUNE", " \t ".as_ref());
     assert!(
@@ -357,7 +366,48 @@ fn env_child() {
         return;
     }
     match Adagrad::<f32>::new(Config::default(), &[3]) {
-        Ok(opt) => println!("tuning: {}", opt.tuning()),
+        Ok(opt) => println!("tuning: {}, threads: {}", opt.tuning(), opt.threads()),
         Err(e) => println!("error: {e}"),
     }
+    println!("threads running: {}", threads_running());
+}
+
+/// Threads of this process (Linux's `/proc/self/status`; 0 elsewhere).
+fn threads_running() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Thread counts above `MAX_THREADS` are refused before any thread starts, for the dense optimizer, the
+/// functional executor and the embedding optimizer; `MAX_THREADS` itself is the bound.
+#[test]
+fn absurd_thread_counts_are_refused_before_anything_starts() {
+    use adagrad::embedding::{EmbeddingAdagrad, TableOptions};
+    use adagrad::{Error, Executor, MAX_THREADS, Parallelism};
+    for n in [MAX_THREADS + 1, 1 << 20, 1_000_000_000, usize::MAX] {
+        let config = Config::default().parallelism(Parallelism::Threads(n));
+        let refused = |r: Result<(), Error>| {
+            assert!(
+                matches!(r, Err(Error::TooManyThreads { threads, from: "Parallelism::Threads" }) if threads == n),
+                "{n}: {r:?}"
+            )
+        };
+        refused(Adagrad::<f32>::new(config.clone(), &[3]).map(drop));
+        refused(Executor::new(&config).map(drop));
+        refused(
+            EmbeddingAdagrad::<f32>::new(config.clone(), 4, 2, TableOptions::default()).map(drop),
+        );
+        let msg = Executor::new(&config).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!("{n} threads (Parallelism::Threads): at most 1024 are allowed")
+        );
+    }
+    assert_eq!(MAX_THREADS, 1024);
 }
