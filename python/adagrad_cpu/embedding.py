@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from adagrad_cpu._host import host_threads
 from adagrad_cpu._native import Embedding
 
 __all__ = ["EmbeddingAdagrad"]
@@ -55,7 +56,7 @@ class EmbeddingAdagrad:
             accumulator=accumulator,
             decay=decay,
             stochastic_seed=stochastic_seed,
-            threads=threads,
+            threads=host_threads(threads),
             isa=isa,
             eps_placement=eps_placement,
             table_dtype=table_dtype,

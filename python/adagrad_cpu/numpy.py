@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
+from ._host import aligned_array, host_threads
 from ._native import AdagradError
 
 __all__ = ["Adagrad", "AdagradError", "step"]
@@ -21,7 +22,9 @@ _DEFAULT_ENGINES: dict[tuple[Any, ...], _native.Engine] = {}
 
 
 def _engine(threads: int | None, isa: str | None, precision: str, eps_placement: str) -> _native.Engine:
-    """One engine per setting, shared (it holds no state: the kernel path, tuning and threads)."""
+    """One engine per setting, shared (it holds no state: the kernel path, tuning and threads); ``threads=None``
+    follows ``torch.get_num_threads()`` when PyTorch is loaded."""
+    threads = host_threads(threads)
     key = (threads, isa, precision, eps_placement)
     engine = _DEFAULT_ENGINES.get(key)
     if engine is None:
@@ -115,13 +118,20 @@ class Adagrad:
             if name != "maximize" and not 0.0 <= value < float("inf"):
                 raise AdagradError(f"invalid {name}: {value}")
         self._engine = _engine(threads, isa, precision, eps_placement)
-        self.sums = [np.full_like(p, initial_accumulator_value, order="C") for p in self.params]
+        self.sums = [aligned_array(p.shape, p.dtype) for p in self.params]
+        for s in self.sums:
+            s.fill(initial_accumulator_value)
         self.t = 0
 
     @property
     def isa(self) -> str:
         """The kernel path the step runs."""
         return self._engine.isa
+
+    @property
+    def threads(self) -> int:
+        """Threads a large step uses, the caller included."""
+        return self._engine.threads
 
     def step(self, grads: Sequence[np.ndarray], grad_scale: float | None = None) -> None:
         """One step with one gradient array per parameter; on ``AdagradError`` nothing changed, the count too."""

@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
 from . import _native
+from ._host import aligned_array
 from ._native import AdagradError
 
 __all__ = ["Adagrad", "AdagradError"]
@@ -26,6 +27,21 @@ __all__ = ["Adagrad", "AdagradError"]
 _FLOAT = (torch.float32, torch.float64)
 _HALF = (torch.bfloat16, torch.float16)
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _engine(settings: dict[str, Any]) -> tuple[_native.Engine, int | None]:
+    """The native engine for the optimizer's settings, and the thread count it was built for: ``threads``, or
+    ``torch.get_num_threads()`` now when ``threads`` is ``None``."""
+    threads = settings["threads"]
+    if threads is None:
+        threads = torch.get_num_threads()
+    engine = _native.Engine(
+        threads=threads,
+        isa=settings["isa"],
+        precision=settings["precision"],
+        eps_placement=settings["eps_placement"],
+    )
+    return engine, threads
 
 
 def _hooked(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -186,7 +202,8 @@ class Adagrad(Optimizer):
             ``fused=True``, ``foreach=None``), and ``differentiable=True`` is refused.
         eps_placement: ``"outside"`` (√G + ε, PyTorch's) or ``"inside"`` (√(G + ε), Optax/Keras 3).
         precision: ``"exact"`` (bit-identical to PyTorch) or ``"fast"`` (the crate's bounded approximation).
-        threads: threads a large step uses, the caller included (``None``: one per CPU).
+        threads: threads a large step uses, the caller included (``None``: as many as ``torch.get_num_threads()``
+            says at each step, so that ``torch.set_num_threads`` sets ours too). At most 1024.
         master_weights: keep a float32 master copy (and float32 state) for bfloat16/float16 parameters, writing
             the 16-bit parameter in the same pass. Without it, 16-bit parameters are refused.
         isa: a kernel path by name (``None``: ``ADAGRAD_ISA``, else the best this CPU has).
@@ -237,7 +254,7 @@ class Adagrad(Optimizer):
             "eps_placement": eps_placement,
             "master_weights": bool(master_weights),
         }
-        self._engine = _native.Engine(threads=threads, isa=isa, precision=precision, eps_placement=eps_placement)
+        self._engine, self._engine_threads = _engine(self._settings)
         self._master_weights = bool(master_weights)
         self._cache = _native.TensorCache()
         self._snaps: list[_Snapshot] | None = None
@@ -291,7 +308,7 @@ class Adagrad(Optimizer):
         shape = tuple(like.shape)
         if tuple(t.shape) != shape:
             raise AdagradError(f"state '{what}' has shape {tuple(t.shape)}; its parameter {shape}")
-        array = np.empty(shape, dtype=_NUMPY[dtype])
+        array = aligned_array(shape, _NUMPY[dtype])
         owned = torch.from_numpy(array)
         owned.copy_(t)
         return owned, array
@@ -445,12 +462,7 @@ class Adagrad(Optimizer):
         settings = state.pop("_adagrad_cpu_settings", None)
         if settings is not None:
             self._settings = settings
-            self._engine = _native.Engine(
-                threads=settings["threads"],
-                isa=settings["isa"],
-                precision=settings["precision"],
-                eps_placement=settings["eps_placement"],
-            )
+            self._engine, self._engine_threads = _engine(settings)
             self._master_weights = settings["master_weights"]
             self._cache = _native.TensorCache()
             self._backing = {}
@@ -499,6 +511,10 @@ class Adagrad(Optimizer):
             if len(grads) != total:
                 raise AdagradError(f"grads has {len(grads)} entries; the optimizer has {total} parameters")
             flat_grads = [grads[i] for s in snaps for i in s.index]
+        if self._settings["threads"] is None and torch.get_num_threads() != self._engine_threads:
+            # Following torch's thread setting, which changed since the last step.
+            self._engine, self._engine_threads = _engine(self._settings)
+            self._cache.clear()
         # The native step also bumps the autograd version counters of the parameters it updates, as torch's default
         # (for-each) step does, so that a graph that saved one of them fails in backward.
         self._engine.torch_step(

@@ -9,7 +9,11 @@ mod numpy;
 mod torch;
 
 use adagrad::embedding::{Accumulator, Lookups, TableOptions};
-use adagrad::{Config, EpsPlacement, Executor, Float, Isa, Parallelism, Precision, Tuning};
+use ::numpy::ndarray::ArrayViewMut1;
+use ::numpy::PyArray1;
+use adagrad::{
+    AlignedBuf, Config, EpsPlacement, Executor, Float, Isa, Parallelism, Precision, Tuning,
+};
 use mem::{Dtype, Mem, Place, Role};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -479,6 +483,30 @@ fn unchanged(
     Ok(true)
 }
 
+/// Memory the state arrays live in: the crate's [`AlignedBuf`] (64-byte aligned; from 2 MiB on, 2 MiB aligned and
+/// advised for transparent huge pages), owned by the numpy array that views it (its base object).
+#[pyclass(frozen)]
+struct Block {
+    /// Held, never read: the array reads and writes the memory.
+    _memory: AlignedBuf<u8>,
+}
+
+/// `nbytes` zero bytes of aligned memory (see [`Block`]) as a writable one-dimensional uint8 numpy array, for
+/// the Python layer's state (`sum`, master copies): no vector load or store of the step then straddles two cache
+/// lines at a tensor's start, which numpy's own allocations (16 bytes past a 64-byte boundary when large) do.
+#[pyfunction]
+fn aligned_zeros(py: Python<'_>, nbytes: usize) -> PyResult<Bound<'_, PyArray1<u8>>> {
+    let mut buf = AlignedBuf::<u8>::filled(nbytes, 0).map_err(crate_error)?;
+    let ptr = buf.as_mut_slice().as_mut_ptr();
+    let block = Bound::new(py, Block { _memory: buf })?;
+    // SAFETY: `ptr` points at the block's `nbytes` bytes, which stay where they are (moving an `AlignedBuf` does
+    // not move its memory) and are neither read nor written through Rust references while the block lives.
+    let view = unsafe { ArrayViewMut1::from_shape_ptr(nbytes, ptr) };
+    // SAFETY: the array's base object is the block, which owns the viewed memory and outlives every array
+    // (numpy keeps its base alive); nothing else frees it.
+    Ok(unsafe { PyArray1::borrow_from_array(&view, block.into_any()) })
+}
+
 /// The kernel paths this CPU can run, best first.
 #[pyfunction]
 fn available_isas() -> Vec<&'static str> {
@@ -498,6 +526,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_class::<torch::TensorCache>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
+    m.add_function(wrap_pyfunction!(aligned_zeros, m)?)?;
     m.add_function(wrap_pyfunction!(unchanged, m)?)?;
     m.add_function(wrap_pyfunction!(rust_step_seconds, m)?)?;
     m.add("AdagradError", m.py().get_type::<AdagradError>())?;

@@ -1,0 +1,32 @@
+"""What the package takes from the process it runs in: aligned memory for the state it keeps (``sum``, master
+copies), and the thread count the host (PyTorch) has set."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _native
+
+
+def aligned_array(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
+    """A zero-filled C-contiguous array of ``shape`` and ``dtype`` in memory the native module allocates: 64-byte
+    aligned (numpy's own large arrays start 16 bytes past a cache line, so every AVX-512 load and store of the step
+    straddles two), and from 2 MiB on 2 MiB aligned and advised for transparent huge pages. The array owns it."""
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    return _native.aligned_zeros(nbytes).view(dt).reshape(shape)
+
+
+def host_threads(threads: int | None) -> int | None:
+    """The threads a step uses when the caller gave ``threads``: that; else, when PyTorch is loaded in this process,
+    ``torch.get_num_threads()`` (a user who limits torch's threads limits ours); else ``None`` (one per CPU)."""
+    if threads is not None:
+        return threads
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return int(torch.get_num_threads())

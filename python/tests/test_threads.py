@@ -1,0 +1,128 @@
+"""Threads and memory as a guest in PyTorch's process: the thread count follows ``torch.get_num_threads()`` by
+default, absurd counts are refused before anything starts, the state lives in aligned memory, and the bits do
+not depend on the threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import adagrad_cpu
+import adagrad_cpu.numpy as an
+import adagrad_cpu.torch as at
+from adagrad_cpu._host import aligned_array
+from adagrad_cpu.embedding import EmbeddingAdagrad
+
+
+@pytest.fixture
+def torch_threads() -> object:
+    """Restores torch's thread setting after the test."""
+    before = torch.get_num_threads()
+    yield None
+    torch.set_num_threads(before)
+
+
+def test_the_torch_drop_in_follows_torchs_thread_setting(torch_threads: object) -> None:
+    """``threads=None`` uses as many threads as torch does, at every step: ``torch.set_num_threads`` sets ours."""
+    p = torch.zeros(1000, requires_grad=True)
+    torch.set_num_threads(1)
+    opt = at.Adagrad([p])
+    assert opt.threads == 1
+    torch.set_num_threads(3)
+    p.grad = torch.full_like(p, 0.5)
+    opt.step()
+    assert opt.threads == 3
+    torch.set_num_threads(2)
+    opt.step()
+    assert opt.threads == 2
+    # An explicit count stays what it is.
+    fixed = at.Adagrad([torch.zeros(3, requires_grad=True)], threads=1)
+    torch.set_num_threads(3)
+    assert fixed.threads == 1
+
+
+def test_the_numpy_and_embedding_layers_follow_torch_when_it_is_loaded(torch_threads: object) -> None:
+    """With torch loaded (as in this process) the numpy and embedding optimizers take its thread count too."""
+    torch.set_num_threads(3)
+    assert an.Adagrad([np.zeros(4, np.float32)]).threads == 3
+    assert EmbeddingAdagrad(10, 4).threads == 3
+    torch.set_num_threads(1)
+    assert an.Adagrad([np.zeros(4, np.float32)]).threads == 1
+    assert EmbeddingAdagrad(10, 4, threads=2).threads == 2
+
+
+@pytest.mark.parametrize("threads", [1025, 1 << 20, 10**9])
+def test_absurd_thread_counts_are_refused_before_anything_starts(threads: int) -> None:
+    """A count above 1024 is an AdagradError from every layer, and no thread was started for it."""
+    before = threading.active_count(), _os_threads()
+    with pytest.raises(adagrad_cpu.AdagradError, match="at most 1024"):
+        at.Adagrad([torch.zeros(3, requires_grad=True)], threads=threads)
+    with pytest.raises(adagrad_cpu.AdagradError, match="at most 1024"):
+        an.Adagrad([np.zeros(3, np.float32)], threads=threads)
+    with pytest.raises(adagrad_cpu.AdagradError, match="at most 1024"):
+        EmbeddingAdagrad(10, 4, threads=threads)
+    with pytest.raises(adagrad_cpu.AdagradError, match="at most 1024"):
+        adagrad_cpu.Engine(threads=threads)
+    assert (threading.active_count(), _os_threads()) == before
+
+
+def _os_threads() -> int:
+    """This process's threads, as Linux counts them."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+@pytest.mark.parametrize("shape", [(3,), (1000, 17), (2 << 20,), ()])
+def test_state_lives_in_aligned_memory(shape: tuple[int, ...]) -> None:
+    """``sum`` (and a master copy) start on a cache line, and from 2 MiB on a 2 MiB boundary, in the torch and numpy
+    layers; the memory stays valid while the tensor lives, whatever happens to the array that owned it."""
+    p = torch.zeros(shape, requires_grad=True)
+    opt = at.Adagrad([p], threads=1)
+    p.grad = torch.full_like(p, 0.5)
+    opt.step()
+    s = opt.state[p]["sum"]
+    align = 2 << 20 if s.numel() * 4 >= 2 << 20 else 64
+    assert s.data_ptr() % align == 0, hex(s.data_ptr())
+    assert torch.all(s == 0.25)
+    h = torch.zeros(shape, dtype=torch.bfloat16, requires_grad=True)
+    half = at.Adagrad([h], threads=1, master_weights=True)
+    h.grad = torch.full_like(h, 0.5)
+    half.step()
+    assert half.state[h]["master"].data_ptr() % 64 == 0
+    sums = an.Adagrad([np.zeros(shape, np.float64)], initial_accumulator_value=0.5).sums
+    assert sums[0].ctypes.data % 64 == 0 and sums[0].shape == shape and np.all(sums[0] == 0.5)
+
+
+def test_aligned_arrays_are_zeroed_writable_and_owned() -> None:
+    """The helper's arrays: zero-filled, writable, C-contiguous, of the dtype and shape asked; the memory outlives
+    every view taken of it."""
+    a = aligned_array((5, 7), np.float32)
+    assert a.dtype == np.float32 and a.shape == (5, 7) and a.flags.c_contiguous and a.flags.writeable
+    assert not a.any() and a.ctypes.data % 64 == 0
+    t = torch.from_numpy(a)
+    del a
+    t += 1
+    assert float(t.sum()) == 35.0
+    assert aligned_array((0,), np.float64).size == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_bits_do_not_depend_on_the_threads(threads: int) -> None:
+    """Every thread count gives torch's fused bits, over several tensors and steps."""
+    torch.manual_seed(0)
+    shapes = [(300_000,), (70_001,), (5,), (1024, 65)]
+    ours = [torch.randn(s, requires_grad=True) for s in shapes]
+    ref = [p.detach().clone().requires_grad_() for p in ours]
+    o = at.Adagrad(ours, lr=0.1, weight_decay=0.01, threads=threads)
+    r = torch.optim.Adagrad(ref, lr=0.1, weight_decay=0.01, fused=True)
+    for _ in range(4):
+        for a, b in zip(ours, ref):
+            g = torch.randn(a.shape)
+            a.grad, b.grad = g.clone(), g.clone()
+        o.step()
+        r.step()
+    for a, b in zip(ours, ref):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
