@@ -48,6 +48,26 @@ pub enum Parallelism {
     /// (one stays free, as the caller takes its share). Prefer [`Parallelism::Threads`] unless the pool is shared
     /// with other work.
     Pool(Arc<rayon::ThreadPool>),
+    /// A thread team the host program already runs, which steps borrow (see [`HostTeam`]): the Python package
+    /// passes the OpenMP team PyTorch has loaded, so a step runs on threads that are awake right after torch's own
+    /// parallel work and `torch.set_num_threads` sets its threads. Its [`HostTeam::threads`] count is bounded by
+    /// [`MAX_THREADS`] like any other.
+    Host(Arc<dyn HostTeam>),
+}
+
+/// A thread team of the host program that can run one closure on several of its threads at once, as an OpenMP
+/// `parallel` region does: the crate's chunked steps ([`Parallelism::Host`]) hand it a closure that takes chunks
+/// from a shared cursor until none are left, so any number of its threads (even only the caller) completes the
+/// step, and the bits never depend on which thread took which chunk.
+pub trait HostTeam: Send + Sync {
+    /// Calls `job` on up to `threads` threads of the team, the calling thread among them, and returns when every
+    /// call has returned. Whatever `job` leaves undone (a team that runs fewer threads, or none) the crate runs on
+    /// the calling thread afterwards.
+    fn run(&self, threads: usize, job: &(dyn Fn() + Sync));
+    /// How many threads a step uses on this team, the caller included.
+    fn threads(&self) -> usize;
+    /// A name for messages and `Debug` (e.g. "openmp").
+    fn name(&self) -> &str;
 }
 
 impl fmt::Debug for Parallelism {
@@ -57,6 +77,7 @@ impl fmt::Debug for Parallelism {
             Parallelism::Global => f.write_str("Global"),
             Parallelism::Threads(n) => write!(f, "Threads({n})"),
             Parallelism::Pool(p) => write!(f, "Pool({} threads)", p.current_num_threads()),
+            Parallelism::Host(h) => write!(f, "Host({}, {} threads)", h.name(), h.threads()),
         }
     }
 }

@@ -20,11 +20,9 @@
 //! # Ok::<(), adagrad::Error>(())
 //! ```
 
-use crate::parallel::{MAX_CHUNK, Seg, Split, Team, grain, helpers, run_chunks};
+use crate::parallel::{Crew, CrewRef, MAX_CHUNK, Seg, Split, Team, grain, helpers, run_chunks};
 use crate::{AlignedBuf, Config, Error, MAX_THREADS, NonFinite, Parallelism, StepOutcome, Tuning};
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, Kernels};
-use rayon::ThreadPool;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -37,7 +35,7 @@ pub struct Executor {
     kernels: Kernels,
     tuning: Tuning,
     /// Helper threads (`None`: sequential) and the number of threads a step uses, the caller included.
-    pool: Option<Arc<ThreadPool>>,
+    crew: Option<Crew>,
     threads: usize,
     /// Whether `pool` is one of this crate's helper pools (not a caller's `Parallelism::Pool`).
     own_pool: bool,
@@ -66,22 +64,30 @@ impl Executor {
             Parallelism::Sequential => Some((1, "Parallelism::Sequential")),
             Parallelism::Global => Some((global_threads(), "RAYON_NUM_THREADS")),
             Parallelism::Threads(n) => Some((*n, "Parallelism::Threads")),
+            Parallelism::Host(h) => Some((h.threads(), "Parallelism::Host")),
             Parallelism::Pool(_) => None,
         };
         if let Some((threads, from)) = wanted.filter(|w| w.0 > MAX_THREADS) {
             return Err(Error::TooManyThreads { threads, from });
         }
-        let (pool, threads) = match (&config.parallelism, wanted) {
-            (Parallelism::Pool(p), _) => (Some(p.clone()), p.current_num_threads()),
-            (_, Some((n, _))) => (helpers(n), n),
+        let (crew, threads) = match (&config.parallelism, wanted) {
+            (Parallelism::Pool(p), _) => (Some(Crew::Pool(p.clone())), p.current_num_threads()),
+            (Parallelism::Host(h), _) => (Some(Crew::Host(h.clone())), h.threads()),
+            (_, Some((n, _))) => (helpers(n).map(Crew::Pool), n),
             (_, None) => (None, 1),
         };
-        let threads = if pool.is_some() { threads } else { 1 };
-        let own_pool = !matches!(config.parallelism, Parallelism::Pool(_));
+        let (crew, threads) = match crew {
+            Some(c) if threads > 1 => (Some(c), threads),
+            _ => (None, 1),
+        };
+        let own_pool = matches!(
+            config.parallelism,
+            Parallelism::Global | Parallelism::Threads(_)
+        );
         Ok(Executor {
             kernels,
             tuning,
-            pool,
+            crew,
             threads,
             own_pool,
         })
@@ -99,8 +105,11 @@ impl Executor {
 
     /// The threads a parallel run uses (`None`: sequential).
     pub(crate) fn team(&self) -> Option<Team<'_>> {
-        self.pool.as_deref().map(|pool| Team {
-            pool,
+        self.crew.as_ref().map(|crew| Team {
+            crew: match crew {
+                Crew::Pool(p) => CrewRef::Pool(p),
+                Crew::Host(h) => CrewRef::Host(&**h),
+            },
             threads: self.threads,
             linger: Duration::from_micros(self.tuning.linger as u64),
         })
@@ -129,7 +138,7 @@ impl Executor {
     /// # Ok::<(), adagrad::Error>(())
     /// ```
     pub fn wake(&self) {
-        if let Some(pool) = self.pool.as_deref().filter(|_| self.own_pool) {
+        if let Some(Crew::Pool(pool)) = self.crew.as_ref().filter(|_| self.own_pool) {
             crate::parallel::wake(pool);
         }
     }

@@ -52,7 +52,7 @@ pub use adagrad_kernels::{
 };
 pub use buffer::AlignedBuf;
 pub use checkpoint::{CheckpointError, EMBEDDING_MAGIC, FORMAT_VERSION, MAGIC};
-pub use config::{Config, MAX_THREADS, NonFinite, Parallelism};
+pub use config::{Config, HostTeam, MAX_THREADS, NonFinite, Parallelism};
 pub use error::Error;
 pub use functional::Executor;
 pub use optimizer::{Adagrad, StepOutcome};

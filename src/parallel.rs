@@ -9,6 +9,7 @@
 //! a helper that has not started — only for a chunk one is running. Small tensors end up batched in one chunk,
 //! huge ones cut into many.
 
+use crate::HostTeam;
 use crate::functional::StateSlice;
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Kernels, Precision};
 use rayon::ThreadPool;
@@ -282,9 +283,34 @@ pub(crate) trait Split: Sized + Send {
 /// helpers stay awake after it ([`crate::Tuning::linger`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Team<'p> {
-    pub(crate) pool: &'p ThreadPool,
+    pub(crate) crew: CrewRef<'p>,
     pub(crate) threads: usize,
     pub(crate) linger: Duration,
+}
+
+/// Where an executor's helper threads come from.
+#[derive(Clone)]
+pub(crate) enum Crew {
+    /// A rayon pool: this crate's own (one per thread count) or a caller's.
+    Pool(Arc<ThreadPool>),
+    /// The host program's team.
+    Host(Arc<dyn HostTeam>),
+}
+
+impl std::fmt::Debug for Crew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Crew::Pool(p) => write!(f, "Pool({} threads)", p.current_num_threads()),
+            Crew::Host(h) => write!(f, "Host({}, {} threads)", h.name(), h.threads()),
+        }
+    }
+}
+
+/// A [`Crew`], borrowed for one run.
+#[derive(Clone, Copy)]
+pub(crate) enum CrewRef<'p> {
+    Pool(&'p ThreadPool),
+    Host(&'p dyn HostTeam),
 }
 
 /// The size of a step's chunks, in units of [`Split::len`]: about `PER_THREAD` chunks per thread, so that a
@@ -321,7 +347,7 @@ pub(crate) fn run_chunks<S: Split, F: Fn(S) + Sync>(
 ) {
     let grain = grain.max(1);
     let Some(Team {
-        pool,
+        crew,
         threads,
         linger: stay,
     }) = team.filter(|t| t.threads > 1 && work.len() > grain)
@@ -332,6 +358,15 @@ pub(crate) fn run_chunks<S: Split, F: Fn(S) + Sync>(
     let job = || {
         while let Some(chunk) = next(&rest, grain) {
             leaf(chunk);
+        }
+    };
+    let pool = match crew {
+        CrewRef::Pool(pool) => pool,
+        CrewRef::Host(host) => {
+            // The host's team runs the job on its threads and returns when all of them are done; whatever it
+            // left (a team of one, or a team that ran nothing) the caller finishes.
+            host.run(threads, &job);
+            return job();
         }
     };
     let meeting = Meeting::open(&job, threads - 1);
@@ -584,7 +619,7 @@ mod tests {
     /// A team of `threads` on `pool`, with no lingering.
     fn team(pool: &ThreadPool, threads: usize) -> Option<Team<'_>> {
         Some(Team {
-            pool,
+            crew: CrewRef::Pool(pool),
             threads,
             linger: Duration::ZERO,
         })

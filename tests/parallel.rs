@@ -206,3 +206,91 @@ fn any_tuning_gives_the_same_bits() {
         }
     }
 }
+
+/// A host team for the tests: runs the job on `spawn` scoped threads besides the caller (or not at all), and
+/// counts the calls.
+struct TestTeam {
+    spawn: Option<usize>,
+    threads: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl adagrad::HostTeam for TestTeam {
+    fn run(&self, threads: usize, job: &(dyn Fn() + Sync)) {
+        assert_eq!(threads, self.threads);
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(spawn) = self.spawn else { return };
+        std::thread::scope(|s| {
+            for _ in 0..spawn {
+                s.spawn(job);
+            }
+            job();
+        });
+    }
+    fn threads(&self) -> usize {
+        self.threads
+    }
+    fn name(&self) -> &str {
+        "test"
+    }
+}
+
+/// A step on a host team (`Parallelism::Host`) gives the reference's bits whether the team runs the job on many
+/// threads, on the caller alone, or not at all (the crate then finishes the step on the calling thread), and the
+/// team is used exactly when the step is parallel.
+#[test]
+fn a_host_team_gives_the_reference_bits_however_it_runs_the_job() {
+    for (m, sizes) in mixes().iter().enumerate() {
+        let total: usize = sizes.iter().sum();
+        let (p0, grads) = inputs(total, 3, m as u64 + 100);
+        let want = run(
+            Config::default()
+                .isa(Isa::Scalar)
+                .parallelism(Parallelism::Sequential),
+            sizes,
+            &p0,
+            &grads,
+        );
+        for spawn in [Some(3), Some(1), Some(0), None] {
+            let team = Arc::new(TestTeam {
+                spawn,
+                threads: 4,
+                calls: 0.into(),
+            });
+            let config = Config::default()
+                .parallelism(Parallelism::Host(team.clone()))
+                .tuning(Tuning {
+                    parallel_threshold: 0,
+                    min_piece: 1024,
+                    ..Tuning::for_cpu(&Cpu::this())
+                });
+            let got = run(config, sizes, &p0, &grads);
+            let what = format!("mix {m}, host team spawning {spawn:?}");
+            assert_eq!(bits(&got.0), bits(&want.0), "{what}: params");
+            assert_eq!(bits(&got.1), bits(&want.1), "{what}: state");
+            // One parallel run per step when the step is more than one chunk (1,024 elements or more).
+            let calls = team.calls.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(calls, if total > 1024 { 3 } else { 0 }, "{what}");
+        }
+    }
+    let team = TestTeam {
+        spawn: None,
+        threads: adagrad::MAX_THREADS + 1,
+        calls: 0.into(),
+    };
+    let refused = Adagrad::<f32>::new(
+        Config::default().parallelism(Parallelism::Host(Arc::new(team))),
+        &[3],
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(adagrad::Error::TooManyThreads {
+                threads: 1025,
+                from: "Parallelism::Host"
+            })
+        ),
+        "{refused:?}"
+    );
+}

@@ -4,6 +4,7 @@ copies), and the thread count the host (PyTorch) has set."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import numpy as np
@@ -30,3 +31,18 @@ def host_threads(threads: int | None) -> int | None:
     if torch is None:
         return None
     return int(torch.get_num_threads())
+
+
+TEAMS = ("pool", "openmp")
+
+
+def host_team(team: str | None) -> str:
+    """Whose threads a parallel step runs on: ``team`` when given; else ``ADAGRAD_TEAM`` when set; else
+    ``"openmp"`` (the OpenMP team PyTorch runs on) when PyTorch is loaded in this process, ``"pool"`` (the crate's
+    own threads) when it is not. Anything but ``"pool"`` and ``"openmp"`` is refused by the engine."""
+    if team is not None:
+        return team
+    env = os.environ.get("ADAGRAD_TEAM", "").strip()
+    if env:
+        return env
+    return "openmp" if "torch" in sys.modules else "pool"

@@ -20,11 +20,14 @@ class Engine:
         isa: str | None = None,
         precision: str = "exact",
         eps_placement: str = "outside",
+        team: str = "pool",
     ) -> None: ...
     @property
     def isa(self) -> str: ...
     @property
     def threads(self) -> int: ...
+    @property
+    def team(self) -> str: ...
     @property
     def tuning(self) -> str: ...
     def torch_step(
@@ -88,6 +91,7 @@ class Embedding:
         isa: str | None,
         eps_placement: str,
         table_dtype: str = "float32",
+        team: str = "pool",
     ) -> None: ...
     def step(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adagrad_cpu._host import host_threads
+from adagrad_cpu._host import host_team, host_threads
 from adagrad_cpu._native import Embedding
 
 __all__ = ["EmbeddingAdagrad"]
@@ -57,6 +57,7 @@ class EmbeddingAdagrad:
             decay=decay,
             stochastic_seed=stochastic_seed,
             threads=host_threads(threads),
+            team=host_team(None),
             isa=isa,
             eps_placement=eps_placement,
             table_dtype=table_dtype,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._host import aligned_array, host_threads
+from ._host import aligned_array, host_team, host_threads
 from ._native import AdagradError
 
 __all__ = ["Adagrad", "AdagradError", "step"]
@@ -25,10 +25,11 @@ def _engine(threads: int | None, isa: str | None, precision: str, eps_placement:
     """One engine per setting, shared (it holds no state: the kernel path, tuning and threads); ``threads=None``
     follows ``torch.get_num_threads()`` when PyTorch is loaded."""
     threads = host_threads(threads)
-    key = (threads, isa, precision, eps_placement)
+    team = host_team(None)
+    key = (threads, isa, precision, eps_placement, team)
     engine = _DEFAULT_ENGINES.get(key)
     if engine is None:
-        engine = _native.Engine(threads=threads, isa=isa, precision=precision, eps_placement=eps_placement)
+        engine = _native.Engine(threads=threads, isa=isa, precision=precision, eps_placement=eps_placement, team=team)
         _DEFAULT_ENGINES[key] = engine
     return engine
 

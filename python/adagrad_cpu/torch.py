@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
 from . import _native
-from ._host import aligned_array
+from ._host import aligned_array, host_team
 from ._native import AdagradError
 
 __all__ = ["Adagrad", "AdagradError"]
@@ -40,6 +40,7 @@ def _engine(settings: dict[str, Any]) -> tuple[_native.Engine, int | None]:
         isa=settings["isa"],
         precision=settings["precision"],
         eps_placement=settings["eps_placement"],
+        team=host_team(settings.get("team")),
     )
     return engine, threads
 
@@ -207,6 +208,9 @@ class Adagrad(Optimizer):
         master_weights: keep a float32 master copy (and float32 state) for bfloat16/float16 parameters, writing
             the 16-bit parameter in the same pass. Without it, 16-bit parameters are refused.
         isa: a kernel path by name (``None``: ``ADAGRAD_ISA``, else the best this CPU has).
+        team: whose threads a parallel step runs on: ``"openmp"``, the OpenMP team torch itself runs on (awake
+            right after torch's own parallel work), or ``"pool"``, the crate's own helper threads (``None``:
+            ``ADAGRAD_TEAM``, else ``"openmp"``).
 
     ``step(closure=None, *, grads=None)``: ``grads`` replaces ``p.grad`` (one entry per parameter of every group,
     in order, ``None`` to skip), for float32 parameters with bfloat16/float16 gradients (PyTorch refuses to store
@@ -233,6 +237,7 @@ class Adagrad(Optimizer):
         threads: int | None = None,
         master_weights: bool = False,
         isa: str | None = None,
+        team: str | None = None,
     ) -> None:
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -249,6 +254,7 @@ class Adagrad(Optimizer):
             raise RuntimeError("adagrad_cpu's Adagrad does not support differentiable=True")
         self._settings = {
             "threads": threads,
+            "team": team,
             "isa": isa,
             "precision": precision,
             "eps_placement": eps_placement,
@@ -537,3 +543,8 @@ class Adagrad(Optimizer):
     def threads(self) -> int:
         """Threads a large step uses, the caller included."""
         return self._engine.threads
+
+    @property
+    def team(self) -> str:
+        """Whose threads a parallel step runs on: ``"openmp"``, ``"pool"`` or ``"sequential"``."""
+        return self._engine.team

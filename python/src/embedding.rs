@@ -62,7 +62,7 @@ impl Embedding {
     /// See `adagrad_cpu.embedding.EmbeddingAdagrad`.
     #[new]
     #[pyo3(signature = (rows, dim, *, lr, lr_decay, weight_decay, eps, maximize, initial_accumulator_value,
-        accumulator, decay, stochastic_seed, threads, isa, eps_placement, table_dtype="float32"))]
+        accumulator, decay, stochastic_seed, threads, isa, eps_placement, table_dtype="float32", team="pool"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         rows: usize,
@@ -80,8 +80,9 @@ impl Embedding {
         isa: Option<&str>,
         eps_placement: &str,
         table_dtype: &str,
+        team: &str,
     ) -> PyResult<Self> {
-        let c = crate::settings(threads, isa, "exact", eps_placement)?
+        let c = crate::settings(threads, team, isa, "exact", eps_placement)?
             .lr(lr)
             .lr_decay(lr_decay)
             .weight_decay(weight_decay)

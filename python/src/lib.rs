@@ -6,11 +6,12 @@
 mod embedding;
 mod mem;
 mod numpy;
+mod openmp;
 mod torch;
 
-use adagrad::embedding::{Accumulator, Lookups, TableOptions};
-use ::numpy::ndarray::ArrayViewMut1;
 use ::numpy::PyArray1;
+use ::numpy::ndarray::ArrayViewMut1;
+use adagrad::embedding::{Accumulator, Lookups, TableOptions};
 use adagrad::{
     AlignedBuf, Config, EpsPlacement, Executor, Float, Isa, Parallelism, Precision, Tuning,
 };
@@ -128,6 +129,7 @@ fn validate(config: &Config, work: &mem::Work, scale: Option<f64>) -> PyResult<(
 /// `eps_placement` ("outside" or "inside"). Anything else is refused.
 fn settings(
     threads: Option<usize>,
+    team: &str,
     isa: Option<&str>,
     precision: &str,
     eps_placement: &str,
@@ -157,10 +159,24 @@ fn settings(
                 .map_err(|e: adagrad::IsaError| refused(e.to_string()))?,
         );
     }
-    base.parallelism = match threads {
-        None => Parallelism::Global,
-        Some(0) => return Err(refused("threads must be at least 1")),
-        Some(n) => Parallelism::Threads(n),
+    base.parallelism = match (threads, team) {
+        (Some(0), _) => return Err(refused("threads must be at least 1")),
+        (_, "pool" | "openmp") if threads == Some(1) => Parallelism::Sequential,
+        (None, "pool") => Parallelism::Global,
+        (Some(n), "pool") => Parallelism::Threads(n),
+        (threads, "openmp") => match openmp::OpenMp::find(threads) {
+            Some(omp) => Parallelism::Host(std::sync::Arc::new(omp)),
+            None => {
+                return Err(refused(
+                    "team='openmp' needs an OpenMP runtime loaded in this process (import torch first); none is",
+                ));
+            }
+        },
+        (_, other) => {
+            return Err(refused(format!(
+                "team must be 'pool' or 'openmp', not {other:?}"
+            )));
+        }
     };
     Ok(base)
 }
@@ -172,14 +188,15 @@ impl Engine {
     /// CPU). `precision`: "exact" (bit-identical to PyTorch) or "fast". `eps_placement`: "outside" (√G + ε,
     /// PyTorch) or "inside" (√(G + ε), Optax/Keras).
     #[new]
-    #[pyo3(signature = (*, threads=None, isa=None, precision="exact", eps_placement="outside"))]
+    #[pyo3(signature = (*, threads=None, isa=None, precision="exact", eps_placement="outside", team="pool"))]
     fn new(
         threads: Option<usize>,
         isa: Option<&str>,
         precision: &str,
         eps_placement: &str,
+        team: &str,
     ) -> PyResult<Self> {
-        let base = settings(threads, isa, precision, eps_placement)?;
+        let base = settings(threads, team, isa, precision, eps_placement)?;
         let exec = Executor::new(&base).map_err(crate_error)?;
         Ok(Engine {
             exec,
@@ -198,6 +215,17 @@ impl Engine {
     #[getter]
     fn threads(&self) -> usize {
         self.exec.threads()
+    }
+
+    /// Whose threads a parallel step runs on: "openmp" (the host's OpenMP team), "pool" (the crate's own or
+    /// rayon's), or "sequential" (the calling thread only).
+    #[getter]
+    fn team(&self) -> &'static str {
+        match self.base.parallelism {
+            _ if self.exec.threads() <= 1 => "sequential",
+            Parallelism::Host(_) => "openmp",
+            _ => "pool",
+        }
     }
 
     /// The performance settings in use (from this CPU's table entry and `ADAGRAD_TUNE`).

@@ -126,3 +126,75 @@ def test_bits_do_not_depend_on_the_threads(threads: int) -> None:
         r.step()
     for a, b in zip(ours, ref):
         assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def test_the_default_team_is_torchs_openmp_team_and_can_be_overridden(
+    torch_threads: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With torch loaded, parallel steps run on its OpenMP team by default; ``team=`` and ``ADAGRAD_TEAM`` choose;
+    anything else is refused; one thread is sequential whatever the team."""
+    torch.set_num_threads(2)
+    p = [torch.zeros(3, requires_grad=True)]
+    assert at.Adagrad(p).team == "openmp"
+    assert at.Adagrad(p, team="pool").team == "pool"
+    assert at.Adagrad(p, threads=1).team == "sequential"
+    assert adagrad_cpu.Engine(threads=4, team="openmp").threads == 4
+    monkeypatch.setenv("ADAGRAD_TEAM", "pool")
+    assert at.Adagrad(p).team == "pool"
+    assert at.Adagrad(p, team="openmp").team == "openmp"
+    monkeypatch.setenv("ADAGRAD_TEAM", "threads")
+    with pytest.raises(adagrad_cpu.AdagradError, match="team must be 'pool' or 'openmp'"):
+        at.Adagrad(p)
+    with pytest.raises(adagrad_cpu.AdagradError, match="team must be"):
+        adagrad_cpu.Engine(team="gomp")
+
+
+@pytest.mark.parametrize("team", ["openmp", "pool"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_both_teams_give_torchs_bits_and_finish_every_chunk(team: str, threads: int, torch_threads: object) -> None:
+    """Either team gives torch's fused bits, over several tensors and steps, with torch's own thread count
+    different from ours (an OpenMP team then runs as many threads as the step asks)."""
+    torch.set_num_threads(1 if threads == 2 else 2)
+    torch.manual_seed(1)
+    shapes = [(500_001,), (3,), (300, 700)]
+    ours = [torch.randn(s, requires_grad=True) for s in shapes]
+    ref = [p.detach().clone().requires_grad_() for p in ours]
+    o = at.Adagrad(ours, lr=0.1, lr_decay=0.01, threads=threads, team=team)
+    assert o.team == team
+    r = torch.optim.Adagrad(ref, lr=0.1, lr_decay=0.01, fused=True)
+    for _ in range(3):
+        for a, b in zip(ours, ref):
+            g = torch.randn(a.shape)
+            a.grad, b.grad = g.clone(), g.clone()
+        o.step()
+        r.step()
+    for a, b in zip(ours, ref):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def test_openmp_steps_from_several_python_threads_at_once(torch_threads: object) -> None:
+    """A step on the OpenMP team from several Python threads at once (each its own optimizer) gives the same
+    bits as one at a time: each calling thread gets its own team."""
+    torch.set_num_threads(2)
+    shapes = [(200_000,)]
+    init = torch.randn(shapes[0])
+    grad = torch.randn(shapes[0])
+    results: list[torch.Tensor] = []
+
+    def run() -> None:
+        p = init.clone().requires_grad_()
+        opt = at.Adagrad([p], lr=0.1, team="openmp")
+        for _ in range(5):
+            p.grad = grad.clone()
+            opt.step()
+        results.append(p.detach())
+
+    workers = [threading.Thread(target=run) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    run()
+    assert len(results) == 4
+    for r in results[:3]:
+        assert torch.equal(r.view(torch.int32), results[3].view(torch.int32))

@@ -1,0 +1,102 @@
+//! The OpenMP team the host process has loaded (PyTorch's libgomp), as the crate's [`HostTeam`]: a step's chunks
+//! run on the threads torch's own parallel work has just used, which are still awake then, and
+//! `torch.set_num_threads` sets how many. Found at run time in the process's global symbols (torch loads its
+//! libgomp there); nothing is linked or loaded by this module.
+
+use adagrad::HostTeam;
+use std::any::Any;
+use std::ffi::{c_int, c_uint, c_void};
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+
+/// libgomp's entry for `#pragma omp parallel`: calls `f(data)` on a team of `threads` threads (0: the default
+/// number), the calling thread among them, and returns when all calls have returned.
+type GompParallel = unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint);
+
+/// The OpenMP runtime's default team size.
+type OmpGetMaxThreads = unsafe extern "C" fn() -> c_int;
+
+/// A loaded libgomp's `GOMP_parallel`, and the team size steps use.
+pub struct OpenMp {
+    parallel: GompParallel,
+    threads: usize,
+}
+
+impl OpenMp {
+    /// The libgomp in this process's global symbols, for teams of `threads` threads (`None`: the runtime's own
+    /// default, `omp_get_max_threads()`); `None` when no libgomp is loaded there.
+    pub fn find(threads: Option<usize>) -> Option<OpenMp> {
+        let parallel = symbol(c"GOMP_parallel")?;
+        // SAFETY: `GOMP_parallel` has this signature in every libgomp (its ABI since GCC 4.9:
+        // `void GOMP_parallel (void (*) (void *), void *, unsigned, unsigned)`).
+        let parallel = unsafe { std::mem::transmute::<*mut c_void, GompParallel>(parallel) };
+        let threads = match threads {
+            Some(n) => n,
+            None => {
+                let max = symbol(c"omp_get_max_threads")?;
+                // SAFETY: `int omp_get_max_threads (void)`, as the OpenMP standard defines it.
+                let max = unsafe { std::mem::transmute::<*mut c_void, OmpGetMaxThreads>(max) };
+                // SAFETY: a plain query of the runtime's settings.
+                usize::try_from(unsafe { max() }).unwrap_or(1).max(1)
+            }
+        };
+        Some(OpenMp { parallel, threads })
+    }
+}
+
+/// A symbol of the process's global scope, or `None`.
+#[cfg(target_os = "linux")]
+fn symbol(name: &std::ffi::CStr) -> Option<*mut c_void> {
+    // SAFETY: looks a NUL-terminated name up in the global scope; loads nothing.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn symbol(_name: &std::ffi::CStr) -> Option<*mut c_void> {
+    None
+}
+
+/// What one `GOMP_parallel` call hands its threads: the job, and the first panic any of them met.
+struct Call<'a> {
+    job: &'a (dyn Fn() + Sync),
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// Runs the job on an OpenMP thread; a panic is caught there (it must not unwind through C) and kept for the
+/// caller.
+extern "C" fn trampoline(data: *mut c_void) {
+    // SAFETY: `data` is the `Call` that `OpenMp::run` passed to `GOMP_parallel`, which lives until that call has
+    // returned, after every thread of the team has returned from here.
+    let call = unsafe { &*(data as *const Call<'_>) };
+    if let Err(e) = std::panic::catch_unwind(AssertUnwindSafe(|| (call.job)())) {
+        call.panic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+}
+
+impl HostTeam for OpenMp {
+    fn run(&self, threads: usize, job: &(dyn Fn() + Sync)) {
+        let call = Call {
+            job,
+            panic: Mutex::new(None),
+        };
+        let n = c_uint::try_from(threads).unwrap_or(c_uint::MAX);
+        // SAFETY: `trampoline` matches the function type `GOMP_parallel` takes, and `&call` outlives the call
+        // (see `trampoline`); `GOMP_parallel` returns only when every thread of the team is done.
+        unsafe { (self.parallel)(trampoline, (&raw const call).cast_mut().cast(), n, 0) };
+        if let Some(e) = call.panic.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            std::panic::resume_unwind(e);
+        }
+    }
+
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn name(&self) -> &str {
+        "openmp"
+    }
+}
