@@ -5,7 +5,10 @@
 //! - `crossover-f32`: sequential vs 2 threads with no threshold, to show where splitting starts to pay (the
 //!   per-CPU thresholds themselves come from `cargo run --release --example calibrate`, interleaved A/B);
 //! - `multi-tensor`: 1024 tensors × 1024 elements, and a 12-layer transformer (hidden 256) parameter list, each
-//!   against one flat tensor of the same total size (default parallelism).
+//!   against one flat tensor of the same total size (default parallelism);
+//! - `after-sleep`: a step that follows a 2 ms sleep (the helpers gone back to sleep, as after a training loop's
+//!   forward pass), on 1 and on 2 threads of this crate's pool, 786,432 and 16.7M f32 elements. Interleaved: every
+//!   timed step of one side is followed, untimed, by the other side's, so both see the same machine.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -130,11 +133,45 @@ fn multi_tensor(c: &mut Criterion) {
     g.finish();
 }
 
+/// A step after a sleep, on `threads` threads, interleaved with the other side's (see the module documentation).
+fn after_sleep(c: &mut Criterion) {
+    let mut g = short(c, "after-sleep");
+    for n in [786_432, 1 << 24] {
+        g.throughput(Throughput::Bytes((5 * n * 4) as u64));
+        let mut sides = [1, 2].map(|t| {
+            let par = if t == 1 {
+                Parallelism::Sequential
+            } else {
+                Parallelism::Threads(t)
+            };
+            Rig::<f32>::new(Config::default().parallelism(par), &[n])
+        });
+        for timed in 0..2 {
+            g.bench_function(BenchmarkId::new(format!("{}-thread", timed + 1), n), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        std::thread::sleep(Duration::from_millis(2));
+                        let t0 = std::time::Instant::now();
+                        sides[timed].step();
+                        total += t0.elapsed();
+                        std::thread::sleep(Duration::from_millis(2));
+                        sides[1 - timed].step();
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn all(c: &mut Criterion) {
     threads::<f32>(c);
     threads::<f64>(c);
     crossover(c);
     multi_tensor(c);
+    after_sleep(c);
 }
 
 criterion_group!(benches, all);
