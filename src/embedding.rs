@@ -25,7 +25,7 @@
 //! ```
 
 use crate::functional::Executor;
-use crate::parallel::{MAX_CHUNK, Split, Team, grain, run_chunks};
+use crate::parallel::{Grain, MAX_CHUNK, Split, Team, run_chunks};
 use crate::{AlignedBuf, Config, Error, NonFinite, StepOutcome};
 use adagrad_kernels::rowwise::{self, DecayMode, Narrow, Rounding, RowHyper};
 use adagrad_kernels::{Grad, Hyper, Isa, Kernels, Precision, bf16, f16};
@@ -468,7 +468,7 @@ fn find_runs(
         found: &mut found[..chunks],
         starts: &mut starts[..n],
     };
-    run_chunks(all, team, 1, &find);
+    run_chunks(all, team, Grain::fixed(1), &find);
     let mut runs = 0;
     for (c, &m) in found[..chunks].iter().enumerate() {
         let start = chunk(n, chunks, c).start;
@@ -590,7 +590,7 @@ fn radix(
                 }
             }
         };
-        run_chunks(Chunks::new(counts), team, 1, &count);
+        run_chunks(Chunks::new(counts), team, Grain::fixed(1), &count);
         // Digit by digit, chunk by chunk: where each (chunk, digit) run of keys starts.
         let mut at = 0;
         for d in 0..1 << RADIX_BITS {
@@ -617,7 +617,7 @@ fn radix(
                 }
             }
         };
-        run_chunks(Chunks::new(counts), team, 1, &scatter);
+        run_chunks(Chunks::new(counts), team, Grain::fixed(1), &scatter);
         (src, dst) = (dst, src);
         in_a = !in_a;
         shift += RADIX_BITS;
@@ -992,12 +992,10 @@ pub fn apply<W: Table, G: Grad<f32>>(
     // thread; otherwise one piece per thread, each of at least `min_piece` elements.
     let touched = work.len().saturating_mul(dim);
     let team = exec.team().filter(|_| touched >= tuning.parallel_threshold);
-    let rows = grain(
-        work.len(),
-        exec.threads(),
-        tuning.min_piece.div_ceil(dim),
-        MAX_CHUNK.div_ceil(dim),
-    );
+    let rows = Grain {
+        min: tuning.min_piece.div_ceil(dim),
+        max: MAX_CHUNK.div_ceil(dim),
+    };
     run_chunks(work, team, rows, &leaf);
     Ok(())
 }
@@ -1067,7 +1065,7 @@ fn fill<'a, I: Id, G: Grad<f32>>(
         ids,
         keys: &mut s.keys,
     };
-    run_chunks(all, team, n.div_ceil(chunks), &build);
+    run_chunks(all, team, Grain::fixed(n.div_ceil(chunks)), &build);
     let bad = first_bad.into_inner();
     if let Some(&id) = ids.get(bad) {
         return Err(LookupError::Id {

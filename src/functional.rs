@@ -20,7 +20,7 @@
 //! # Ok::<(), adagrad::Error>(())
 //! ```
 
-use crate::parallel::{Crew, CrewRef, MAX_CHUNK, Seg, Split, Team, grain, helpers, run_chunks};
+use crate::parallel::{Crew, CrewRef, Grain, MAX_CHUNK, Seg, Split, Team, helpers, run_chunks};
 use crate::{AlignedBuf, Config, Error, MAX_THREADS, NonFinite, Parallelism, StepOutcome, Tuning};
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, Kernels};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -162,16 +162,14 @@ impl Executor {
         })
     }
 
-    /// The chunk size of a parallel step of `elements` elements of `T` ([`grain`]: a few chunks per thread, at
-    /// least [`Tuning::min_piece`], at most [`MAX_CHUNK`] above that; both count f32 elements).
-    pub(crate) fn chunk<T: Float>(&self, elements: usize) -> usize {
+    /// The chunk sizes of a parallel step of `T` elements: at least [`Tuning::min_piece`], at most [`MAX_CHUNK`]
+    /// above that (both count f32 elements).
+    pub(crate) fn grain<T: Float>(&self) -> Grain {
         let w = Tuning::weight::<T>();
-        grain(
-            elements,
-            self.threads,
-            self.tuning.min_piece.div_ceil(w),
-            MAX_CHUNK / w,
-        )
+        Grain {
+            min: self.tuning.min_piece.div_ceil(w),
+            max: MAX_CHUNK / w,
+        }
     }
 }
 
@@ -278,8 +276,7 @@ pub(crate) fn run<T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>(
     }
     let seg = Seg::new(params, grads, state, out);
     let team = exec.team_for::<T>(seg.len());
-    let chunk = exec.chunk::<T>(seg.len());
-    seg.run(&exec.kernels, &h, config.precision, team, chunk);
+    seg.run(&exec.kernels, &h, config.precision, team, exec.grain::<T>());
     Ok(StepOutcome::Applied)
 }
 
@@ -350,12 +347,7 @@ fn count_non_finite<T: Float, G: Grad<T>>(
         from: 0,
         len: total,
     };
-    run_chunks(
-        all,
-        exec.team_for::<T>(total),
-        exec.chunk::<T>(total),
-        &leaf,
-    );
+    run_chunks(all, exec.team_for::<T>(total), exec.grain::<T>(), &leaf);
     found.into_inner()
 }
 

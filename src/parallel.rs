@@ -247,14 +247,14 @@ impl<'x, 'b, 'c, T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>
         }
     }
 
-    /// Runs the step on `team` (the calling thread alone when `None`), in chunks of about `grain` elements.
+    /// Runs the step on `team` (the calling thread alone when `None`), in chunks of `grain` elements.
     pub(crate) fn run(
         self,
         k: &Kernels,
         h: &Hyper<T>,
         pr: Precision,
         team: Option<Team<'_>>,
-        grain: usize,
+        grain: Grain,
     ) {
         run_chunks(self, team, grain, &|piece: Self| piece.run_here(k, h, pr));
     }
@@ -313,50 +313,61 @@ pub(crate) enum CrewRef<'p> {
     Host(&'p dyn HostTeam),
 }
 
-/// The size of a step's chunks, in units of [`Split::len`]: about `PER_THREAD` chunks per thread, so that a
-/// helper that wakes late still finds work, never smaller than `min` (a chunk must pay for taking it) and, above
-/// that, never larger than `max` (what the caller may have to wait for, should a helper be descheduled in the
-/// middle of its last chunk).
-pub(crate) fn grain(len: usize, threads: usize, min: usize, max: usize) -> usize {
-    (len / threads.max(1).saturating_mul(PER_THREAD))
-        .min(max)
-        .max(min)
-        .max(1)
+/// How large a run's chunks are, in units of [`Split::len`]: guided, as OpenMP's `schedule(guided)` — each chunk a
+/// thread's share of what is left, so the first chunks are large (few chunks to take) and the last ones small (the
+/// threads finish together); never smaller than `min` (a chunk must pay for taking it) and, above that,
+/// never larger than `max` (what the caller may have to wait for, should a helper be descheduled in the middle of a
+/// chunk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Grain {
+    pub(crate) min: usize,
+    pub(crate) max: usize,
 }
 
-/// Chunks per thread a step is cut into (see [`grain`]).
-const PER_THREAD: usize = 4;
+impl Grain {
+    /// Chunks of exactly `n` units.
+    pub(crate) fn fixed(n: usize) -> Grain {
+        Grain { min: n, max: n }
+    }
 
-/// The largest chunk of a dense step, in f32 elements (an f64 element counts as four): 65,536 elements are 1.3 MB
-/// of the step's five streams, tens of microseconds.
-pub(crate) const MAX_CHUNK: usize = 1 << 16;
+    /// The next chunk's size when `left` units are left for `threads` threads.
+    fn size(self, left: usize, threads: usize) -> usize {
+        (left / threads.max(1))
+            .min(self.max)
+            .max(self.min)
+            .max(1)
+    }
+}
 
-/// Runs `work` in chunks of about `grain` units (of [`Split::len`]), each by `leaf`, taken in order from a shared
-/// cursor: the calling thread starts at once and takes chunk after chunk; up to `threads − 1` of `pool`'s threads
+/// The largest chunk of a dense step, in f32 elements (an f64 element counts as four): 262,144 elements are 5 MB
+/// of the step's five streams, about 100 µs on one core.
+pub(crate) const MAX_CHUNK: usize = 1 << 18;
+
+/// Runs `work` in chunks of [`Grain`] units (of [`Split::len`]), each by `leaf`, taken in order from a shared
+/// cursor: the calling thread starts at once and takes chunk after chunk; up to `threads − 1` of the team's threads
 /// join whenever they wake and take the chunks still left. When none are left the caller waits only for chunks a
 /// helper is running, never for a helper that has not started (one that wakes later finds nothing to do and
-/// returns). On the calling thread alone, as one piece, when there is no pool, one thread, or one chunk.
+/// returns). On the calling thread alone, as one piece, when there is no team, one thread, or one chunk.
 ///
 /// Which thread runs which chunk changes no result: chunks are cut where `work` splits (for a step: aligned
 /// points), whichever thread takes them.
 pub(crate) fn run_chunks<S: Split, F: Fn(S) + Sync>(
     work: S,
     team: Option<Team<'_>>,
-    grain: usize,
+    grain: Grain,
     leaf: &F,
 ) {
-    let grain = grain.max(1);
     let Some(Team {
         crew,
         threads,
         linger: stay,
-    }) = team.filter(|t| t.threads > 1 && work.len() > grain)
+    }) = team.filter(|t| t.threads > 1 && work.len() > grain.min.max(1))
     else {
         return leaf(work);
     };
     let rest = Mutex::new(Some(work));
     let job = || {
-        while let Some(chunk) = next(&rest, grain) {
+        while let Some(chunk) = next(&rest, grain, threads) {
             leaf(chunk);
         }
     };
@@ -386,15 +397,16 @@ pub(crate) fn run_chunks<S: Split, F: Fn(S) + Sync>(
     job();
 }
 
-/// The next chunk of what is left: its first `grain` units (the whole rest when it is no longer, or when it
-/// cannot be cut there).
-fn next<S: Split>(rest: &Mutex<Option<S>>, grain: usize) -> Option<S> {
+/// The next chunk of what is left (its first [`Grain::size`] units; the whole rest when it is no longer, or when
+/// it cannot be cut there).
+fn next<S: Split>(rest: &Mutex<Option<S>>, grain: Grain, threads: usize) -> Option<S> {
     let mut rest = rest.lock().unwrap_or_else(|e| e.into_inner());
     let work = rest.take()?;
-    if work.len() <= grain {
+    let size = grain.size(work.len(), threads);
+    if work.len() <= size {
         return Some(work);
     }
-    let (chunk, more) = work.split(grain);
+    let (chunk, more) = work.split(size);
     if chunk.len() == 0 {
         return Some(more);
     }
@@ -627,7 +639,7 @@ mod tests {
 
     /// Where each chunk of a step ran: (elements, rayon worker index or `None` for the calling thread), in the
     /// order they were taken.
-    fn chunks(lens: &[usize], threads: usize, grain: usize) -> Vec<(usize, Option<usize>)> {
+    fn chunks(lens: &[usize], threads: usize, grain: Grain) -> Vec<(usize, Option<usize>)> {
         let pool = helpers(threads);
         let seen = Mutex::new(Vec::new());
         with_seg(lens, |seg| {
@@ -640,48 +652,88 @@ mod tests {
         seen.into_inner().unwrap()
     }
 
-    /// A step is cut into chunks of `grain` elements (moved down to aligned points), taken from the front: every
-    /// element exactly once, every chunk but the last as long as alignment allows, the caller among the takers.
+    /// A step is cut into chunks taken from the front: every element exactly once, each chunk no larger than
+    /// its guided size (moved down to an aligned point, or ending at a tensor's end), the caller among the takers.
     #[test]
-    fn chunks_cover_the_step_in_grain_sized_pieces() {
+    fn chunks_cover_the_step_in_guided_pieces() {
         for (lens, threads, grain) in [
-            (vec![9000usize], 2, 1024),
-            (vec![1000, 3000, 5000], 3, 640),
-            (vec![70_000], 4, 8192),
-            (vec![10, 20_000, 7, 30_000, 64], 5, 4096),
+            (vec![9000usize], 2, Grain::fixed(1024)),
+            (
+                vec![1000, 3000, 5000],
+                3,
+                Grain {
+                    min: 640,
+                    max: 2048,
+                },
+            ),
+            (
+                vec![70_000],
+                4,
+                Grain {
+                    min: 1024,
+                    max: 8192,
+                },
+            ),
+            (
+                vec![10, 20_000, 7, 30_000, 64],
+                5,
+                Grain {
+                    min: 4096,
+                    max: 1 << 16,
+                },
+            ),
         ] {
             let total: usize = lens.iter().sum();
             let got = chunks(&lens, threads, grain);
             assert_eq!(got.iter().map(|p| p.0).sum::<usize>(), total, "{lens:?}");
-            assert!(got.len() >= total / grain, "{lens:?}: {got:?}");
-            for &(len, _) in &got[..got.len() - 1] {
-                // A chunk ends at its grain, moved down to an aligned point, or at a tensor's end short of it.
-                assert!(len <= grain && len > 0, "{lens:?}/{grain}: chunk {len}");
+            assert!(got.len() >= total / grain.max, "{lens:?}: {got:?}");
+            let mut left = total;
+            for &(len, _) in &got {
+                assert!(
+                    len > 0 && len <= grain.size(left, threads),
+                    "{lens:?}/{grain:?}: chunk {len} of {left}"
+                );
+                left -= len;
             }
             assert!(got.iter().any(|p| p.1.is_none()), "{got:?}");
         }
     }
 
-    /// The grain: a few chunks per thread, at least `min`, at most `max` unless `min` is larger.
+    /// Guided sizes: a thread's share of what is left, at least `min`, at most `max` unless `min` is larger, and
+    /// never 0.
     #[test]
-    fn grain_is_a_few_chunks_per_thread_within_bounds() {
-        assert_eq!(grain(1 << 18, 2, 1024, 1 << 16), (1 << 18) / 8);
-        assert_eq!(grain(1 << 24, 2, 1024, 1 << 16), 1 << 16);
-        assert_eq!(grain(10_000, 2, 8192, 1 << 16), 8192);
-        assert_eq!(grain(10_000, 2, 1 << 17, 1 << 16), 1 << 17);
-        assert_eq!(grain(100, 8, 0, 0), 1);
-        assert_eq!(grain(100, 0, 1, 1000), 25);
+    fn guided_sizes_shrink_with_what_is_left_within_bounds() {
+        let g = Grain {
+            min: 1024,
+            max: 1 << 16,
+        };
+        assert_eq!(g.size(1 << 16, 2), 1 << 15);
+        assert_eq!(g.size(1 << 24, 2), 1 << 16);
+        assert_eq!(g.size(1 << 18, 8), 1 << 15);
+        assert_eq!(g.size(3000, 2), 1500);
+        assert_eq!(g.size(1500, 2), 1024);
+        assert_eq!(
+            Grain {
+                min: 1 << 17,
+                max: 1 << 16
+            }
+            .size(1 << 20, 2),
+            1 << 17
+        );
+        assert_eq!(Grain::fixed(0).size(100, 8), 1);
+        assert_eq!(Grain::fixed(7).size(1 << 20, 3), 7);
+        assert_eq!(Grain { min: 1, max: 1000 }.size(100, 0), 100);
     }
 
     /// A step too small to cut at an aligned point runs whole on the calling thread, as does one of at most one
     /// chunk, or one without a pool.
     #[test]
     fn unsplittable_steps_stay_on_the_caller() {
-        let got = chunks(&[100], 2, 1);
+        let got = chunks(&[100], 2, Grain::fixed(1));
         assert!(got.iter().all(|p| p.1.is_none()), "{got:?}");
         assert_eq!(got.iter().map(|p| p.0).sum::<usize>(), 100);
-        assert_eq!(chunks(&[1000], 4, 1000), vec![(1000, None)]);
-        assert_eq!(chunks(&[5000], 1, 64), vec![(5000, None)]);
+        assert_eq!(chunks(&[1000], 4, Grain::fixed(1000)), vec![(1000, None)]);
+        assert_eq!(chunks(&[5000], 1, Grain::fixed(64)), vec![(5000, None)]);
     }
 
     /// The caller never waits for a helper that has not started: with the pool's only thread held by other
@@ -704,7 +756,7 @@ mod tests {
         let t0 = Instant::now();
         let seen = Mutex::new(Vec::new());
         with_seg(&[50_000], |seg| {
-            run_chunks(seg, team(&pool, 2), 4096, &|piece| {
+            run_chunks(seg, team(&pool, 2), Grain::fixed(4096), &|piece| {
                 seen.lock()
                     .unwrap()
                     .push((piece.len(), rayon::current_thread_index()));
@@ -732,7 +784,7 @@ mod tests {
             .unwrap();
         let seen = Mutex::new(Vec::new());
         with_seg(&[64 * 200], |seg| {
-            run_chunks(seg, team(&pool, 3), 64, &|piece| {
+            run_chunks(seg, team(&pool, 3), Grain::fixed(64), &|piece| {
                 std::thread::sleep(Duration::from_millis(2));
                 seen.lock()
                     .unwrap()

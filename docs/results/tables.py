@@ -2,8 +2,8 @@
 
 Usage: ``python3 docs/results/tables.py`` from the repository root. Every number in the README's performance
 section is printed by this script from the JSON files written by ``examples/vs_torch.rs``,
-``examples/report.rs`` and ``examples/calibrate.rs``, by ``python -m adagrad_cpu.bench --json`` and by
-``benches/embedding_vs_fbgemm.py --json``.
+``examples/report.rs`` and ``examples/calibrate.rs``, by ``python -m adagrad_cpu.bench --json``, by
+``benches/embedding_vs_fbgemm.py --json`` and by ``benches/inloop.py --json``.
 """
 
 from __future__ import annotations
@@ -117,6 +117,40 @@ def embedding(name: str) -> None:
     )
 
 
+def inloop(name: str) -> None:
+    """Training loops and the step after a gap, in one process with torch (``benches/inloop.py``)."""
+    d = load(name)
+    m = d["meta"]
+    rows = d["rows"]
+    print(f"`{name}`: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']}\n")
+    print(
+        "| model | parameters (tensors) | threads | step ours ms | step torch ms | **torch/ours step** |"
+        " **torch/ours iteration** | own pool: torch/pool step | pool without lingering | bit-identical |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in (r for r in rows if r["bench"] == "loop"):
+        print(
+            f"| {r['model']} | {r['params'] / 1e6:.1f}M ({r['tensors']}) | {r['threads']} | {r['ours_step_ms']:.2f} |"
+            f" {r['torch_step_ms']:.2f} | **{r['step_torch_over_ours']:.2f}×** | **{r['iter_torch_over_ours']:.2f}×** |"
+            f" {r.get('step_torch_over_pool', float('nan')):.2f}× |"
+            f" {r.get('step_torch_over_pool-no-linger', float('nan')):.2f}× |"
+            f" {'yes' if r['bit_identical'] else 'n/a (sparse)' if r['bit_identical'] is None else 'NO'} |"
+        )
+    print()
+    print(
+        "| elements | threads | before | ours ms | torch ms | **torch/ours** | **ours 1T / ours NT** |"
+        " own pool: torch/pool | pool 1T/NT |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in (r for r in rows if r["bench"] == "gap"):
+        print(
+            f"| {r['elements']:,} | {r['threads']} | {r['before']} | {r['ours_ms']:.3f} | {r['torch_ms']:.3f} |"
+            f" **{r['torch_over_ours']:.2f}×** | **{r['one_over_ours']:.2f}** |"
+            f" {r.get('torch_over_pool', float('nan')):.2f}× | {r.get('one_over_pool', float('nan')):.2f} |"
+        )
+    print()
+
+
 if __name__ == "__main__":
     for f in ("vs-torch-intel-spr.json", "vs-torch-intel-spr-avx2.json", "vs-torch-intel-spr-avx512.json"):
         if (HERE / f).exists():
@@ -134,3 +168,5 @@ if __name__ == "__main__":
     ):
         if (HERE / f).exists():
             embedding(f)
+    if (HERE / "inloop-intel-spr.json").exists():
+        inloop("inloop-intel-spr.json")
