@@ -332,10 +332,7 @@ impl Grain {
 
     /// The next chunk's size when `left` units are left for `threads` threads.
     fn size(self, left: usize, threads: usize) -> usize {
-        (left / threads.max(1))
-            .min(self.max)
-            .max(self.min)
-            .max(1)
+        (left / threads.max(1)).min(self.max).max(self.min).max(1)
     }
 }
 

@@ -71,7 +71,7 @@ fn allocations(par: Parallelism, sizes: &[usize]) -> (usize, usize) {
 }
 
 #[test]
-fn steps_allocate_nothing_on_the_calling_thread_and_one_task_on_threads() {
+fn steps_allocate_nothing_on_the_calling_thread_and_two_records_on_threads() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let big: Vec<usize> = (0..64).map(|i| 1000 + i * 5000).chain([1 << 20]).collect();
     let small = [1000, 2000, 3000]; // below every table entry's parallel threshold
@@ -114,6 +114,32 @@ fn steps_allocate_nothing_on_the_calling_thread_and_one_task_on_threads() {
             "{par:?} below the threshold"
         );
     }
+}
+
+/// A host team that runs the job on the calling thread (as an OpenMP team of one does).
+struct CallerOnly;
+
+impl adagrad::HostTeam for CallerOnly {
+    fn run(&self, _threads: usize, job: &(dyn Fn() + Sync)) {
+        job();
+    }
+    fn threads(&self) -> usize {
+        2
+    }
+    fn name(&self) -> &str {
+        "caller-only"
+    }
+}
+
+/// A parallel step on a host team allocates nothing: the chunks' cursor lives on the caller's stack.
+#[test]
+fn steps_on_a_host_team_allocate_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let big: Vec<usize> = (0..64).map(|i| 1000 + i * 5000).chain([1 << 20]).collect();
+    assert_eq!(
+        allocations(Parallelism::Host(Arc::new(CallerOnly)), &big),
+        (0, 0)
+    );
 }
 
 /// Embedding steps of repeating sizes on the calling thread allocate nothing after the first (sorted keys, the
@@ -170,7 +196,7 @@ fn embedding_steps_allocate_nothing_after_the_first() {
 /// and scatter in each of its two passes, finding the runs, and the row updates — plus a block of rayon's queues
 /// now and then; nothing else after the first step.
 #[test]
-fn embedding_steps_on_threads_allocate_one_task_per_phase() {
+fn embedding_steps_on_threads_allocate_two_records_per_phase() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use adagrad::Tuning;
     use adagrad::embedding::{EmbeddingAdagrad, Lookups, TableOptions};
