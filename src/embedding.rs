@@ -764,7 +764,7 @@ impl<W: Table> EmbeddingAdagrad<W> {
         }
         let prepared = prepare(&self.exec, self.rows, self.dim, lookups, &mut self.scratch)?;
         if self.config.non_finite != NonFinite::Propagate {
-            let bad = prepared.non_finite();
+            let bad = prepared.non_finite(&self.exec);
             if bad > 0 {
                 return match self.config.non_finite {
                     NonFinite::Error => Err(Error::NonFiniteGradient { count: bad }),
@@ -859,9 +859,44 @@ pub struct Prepared<'a, G> {
 }
 
 impl<G: Grad<f32>> Prepared<'_, G> {
-    /// Gradient (and weight) elements that are NaN or ±∞.
-    pub fn non_finite(&self) -> usize {
-        self.src.non_finite()
+    /// Elements of the gradients the update will use that are NaN or ±∞: each touched row's gradient summed over
+    /// its lookups, weights applied, exactly as the row update sums it (so a sum that overflows to ∞, or a weight
+    /// of 1e30 on a gradient of 1e30, counts, and a gradient row no lookup uses does not). A pass that sums without
+    /// writing anything, on `exec`'s threads for large steps; the step's policy ([`crate::NonFinite`]) judges by
+    /// it.
+    pub fn non_finite(&self, exec: &Executor) -> usize {
+        let dim = self.dim;
+        let found = AtomicUsize::new(0);
+        let leaf = |piece: RunList<'_>| {
+            let mut block = [0f32; CHECK_BLOCK];
+            let mut bad = 0;
+            for run in piece.starts.windows(2) {
+                let keys = &self.keys[run[0] as usize..run[1] as usize];
+                for c0 in (0..dim).step_by(CHECK_BLOCK) {
+                    let sum = &mut block[..(dim - c0).min(CHECK_BLOCK)];
+                    let cols = c0..c0 + sum.len();
+                    for (i, &k) in keys.iter().enumerate() {
+                        self.src
+                            .accumulate((k & 0xFFFF_FFFF) as usize, dim, cols.clone(), sum, i == 0);
+                    }
+                    bad += sum.iter().filter(|x| !x.is_finite()).count();
+                }
+            }
+            found.fetch_add(bad, Ordering::Relaxed);
+        };
+        let all = RunList {
+            starts: self.starts,
+        };
+        let tuning = exec.tuning();
+        let team = exec
+            .team()
+            .filter(|_| self.keys.len().saturating_mul(dim) >= tuning.parallel_threshold);
+        let runs = Grain {
+            min: tuning.min_piece.div_ceil(dim),
+            max: MAX_CHUNK.div_ceil(dim),
+        };
+        run_chunks(all, team, runs, &leaf);
+        found.into_inner()
     }
 
     /// Rows the step touches.
@@ -910,7 +945,8 @@ pub fn prepare<'a, I: Id, G: Grad<f32>>(
 
 /// The functional form's second half: applies `prepared` to the caller's `table` (`rows × dim`) and `state`
 /// (`rows` accumulators for [`Accumulator::RowWise`], `rows × dim` for [`Accumulator::ElementWise`]) as step `t`
-/// (1-based) with `config`'s hyperparameters (validated here, as f32) on `exec`'s path and threads — the same
+/// (1-based: 0 is refused, as by [`crate::functional::step`]) with `config`'s hyperparameters (validated here, as
+/// f32) on `exec`'s path and threads — the same
 /// arithmetic, threads and bits as [`EmbeddingAdagrad::step`], which is this pair on its own state. Checks every
 /// length first; on error nothing is changed. (The non-finite policy is the caller's: see
 /// [`Prepared::non_finite`].)
@@ -923,6 +959,7 @@ pub fn apply<W: Table, G: Grad<f32>>(
     state: &mut [f32],
     prepared: &Prepared<'_, G>,
 ) -> Result<(), Error> {
+    crate::functional::check_step(t)?;
     config.validate_for::<f32>()?;
     let (rows, dim) = (prepared.rows, prepared.dim);
     if table.len() != rows * dim {
@@ -1211,15 +1248,31 @@ impl<'a, G: Grad<f32>> Source<'a, G> {
             Source::Rows(g) | Source::Bags { grads: g, .. } => g.len(),
         }
     }
+}
 
-    /// Gradient and weight elements that are NaN or ±∞.
-    fn non_finite(&self) -> usize {
-        let (grads, weights) = match self {
-            Source::Rows(g) => (*g, None),
-            Source::Bags { grads, weights, .. } => (*grads, *weights),
-        };
-        grads.iter().filter(|g| !g.widen().is_finite()).count()
-            + weights.map_or(0, |w| w.iter().filter(|x| !x.is_finite()).count())
+/// Columns the non-finite check sums at a time (on the stack).
+const CHECK_BLOCK: usize = 64;
+
+/// Runs of keys (by their starts, and the end of the last), read only: what the non-finite check walks.
+struct RunList<'a> {
+    starts: &'a [u32],
+}
+
+impl Split for RunList<'_> {
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn split(self, at: usize) -> (Self, Self) {
+        let at = at.min(self.len());
+        (
+            RunList {
+                starts: &self.starts[..=at],
+            },
+            RunList {
+                starts: &self.starts[at..],
+            },
+        )
     }
 }
 
@@ -1312,7 +1365,7 @@ impl<W: Table> Rows<'_, W> {
                             {
                                 src.prefetch((next & 0xFFFF_FFFF) as usize, dim);
                             }
-                            src.accumulate((k & 0xFFFF_FFFF) as usize, dim, sum, i == 0);
+                            src.accumulate((k & 0xFFFF_FFFF) as usize, dim, 0..dim, sum, i == 0);
                         }
                         sum
                     }
@@ -1359,25 +1412,30 @@ impl<G: Grad<f32>> Source<'_, G> {
         rowwise::prefetch_row(&g[row * dim..(row + 1) * dim]);
     }
 
-    /// Adds lookup `pos`'s gradient row into `sum` (or sets it, for a row's first lookup).
+    /// Adds columns `cols` of lookup `pos`'s gradient row into `sum` (or sets it, for a row's first lookup).
     #[inline]
-    fn accumulate(&self, pos: usize, dim: usize, sum: &mut [f32], first: bool) {
-        match *self {
-            Source::Rows(g) => add_row(sum, &g[pos * dim..(pos + 1) * dim], None, first),
+    fn accumulate(
+        &self,
+        pos: usize,
+        dim: usize,
+        cols: std::ops::Range<usize>,
+        sum: &mut [f32],
+        first: bool,
+    ) {
+        let (row, weight, g) = match *self {
+            Source::Rows(g) => (pos, None, g),
             Source::Bags {
                 grads,
                 weights,
                 bag_of,
-            } => {
-                let b = bag_of[pos] as usize;
-                add_row(
-                    sum,
-                    &grads[b * dim..(b + 1) * dim],
-                    weights.map(|w| w[pos]),
-                    first,
-                )
-            }
-        }
+            } => (bag_of[pos] as usize, weights.map(|w| w[pos]), grads),
+        };
+        add_row(
+            sum,
+            &g[row * dim + cols.start..row * dim + cols.end],
+            weight,
+            first,
+        )
     }
 }
 

@@ -52,12 +52,15 @@ impl Executor {
             }
             None => Tuning::detect()?,
         };
-        let kernels = match (config.isa, Isa::from_env()?) {
-            (Some(isa), _) | (None, Some(isa)) => Kernels::new(isa)?,
-            (None, None) if !tuning.avx512 && Isa::best() == Isa::Avx512 => {
-                Kernels::new(Isa::Avx2)?
-            }
-            (None, None) => Kernels::best(),
+        // `ADAGRAD_ISA` is read only when the configuration names no path.
+        let isa = match config.isa {
+            Some(isa) => Some(isa),
+            None => Isa::from_env()?,
+        };
+        let kernels = match isa {
+            Some(isa) => Kernels::new(isa)?,
+            None if !tuning.avx512 && Isa::best() == Isa::Avx512 => Kernels::new(Isa::Avx2)?,
+            None => Kernels::best(),
         }
         .with_prefetch(tuning.prefetch);
         let wanted = match &config.parallelism {
@@ -241,13 +244,7 @@ pub(crate) fn run<T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>(
     copy_out: Option<&mut [&mut [O]]>,
     grad_scale: Option<f64>,
 ) -> Result<StepOutcome, Error> {
-    if t == 0 {
-        return Err(Error::InvalidConfig {
-            field: "step",
-            value: 0.0,
-            reason: "steps are counted from 1",
-        });
-    }
+    check_step(t)?;
     check(params, grads, state)?;
     let out: &mut [&mut [O]] = match copy_out {
         Some(out) if O::KIND != 0 => {
@@ -278,6 +275,18 @@ pub(crate) fn run<T: Float, G: Grad<T>, O: CopyOut<T>, S: StateSlice<T>>(
     let team = exec.team_for::<T>(seg.len());
     seg.run(&exec.kernels, &h, config.precision, team, exec.grain::<T>());
     Ok(StepOutcome::Applied)
+}
+
+/// The one rule for a caller's step count `t`, in the dense and the embedding step: steps are counted from 1.
+pub(crate) fn check_step(t: u64) -> Result<(), Error> {
+    if t == 0 {
+        return Err(Error::InvalidConfig {
+            field: "step",
+            value: 0.0,
+            reason: "steps are counted from 1",
+        });
+    }
+    Ok(())
 }
 
 fn check<T, G, S: StateSlice<T>>(

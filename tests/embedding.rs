@@ -727,9 +727,10 @@ fn refusals_change_nothing() {
         ),
         Err(Error::NonFiniteGradient { count: 1 })
     );
+    // An ∞ weight makes row 3's whole gradient (its 3 elements) infinite.
     assert_eq!(
         opt.step(&mut table, one_bag(&[1.0, 2.0, f32::INFINITY], &g(1))),
-        Err(Error::NonFiniteGradient { count: 1 })
+        Err(Error::NonFiniteGradient { count: 3 })
     );
     assert_eq!(
         (table.clone(), opt.state().to_vec(), opt.step_count()),
@@ -940,7 +941,7 @@ fn functional_form_equals_the_optimizer() {
                 &mut scratch,
             )
             .unwrap();
-            assert!(p.touched_rows() > 0 && p.non_finite() == 0);
+            assert!(p.touched_rows() > 0 && p.non_finite(&exec) == 0);
             embedding::apply(&exec, &c, &options, t, &mut b, &mut state, &p).unwrap();
             assert_eq!(bits(&a), bits(&b), "{accumulator:?} step {t}");
             assert_eq!(bits(opt.state()), bits(&state));
@@ -1163,7 +1164,7 @@ fn reported_values_and_limits() {
         (opt.rows(), opt.dim(), opt.options(), opt.threads()),
         (7, 5, options, 3)
     );
-    // Finite weights pass the non-finite check (one infinite weight among finite ones is counted alone above).
+    // Finite weights pass the non-finite check.
     let mut table = vec![0.5f32; 7 * 5];
     assert_eq!(
         opt.step(&mut table, one_bag(&[1.0, 2.0, 3.0], &[0.25; 5])),
@@ -1178,7 +1179,7 @@ fn reported_values_and_limits() {
         grads: &grads,
     };
     let p = embedding::prepare(&exec, 7, 5, lookups, &mut scratch).unwrap();
-    assert_eq!((p.touched_rows(), p.non_finite()), (3, 0));
+    assert_eq!((p.touched_rows(), p.non_finite(&exec)), (3, 0));
     let mut state = vec![0.0f32; 7 * 5];
     let mut short = vec![0.5f32; 7 * 5 - 1];
     assert_eq!(
@@ -1188,6 +1189,17 @@ fn reported_values_and_limits() {
             got: 34
         }))
     );
+    // Step 0 is refused, as by the dense functional step, and changes nothing.
+    let mut full = vec![0.5f32; 7 * 5];
+    assert_eq!(
+        embedding::apply(&exec, &c, &options, 0, &mut full, &mut state, &p),
+        Err(Error::InvalidConfig {
+            field: "step",
+            value: 0.0,
+            reason: "steps are counted from 1"
+        })
+    );
+    assert!(full.iter().all(|&x| x == 0.5) && state.iter().all(|&s| s == 0.0));
     // Row ids are 32-bit: a table of 2^32 - 1 rows is allowed (prepare allocates nothing per row), 2^32 is not.
     let one = Lookups::Rows {
         ids: &[3u64],
@@ -1200,4 +1212,78 @@ fn reported_values_and_limits() {
         embedding::prepare(&exec, largest + 1, 1, one, &mut scratch),
         Err(Error::TableShape { rows, dim: 1, .. }) if rows == largest + 1
     ));
+}
+
+/// The non-finite policy judges the gradient the update uses: a row looked up twice whose sum overflows to ∞, or
+/// a finite weight times a finite gradient that overflows, is refused (`Error`) or skipped (`SkipStep`) with
+/// nothing changed, on one thread and on several, for both accumulators; a NaN in a gradient row no lookup uses
+/// changes nothing in the step and is not counted; `Propagate` applies it.
+#[test]
+fn non_finite_sums_and_products_are_judged_after_summing() {
+    let (rows, dim) = (6, 4);
+    let big = vec![3e38f32; 2 * dim];
+    let twice = Lookups::Rows {
+        ids: &[2u32, 2],
+        grads: &big,
+    };
+    let product = Lookups::Bags {
+        ids: &[1u32, 4],
+        offsets: &[0, 2],
+        weights: Some(&[1e30, 0.5]),
+        grads: &[1e30f32; 4],
+    };
+    // Bag 1 has no lookups: its NaN row is never used.
+    let unused = Lookups::Bags {
+        ids: &[1u32, 4],
+        offsets: &[0, 2, 2],
+        weights: None,
+        grads: &[0.5, 0.5, 0.5, 0.5, f32::NAN, 0.0, 0.0, 0.0],
+    };
+    for accumulator in [Accumulator::RowWise, Accumulator::ElementWise] {
+        for par in [Parallelism::Sequential, Parallelism::Threads(3)] {
+            let tuning = Tuning {
+                parallel_threshold: 0,
+                min_piece: 1,
+                ..Tuning::for_cpu(&adagrad::Cpu::this())
+            };
+            let make = |policy| {
+                EmbeddingAdagrad::<f32>::new(
+                    Config::default()
+                        .non_finite(policy)
+                        .parallelism(par.clone())
+                        .tuning(tuning),
+                    rows,
+                    dim,
+                    TableOptions::default().accumulator(accumulator),
+                )
+                .unwrap()
+            };
+            let what = format!("{accumulator:?} {par:?}");
+            for (lookups, bad) in [(twice, dim), (product, dim)] {
+                let mut table = vec![0.25f32; rows * dim];
+                let mut opt = make(NonFinite::Error);
+                assert_eq!(
+                    opt.step(&mut table, lookups),
+                    Err(Error::NonFiniteGradient { count: bad }),
+                    "{what}"
+                );
+                let mut skip = make(NonFinite::SkipStep);
+                assert_eq!(
+                    skip.step(&mut table, lookups),
+                    Ok(StepOutcome::Skipped { non_finite: bad }),
+                    "{what}"
+                );
+                assert!(table.iter().all(|&x| x == 0.25), "{what}");
+                assert!(opt.state().iter().chain(skip.state()).all(|&s| s == 0.0));
+                assert_eq!((opt.step_count(), skip.step_count()), (0, 0));
+                let mut apply = make(NonFinite::Propagate);
+                assert_eq!(apply.step(&mut table, lookups), Ok(StepOutcome::Applied));
+                assert!(table.iter().any(|x| !x.is_finite()), "{what}: applied");
+            }
+            let mut table = vec![0.25f32; rows * dim];
+            let mut opt = make(NonFinite::Error);
+            assert_eq!(opt.step(&mut table, unused), Ok(StepOutcome::Applied), "{what}");
+            assert!(table.iter().all(|x| x.is_finite()), "{what}");
+        }
+    }
 }

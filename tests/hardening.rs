@@ -335,6 +335,14 @@ fn unreadable_environment_variables_are_errors() {
     };
     let not_utf8 = std::ffi::OsStr::from_bytes(b"avx\xff2");
     assert!(run("ADAGRAD_ISA", not_utf8).contains("error: unknown ISA"));
+    // Config::isa(Some(..)) ignores ADAGRAD_ISA, valid or not.
+    for bad in [not_utf8, "avx3".as_ref()] {
+        let out = run("ADAGRAD_ISA", bad);
+        assert!(
+            out.contains("error: unknown ISA") && out.contains("forced path: scalar"),
+            "{out}"
+        );
+    }
     assert!(run("ADAGRAD_TUNE", not_utf8).contains("error: invalid tuning"));
     assert!(run("ADAGRAD_TUNE", "prefetch=x".as_ref()).contains("error: invalid tuning"));
     let ok = run("ADAGRAD_TUNE", "prefetch=128,threshold=7".as_ref());
@@ -368,6 +376,11 @@ fn env_child() {
     match Adagrad::<f32>::new(Config::default(), &[3]) {
         Ok(opt) => println!("tuning: {}, threads: {}", opt.tuning(), opt.threads()),
         Err(e) => println!("error: {e}"),
+    }
+    // A path named in the configuration: `ADAGRAD_ISA` is not read at all.
+    match Adagrad::<f32>::new(Config::default().isa(adagrad::Isa::Scalar), &[3]) {
+        Ok(opt) => println!("forced path: {}", opt.isa().name()),
+        Err(e) => println!("forced path error: {e}"),
     }
     println!("threads running: {}", threads_running());
 }

@@ -54,7 +54,7 @@ fn contiguous<'a, T: numpy::Element>(
     a: &'a PyReadonlyArrayDyn<'_, T>,
 ) -> PyResult<&'a [T]> {
     a.as_slice()
-        .map_err(|_| refused(format!("{what}: is not C-contiguous")))
+        .map_err(|_| refused(format!("{what} is not C-contiguous")))
 }
 
 #[pymethods]
@@ -208,7 +208,7 @@ impl Embedding {
         let weights_s = weights
             .map(|w| {
                 w.as_slice()
-                    .map_err(|_| refused("weights: is not C-contiguous"))
+                    .map_err(|_| refused("weights is not C-contiguous"))
             })
             .transpose()?;
         if offsets_s.is_none() && weights_s.is_some() {
@@ -260,12 +260,12 @@ fn run<W: adagrad::embedding::Table, E: numpy::Element, I: adagrad::embedding::I
     })?;
     if !arr.is_c_contiguous() {
         return Err(refused(
-            "table: is not C-contiguous; the step runs in place",
+            "table is not C-contiguous; the step runs in place",
         ));
     }
     let table_s = view(
         arr.as_slice_mut()
-            .map_err(|_| refused("table: is not C-contiguous"))?,
+            .map_err(|_| refused("table is not C-contiguous"))?,
     );
     let t = span(table_s);
     disjoint(t, "ids", inputs.ids)?;
@@ -321,10 +321,10 @@ pub fn embedding_ceiling(
     let grads = contiguous("grads", &grads)?;
     let table = table
         .as_slice_mut()
-        .map_err(|_| refused("table: is not C-contiguous"))?;
+        .map_err(|_| refused("table is not C-contiguous"))?;
     let state = state
         .as_slice_mut()
-        .map_err(|_| refused("state: is not C-contiguous"))?;
+        .map_err(|_| refused("state is not C-contiguous"))?;
     let n = ids.len();
     if n == 0 || grads.is_empty() || grads.len() % n != 0 {
         return Err(refused(

@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 create_exception!(
-    _native,
+    adagrad_cpu,
     AdagradError,
     PyValueError,
     "A step, or the optimizer's construction, refused its input; nothing was changed."
@@ -322,14 +322,14 @@ impl Engine {
             };
             if scale.is_some() || found_inf.is_some() {
                 return Err(refused(format!(
-                    "{place}: is sparse; grad_scale and found_inf apply to dense gradients only (torch's fused \
+                    "{place} is sparse; grad_scale and found_inf apply to dense gradients only (torch's fused \
                      Adagrad takes no sparse gradients either)"
                 )));
             }
             let h = &hypers[sp.at.0];
             if h.weight_decay != 0.0 {
                 return Err(refused(format!(
-                    "{place}: is sparse; weight_decay is not compatible with sparse gradients (as in \
+                    "{place} is sparse; weight_decay is not compatible with sparse gradients (as in \
                      torch.optim.Adagrad)"
                 )));
             }

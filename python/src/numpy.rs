@@ -31,7 +31,7 @@ fn inspect(
 ) -> Result<(Mem, Vec<usize>), String> {
     let arr = a
         .cast::<PyUntypedArray>()
-        .map_err(|_| format!("{}: is not a numpy array", what(at)))?;
+        .map_err(|_| format!("{} is not a numpy array", what(at)))?;
     let dt = arr.dtype();
     let dtype = if dt.is_equiv_to(&dtype::<f32>(py)) {
         Dtype::F32
@@ -41,13 +41,13 @@ fn inspect(
         Dtype::F16
     } else {
         return Err(format!(
-            "{}: dtype {dt} is not supported (float32, float64, float16 gradients)",
+            "{} has dtype {dt}, which is not supported (float32, float64, float16 gradients)",
             what(at)
         ));
     };
     if !arr.is_c_contiguous() {
         return Err(format!(
-            "{}: is not C-contiguous; the step runs in place on contiguous memory",
+            "{} is not C-contiguous; the step runs in place on contiguous memory",
             what(at)
         ));
     }
@@ -58,7 +58,7 @@ fn inspect(
         ((*raw).fields.data as usize, (*raw).fields.flags)
     };
     if write && flags & NPY_ARRAY_WRITEABLE == 0 {
-        return Err(format!("{}: is read-only", what(at)));
+        return Err(format!("{} is read-only", what(at)));
     }
     let mem = Mem::new(data, arr.len(), dtype).map_err(|e| format!("{}: {e}", what(at)))?;
     Ok((mem, arr.shape().to_vec()))

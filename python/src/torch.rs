@@ -120,7 +120,7 @@ pub struct Refusal(pub String);
 type Checked<T> = Result<T, Refusal>;
 
 fn refuse<T>(place: Place, why: impl std::fmt::Display) -> PyResult<Checked<T>> {
-    Ok(Err(Refusal(format!("{place}: {why}"))))
+    Ok(Err(Refusal(format!("{place} {why}"))))
 }
 
 /// Everything about one tensor the step relies on: a dense, contiguous CPU tensor of a supported dtype, not a
@@ -487,7 +487,7 @@ pub fn plan(
             let t = before + 1.0;
             if !(t >= 1.0 && t.is_finite() && t.fract() == 0.0) {
                 return Ok(Plan::Refused(Refusal(format!(
-                    "{}: is {before}, not a step count",
+                    "{} is {before}, not a step count",
                     at(Role::Step)
                 ))));
             }
@@ -500,7 +500,7 @@ pub fn plan(
                             let sg = check!(inspect_sparse(py, &g, &p, at(Role::Grad))?);
                             if e.back.m.is_some() || e.p.dtype != Dtype::F32 {
                                 return Ok(Plan::Refused(Refusal(format!(
-                                    "{}: is {}; sparse gradients update float32 parameters only",
+                                    "{} is {}; sparse gradients update float32 parameters only",
                                     at(Role::Param),
                                     e.p.dtype.name()
                                 ))));
@@ -527,7 +527,7 @@ pub fn plan(
                         );
                         if !gs.eq(&ps)? {
                             return Ok(Plan::Refused(Refusal(format!(
-                                "{}: has shape {gs}; its parameter has shape {ps}",
+                                "{} has shape {gs}; its parameter has shape {ps}",
                                 at(Role::Grad)
                             ))));
                         }
@@ -673,7 +673,7 @@ fn fits(p: Mem, b: &Backing, at: impl Fn(Role) -> Place) -> Checked<()> {
         Some(m) => {
             if m.len != p.len {
                 return Err(Refusal(format!(
-                    "{}: has {} elements; its parameter {}",
+                    "{} has {} elements; its parameter {}",
                     at(Role::Master),
                     m.len,
                     p.len
@@ -683,7 +683,7 @@ fn fits(p: Mem, b: &Backing, at: impl Fn(Role) -> Place) -> Checked<()> {
         }
         None if matches!(p.dtype, Dtype::Bf16 | Dtype::F16) => {
             return Err(Refusal(format!(
-                "{}: is {}: 16-bit parameters need a float32 master copy to be updated exactly; construct the \
+                "{} is {}: 16-bit parameters need a float32 master copy to be updated exactly; construct the \
                  optimizer with master_weights=True (or keep float32 parameters)",
                 at(Role::Param),
                 p.dtype.name()
