@@ -6,6 +6,8 @@ position, then the row is updated once. Row-wise is FBGEMM's ``EXACT_ROWWISE_ADA
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from adagrad_cpu._host import host_team, host_threads
@@ -62,6 +64,8 @@ class EmbeddingAdagrad:
             eps_placement=eps_placement,
             table_dtype=table_dtype,
         )
+        # One step at a time (the native optimizer's state is one); other threads wait their turn.
+        self._lock = threading.Lock()
 
     def step(
         self,
@@ -76,9 +80,12 @@ class EmbeddingAdagrad:
         ``ids`` are row ids, one per lookup (int64 as torch gives them, or int32, uint64, uint32); ``grads`` one
         float32 row per lookup, or per bag when ``offsets`` (the ids' dtype, bags + 1, from 0 to ``len(ids)``) are
         given, with optional per-lookup ``weights``.
-        Anything malformed raises ``AdagradError`` naming the first offending position; nothing is changed then.
+        Anything malformed (wrong dtypes, shapes or types included) raises ``AdagradError`` naming what is wrong
+        and, for lookups, the first offending position; nothing is changed then. Steps from several threads at
+        once are serialized.
         """
-        self._native.step(table, ids, grads, offsets, weights)
+        with self._lock:
+            self._native.step(table, ids, grads, offsets, weights)
 
     @property
     def state(self) -> np.ndarray:

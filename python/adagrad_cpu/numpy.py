@@ -7,6 +7,8 @@ accumulators. Both run the crate's step (the same validation, threads and bits a
 
 from __future__ import annotations
 
+import numbers
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,7 +65,7 @@ def step(
         list(params),
         list(grads),
         list(sums),
-        int(t),
+        _step_count(t),
         float(lr),
         float(lr_decay),
         float(weight_decay),
@@ -72,6 +74,17 @@ def step(
         float(initial_accumulator_value),
         grad_scale,
     )
+
+
+def _step_count(t: object) -> int:
+    """``t`` as a step count: an integer (Python's or numpy's, not a bool) from 1 to 2**64 - 1, else
+    ``AdagradError``."""
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+        raise AdagradError(f"step count t must be an integer (it counts from 1), not {t!r}")
+    t = int(t)
+    if not 1 <= t < 2**64:
+        raise AdagradError(f"step count t counts from 1 and must be below 2**64, not {t}")
+    return t
 
 
 class Adagrad:
@@ -119,6 +132,8 @@ class Adagrad:
             if name != "maximize" and not 0.0 <= value < float("inf"):
                 raise AdagradError(f"invalid {name}: {value}")
         self._engine = _engine(threads, isa, precision, eps_placement)
+        # One step (or load) at a time: the count and the arrays change together.
+        self._lock = threading.Lock()
         self.sums = [aligned_array(p.shape, p.dtype) for p in self.params]
         for s in self.sums:
             s.fill(initial_accumulator_value)
@@ -135,22 +150,24 @@ class Adagrad:
         return self._engine.threads
 
     def step(self, grads: Sequence[np.ndarray], grad_scale: float | None = None) -> None:
-        """One step with one gradient array per parameter; on ``AdagradError`` nothing changed, the count too."""
-        h = self.hyper
-        self._engine.numpy_step(
-            self.params,
-            list(grads),
-            self.sums,
-            self.t + 1,
-            h["lr"],
-            h["lr_decay"],
-            h["weight_decay"],
-            h["eps"],
-            h["maximize"],
-            h["initial_accumulator_value"],
-            grad_scale,
-        )
-        self.t += 1
+        """One step with one gradient array per parameter; on ``AdagradError`` nothing changed, the count too.
+        Steps from several threads at once are serialized."""
+        with self._lock:
+            h = self.hyper
+            self._engine.numpy_step(
+                self.params,
+                list(grads),
+                self.sums,
+                _step_count(self.t + 1),
+                h["lr"],
+                h["lr_decay"],
+                h["weight_decay"],
+                h["eps"],
+                h["maximize"],
+                h["initial_accumulator_value"],
+                grad_scale,
+            )
+            self.t += 1
 
     def state_dict(self) -> dict[str, Any]:
         """The step count, hyperparameters and copies of the accumulators."""
@@ -159,13 +176,16 @@ class Adagrad:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores ``state_dict()``'s output; checked first, so nothing changes if it does not fit."""
         sums = state["sums"]
-        t = int(state["step"])
-        if t < 0 or len(sums) != len(self.params):
+        t = state["step"]
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= int(t) < 2**64:
+            raise AdagradError(f"state's step must be an integer from 0, not {t!r}")
+        if len(sums) != len(self.params):
             raise AdagradError("state does not match this optimizer's parameters")
         for i, (s, p) in enumerate(zip(sums, self.params)):
             if not isinstance(s, np.ndarray) or s.shape != p.shape or s.dtype != p.dtype:
                 raise AdagradError(f"sums[{i}] does not match params[{i}] in shape or dtype")
-        for dst, src in zip(self.sums, sums):
-            np.copyto(dst, src)
-        self.hyper.update(state.get("hyper", {}))
-        self.t = t
+        with self._lock:
+            for dst, src in zip(self.sums, sums):
+                np.copyto(dst, src)
+            self.hyper.update(state.get("hyper", {}))
+            self.t = int(t)

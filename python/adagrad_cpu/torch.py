@@ -8,6 +8,7 @@ lr=0.01)``. Results are bit-identical to ``torch.optim.Adagrad(fused=True)`` for
 from __future__ import annotations
 
 import functools
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
@@ -267,6 +268,9 @@ class Adagrad(Optimizer):
         self._backing: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
         self._flag = _Flag()
         self._state_ref: object = None
+        # One step (or load) at a time: the state, the snapshot and the native cache change together. Re-entrant,
+        # for a closure or hook that calls back into the optimizer.
+        self._lock = threading.RLock()
         defaults = {
             "lr": lr,
             "lr_decay": lr_decay,
@@ -429,8 +433,9 @@ class Adagrad(Optimizer):
         params = param_group["params"]
         for p in [params] if isinstance(params, torch.Tensor) else list(params):
             self._check_param(p)
-        super().add_param_group(param_group)
-        self._snaps = None
+        with self._lock:
+            super().add_param_group(param_group)
+            self._snaps = None
 
     def state_dict(self) -> dict[str, Any]:
         """As ``torch.optim.Optimizer.state_dict``, with plain dicts (loadable where adagrad_cpu is not installed)."""
@@ -443,9 +448,18 @@ class Adagrad(Optimizer):
         state is copied into memory the optimizer owns: ``step`` as a float32 scalar, ``sum`` in the parameter's
         dtype (float32 for a 16-bit parameter, whose master copy is taken from the parameter when the checkpoint
         has none)."""
-        super().load_state_dict(state_dict)
-        self._snaps = None
-        self._snapshot(None, force=True)
+        with self._lock:
+            kept = (self.state, self.param_groups, self._snaps, self._backing, self._state_ref)
+            try:
+                super().load_state_dict(state_dict)
+                self._snaps = None
+                self._snapshot(None, force=True)
+            except BaseException:
+                # Refused (by torch or by the checks here): the optimizer is left as it was.
+                self.state, self.param_groups, self._snaps, self._backing, self._state_ref = kept
+                self._cache.clear()
+                self._flag.dirty = True
+                raise
 
     def share_memory(self) -> None:
         """Not supported: the state lives in memory the optimizer allocates itself (so that no tensor operation can
@@ -473,6 +487,7 @@ class Adagrad(Optimizer):
             self._cache = _native.TensorCache()
             self._backing = {}
             self._flag = _Flag()
+            self._lock = threading.RLock()
         self._snaps = None
         self._state_ref = None
         super().__setstate__(state)
@@ -492,6 +507,13 @@ class Adagrad(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with self._lock:
+            self._step_locked(grads)
+        return loss
+
+    def _step_locked(self, grads: Sequence[torch.Tensor | None] | None) -> None:
+        """The step itself, under the optimizer's lock: steps from several threads at once are serialized, each
+        one whole."""
         if grads is not None:
             grads = list(grads)
         # As in torch, the accumulators start from the optimizer's initial_accumulator_value, not a group's.
@@ -530,7 +552,6 @@ class Adagrad(Optimizer):
             getattr(self, "grad_scale", None),
             getattr(self, "found_inf", None),
         )
-        return loss
 
     # --- introspection -------------------------------------------------------------------------------------
 

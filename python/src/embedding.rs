@@ -142,10 +142,27 @@ impl Embedding {
         py: Python<'_>,
         table: &Bound<'_, PyAny>,
         ids: &Bound<'_, PyAny>,
-        grads: PyReadonlyArrayDyn<'_, f32>,
+        grads: &Bound<'_, PyAny>,
         offsets: Option<&Bound<'_, PyAny>>,
-        weights: Option<PyReadonlyArray1<'_, f32>>,
+        weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        // Wrong types are refused like every other malformed input: AdagradError, nothing changed.
+        let grads: PyReadonlyArrayDyn<'_, f32> = grads.extract().map_err(|_| {
+            refused(format!(
+                "grads must be a numpy array of float32 (native byte order), not {}",
+                describe(grads)
+            ))
+        })?;
+        let weights: Option<PyReadonlyArray1<'_, f32>> = weights
+            .map(|w| {
+                w.extract().map_err(|_| {
+                    refused(format!(
+                        "weights must be a one-dimensional numpy array of float32 (native byte order), not {}",
+                        describe(w)
+                    ))
+                })
+            })
+            .transpose()?;
         /// Runs the step with the ids (and offsets) as numpy arrays of `$t` (numpy's `$name`), if `ids` is one.
         macro_rules! with_ids {
             ($($t:ty: $name:literal),*) => {$(
@@ -235,6 +252,19 @@ impl Embedding {
     }
 }
 
+/// What a refused argument is, for messages: a numpy array's dtype and dimensions, else its Python type.
+fn describe(x: &Bound<'_, PyAny>) -> String {
+    match x.cast::<numpy::PyUntypedArray>() {
+        Ok(a) => format!("a {}-dimensional array of {}", a.ndim(), a.dtype()),
+        Err(_) => format!(
+            "a {}",
+            x.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ),
+    }
+}
+
 /// A step's inputs other than the table.
 struct Inputs<'a, I> {
     ids: &'a [I],
@@ -277,6 +307,24 @@ fn run<W: adagrad::embedding::Table, E: numpy::Element, I: adagrad::embedding::I
         disjoint(t, "weights", w)?;
     }
     py.detach(|| {
+        // No other native call touches the table meanwhile, nor writes what this step reads.
+        let read = |s: (usize, usize)| crate::mem::Span {
+            start: s.0,
+            end: s.1,
+            written: false,
+        };
+        let mut spans = vec![
+            crate::mem::Span {
+                start: t.0,
+                end: t.1,
+                written: true,
+            },
+            read(span(inputs.ids)),
+            read(span(inputs.grads)),
+        ];
+        spans.extend(inputs.offsets.map(|o| read(span(o))));
+        spans.extend(inputs.weights.map(|w| read(span(w))));
+        let _claim = crate::mem::Claim::new(spans);
         let lookups = match inputs.offsets {
             Some(offsets) => Lookups::Bags {
                 ids: inputs.ids,

@@ -365,6 +365,16 @@ impl Engine {
             let exec = &self.exec;
             let options = TableOptions::default().accumulator(Accumulator::ElementWise);
             py.detach(|| {
+                let spans = jobs.iter().flat_map(|(_, work)| mem::Claim::spans(work));
+                let sparse_spans = sparse_jobs.iter().flat_map(|(_, _, sp)| {
+                    [
+                        mem::Span::of(sp.table, true),
+                        mem::Span::of(sp.sum, true),
+                        mem::Span::of(sp.grad.ids, false),
+                        mem::Span::of(sp.grad.values, false),
+                    ]
+                });
+                let _claim = mem::Claim::new(spans.chain(sparse_spans).collect());
                 jobs.iter()
                     .try_for_each(|(config, work)| mem::run(exec, config, work, scale))?;
                 sparse_jobs.iter().try_for_each(|(config, prepared, sp)| {
@@ -427,8 +437,11 @@ impl Engine {
         };
         let (config, work) = self.numpy_work(py, &hyper, &params, &grads, &sums, t, grad_scale)?;
         let exec = &self.exec;
-        py.detach(|| mem::run(exec, &config, &work, grad_scale))
-            .map_err(crate_error)
+        py.detach(|| {
+            let _claim = mem::Claim::new(mem::Claim::spans(&work).collect());
+            mem::run(exec, &config, &work, grad_scale)
+        })
+        .map_err(crate_error)
     }
 }
 

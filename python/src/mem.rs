@@ -5,6 +5,7 @@ use adagrad::{
     Config, CopyOut, Error, Executor, Float, Grad, NoCopy, StepOutcome, bf16, f16, functional,
 };
 use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex};
 use std::fmt;
 
 /// An element type the step handles.
@@ -154,6 +155,89 @@ pub fn check_overlap(regions: &mut [(Mem, Place)]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A byte range a native call touches while it runs with the GIL released, and whether it writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub written: bool,
+}
+
+impl Span {
+    /// The bytes of `m`.
+    pub fn of(m: Mem, written: bool) -> Span {
+        Span {
+            start: m.addr,
+            end: m.addr + m.bytes(),
+            written,
+        }
+    }
+
+    /// Whether two calls touching these ranges would race: they share a byte and one of them writes it.
+    fn clashes(&self, other: &Span) -> bool {
+        (self.written || other.written) && self.start < other.end && other.start < self.end
+    }
+}
+
+/// The calls running now (with the GIL released) and the memory each touches.
+struct InFlight {
+    next: u64,
+    calls: Vec<(u64, Vec<Span>)>,
+}
+
+static IN_FLIGHT: Mutex<InFlight> = Mutex::new(InFlight {
+    next: 0,
+    calls: Vec::new(),
+});
+static FINISHED: Condvar = Condvar::new();
+
+/// A running call's hold on its memory: no two native calls of this module ever touch the same bytes at once
+/// where one of them writes (two Python threads stepping one optimizer, two optimizers or functional calls
+/// sharing a tensor). A call whose memory clashes with a running call's waits until that call has finished, so
+/// such calls are serialized: every one of them happens whole, in some order. Released when dropped.
+pub struct Claim(u64);
+
+impl Claim {
+    /// Waits until no running call clashes with `spans`, then holds them. Call it with the GIL released (inside
+    /// `py.detach`), so that the calls it waits for can finish.
+    pub fn new(spans: Vec<Span>) -> Claim {
+        let mut all = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        while all
+            .calls
+            .iter()
+            .any(|(_, theirs)| theirs.iter().any(|t| spans.iter().any(|s| s.clashes(t))))
+        {
+            all = FINISHED.wait(all).unwrap_or_else(|e| e.into_inner());
+        }
+        let id = all.next;
+        all.next += 1;
+        all.calls.push((id, spans));
+        Claim(id)
+    }
+
+    /// The memory of `work`: parameters, accumulators and 16-bit copies written, gradients read.
+    pub fn spans(work: &Work) -> impl Iterator<Item = Span> + '_ {
+        work.values().flatten().flat_map(|it| {
+            [
+                Some(Span::of(it.p, true)),
+                Some(Span::of(it.s, true)),
+                it.out.map(|o| Span::of(o, true)),
+                Some(Span::of(it.g, false)),
+            ]
+            .into_iter()
+            .flatten()
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut all = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        all.calls.retain(|(id, _)| *id != self.0);
+        FINISHED.notify_all();
+    }
 }
 
 /// One tensor's step: the f32/f64 values updated (`p`: the parameter, or its master copy), the gradient, the

@@ -222,10 +222,10 @@ def test_ceiling_refusals_change_nothing() -> None:
         ((table.ravel()[:-1], state, ids, grads, dim, 1, good), "table and state do not match"),
         ((table, state, np.array([1, 10], np.int64), grads, dim, 1, good), "an id is outside the table"),
         ((table, state, np.array([1, -1], np.int64), grads, dim, 1, good), "an id is outside the table"),
-        ((table[:, ::2], state, ids, np.ones((2, 2), np.float32), 2, 1, good), "table: is not C-contiguous"),
-        ((table, state, ids, grads[:, ::2], 2, 1, good), "grads: is not C-contiguous"),
-        ((table, state, ids[::-1], grads, dim, 1, good), "ids: is not C-contiguous"),
-        ((table, state[::2], ids, grads, 1, 1, good), "state: is not C-contiguous"),
+        ((table[:, ::2], state, ids, np.ones((2, 2), np.float32), 2, 1, good), "table is not C-contiguous"),
+        ((table, state, ids, grads[:, ::2], 2, 1, good), "grads is not C-contiguous"),
+        ((table, state, ids[::-1], grads, dim, 1, good), "ids is not C-contiguous"),
+        ((table, state[::2], ids, grads, 1, 1, good), "state is not C-contiguous"),
     ]
     for args, message in cases:
         with pytest.raises(AdagradError, match=message):

@@ -117,8 +117,8 @@ def test_refusals() -> None:
     refused(lambda: an.step([p, p], [g, g], [s, s.copy()], 1), arrays, "overlap")
     ro = np.ones(100, np.float32)
     ro.flags.writeable = False
-    refused(lambda: an.step([ro], [g], [s], 1), arrays + [ro], r"^params\[0\]: is read-only")
-    refused(lambda: an.step([p], [np.ones(200, np.float32)[::2]], [s], 1), arrays, r"^grads\[0\]: .*C-contiguous")
+    refused(lambda: an.step([ro], [g], [s], 1), arrays + [ro], r"^params\[0\] is read-only")
+    refused(lambda: an.step([p], [np.ones(200, np.float32)[::2]], [s], 1), arrays, r"^grads\[0\] is not C-contiguous")
     refused(lambda: an.step([p], [g.astype(np.int32)], [s], 1), arrays, "not supported")
     refused(lambda: an.step([p], [g[:50]], [s], 1), arrays, "shape")
     refused(lambda: an.step([p], [g], [s.astype(np.float64)], 1), arrays, r"^sums\[0\] is float64")
@@ -128,13 +128,13 @@ def test_refusals() -> None:
     refused(lambda: an.step([p], [g], [s], 1, lr=float("nan")), arrays, "lr")
     refused(lambda: an.step([p], [g], [s], 1, eps=1e-50), arrays, "eps")
     refused(lambda: an.step([p], [g], [s], 1, grad_scale=0.0), arrays, "scale")
-    refused(lambda: an.step([p], [[0.5] * 100], [s], 1), arrays, r"^grads\[0\]: is not a numpy array")  # type: ignore[list-item]
+    refused(lambda: an.step([p], [[0.5] * 100], [s], 1), arrays, r"^grads\[0\] is not a numpy array")  # type: ignore[list-item]
     # The second array of a list is named by its index.
     p2, s2 = p.copy(), s.copy()
     two = arrays + [p2, s2]
-    refused(lambda: an.step([p, p2], [g, g.astype(np.int32)], [s, s2], 1), two, r"^grads\[1\]: dtype int32")
-    refused(lambda: an.step([p, p2], [g, g], [s, ro], 1), two + [ro], r"^sums\[1\]: is read-only")
-    refused(lambda: an.step([p, ro], [g, g], [s, s2], 1), two + [ro], r"^params\[1\]: is read-only")
+    refused(lambda: an.step([p, p2], [g, g.astype(np.int32)], [s, s2], 1), two, r"^grads\[1\] has dtype int32")
+    refused(lambda: an.step([p, p2], [g, g], [s, ro], 1), two + [ro], r"^sums\[1\] is read-only")
+    refused(lambda: an.step([p, ro], [g, g], [s, s2], 1), two + [ro], r"^params\[1\] is read-only")
     with pytest.raises(adagrad_cpu.AdagradError, match="float32 or float64"):
         an.Adagrad([np.ones(3, np.int64)])
 
