@@ -876,8 +876,13 @@ impl<G: Grad<f32>> Prepared<'_, G> {
                     let sum = &mut block[..(dim - c0).min(CHECK_BLOCK)];
                     let cols = c0..c0 + sum.len();
                     for (i, &k) in keys.iter().enumerate() {
-                        self.src
-                            .accumulate((k & 0xFFFF_FFFF) as usize, dim, cols.clone(), sum, i == 0);
+                        self.src.accumulate(
+                            (k & 0xFFFF_FFFF) as usize,
+                            dim,
+                            cols.clone(),
+                            sum,
+                            i == 0,
+                        );
                     }
                     bad += sum.iter().filter(|x| !x.is_finite()).count();
                 }

@@ -1282,7 +1282,11 @@ fn non_finite_sums_and_products_are_judged_after_summing() {
             }
             let mut table = vec![0.25f32; rows * dim];
             let mut opt = make(NonFinite::Error);
-            assert_eq!(opt.step(&mut table, unused), Ok(StepOutcome::Applied), "{what}");
+            assert_eq!(
+                opt.step(&mut table, unused),
+                Ok(StepOutcome::Applied),
+                "{what}"
+            );
             assert!(table.iter().all(|x| x.is_finite()), "{what}");
         }
     }

@@ -289,9 +289,7 @@ fn run<W: adagrad::embedding::Table, E: numpy::Element, I: adagrad::embedding::I
         ))
     })?;
     if !arr.is_c_contiguous() {
-        return Err(refused(
-            "table is not C-contiguous; the step runs in place",
-        ));
+        return Err(refused("table is not C-contiguous; the step runs in place"));
     }
     let table_s = view(
         arr.as_slice_mut()

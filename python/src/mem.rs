@@ -5,8 +5,8 @@ use adagrad::{
     Config, CopyOut, Error, Executor, Float, Grad, NoCopy, StepOutcome, bf16, f16, functional,
 };
 use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex};
 use std::fmt;
+use std::sync::{Condvar, Mutex};
 
 /// An element type the step handles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

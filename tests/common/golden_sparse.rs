@@ -66,12 +66,28 @@ pub fn is_sparse_golden(v: &Value) -> bool {
     v.get("meta").and_then(|m| m.get("rows")).is_some() && v.get("steps").is_some()
 }
 
-fn hex_list(v: &Value, key: &str) -> Vec<u32> {
+fn hex_list(v: &Value, key: &str) -> Result<Vec<u32>, String> {
     v[key]
         .as_array()
-        .unwrap_or_else(|| panic!("{key} missing"))
+        .ok_or_else(|| format!("{key} is missing or not a list"))?
         .iter()
-        .map(|x| u32::from_str_radix(x.as_str().expect("hex string"), 16).expect("hex"))
+        .map(|x| {
+            x.as_str()
+                .and_then(|s| u32::from_str_radix(s, 16).ok())
+                .ok_or_else(|| format!("{key} holds {x}, not a hex string"))
+        })
+        .collect()
+}
+
+fn ids(step: &Value, key: &str) -> Result<Vec<i64>, String> {
+    step[key]
+        .as_array()
+        .ok_or_else(|| format!("{key} is missing or not a list"))?
+        .iter()
+        .map(|x| {
+            x.as_i64()
+                .ok_or_else(|| format!("{key} holds {x}, not an id"))
+        })
         .collect()
 }
 
@@ -89,29 +105,52 @@ fn ulps32(a: f32, b: f32) -> u64 {
 
 #[allow(dead_code)]
 /// Replays `path` on `isa` with `threads` threads (pieces as small as one row, so that several threads really
-/// share the step). Panics on a malformed file.
-pub fn replay(path: &Path, isa: Isa, threads: usize) -> SparseReport {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let v: Value = serde_json::from_str(&text).expect("json");
+/// share the step). A file that cannot be read, or that the replay does not support, is an error saying why.
+pub fn replay(path: &Path, isa: Isa, threads: usize) -> Result<SparseReport, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     replay_value(&v, isa, threads)
 }
 
-/// [`replay`] on parsed JSON.
-pub fn replay_value(v: &Value, isa: Isa, threads: usize) -> SparseReport {
+/// [`replay`] on parsed JSON: starts from the file's initial weights and state, with its hyperparameters (`lr`,
+/// `eps`, `lr_decay`, `initial_accumulator_value`, weight decay, `maximize`); never panics on what it does not
+/// support (an unknown library or optimizer, a table type other than float32/float16, a missing field, lengths
+/// that do not fit): it says what.
+pub fn replay_value(v: &Value, isa: Isa, threads: usize) -> Result<SparseReport, String> {
     let meta = &v["meta"];
     let hp = &v["hyperparameters"];
     let case = meta["case"].as_str().unwrap_or("?").to_string();
-    let rows = meta["rows"].as_u64().expect("rows") as usize;
-    let dim = meta["D"].as_u64().expect("D") as usize;
+    let count = |field: &str| {
+        meta[field]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| format!("{case}: meta.{field} is missing or not a count"))
+    };
+    let (rows, dim) = (count("rows")?, count("D")?);
     let optim = hp["optim"].as_str().unwrap_or("");
     let library = meta["library"].as_str().unwrap_or("");
     let (accumulator, judge) = match (library, optim) {
         ("fbgemm", "EXACT_ROWWISE_ADAGRAD") => (Accumulator::RowWise, Judge::Exact),
         ("fbgemm", "EXACT_ADAGRAD") | ("torch", _) => (Accumulator::ElementWise, Judge::Tolerance),
-        other => panic!("{case}: unknown library/optimizer {other:?}"),
+        other => {
+            return Err(format!(
+                "{case}: library/optimizer {other:?} is not supported"
+            ));
+        }
+    };
+    let f16_weights = match meta["weights_dtype"].as_str() {
+        Some("float16") => true,
+        Some("float32") | None => false,
+        Some(other) => return Err(format!("{case}: {other} tables are not supported")),
+    };
+    let number = |field: &str, default: Option<f64>| {
+        hp[field]
+            .as_f64()
+            .or(default.filter(|_| hp[field].is_null()))
+            .ok_or_else(|| format!("{case}: hyperparameters.{field} is missing or not a number"))
     };
     // FBGEMM's f32 row-wise path ignores weight decay (the `_ignored` file shows it): replay what it computed.
-    let f16_weights = meta["weights_dtype"].as_str() == Some("float16");
     let wd = if accumulator == Accumulator::RowWise && !f16_weights {
         0.0
     } else {
@@ -119,7 +158,12 @@ pub fn replay_value(v: &Value, isa: Isa, threads: usize) -> SparseReport {
     };
     let decay = match hp["wd_mode"].as_str() {
         Some("DECOUPLE") => DecayMode::Decoupled,
-        _ => DecayMode::L2,
+        Some("L2") | None => DecayMode::L2,
+        Some(other) => {
+            return Err(format!(
+                "{case}: weight decay mode {other} is not supported"
+            ));
+        }
     };
     let tuning = Tuning {
         parallel_threshold: 0,
@@ -127,8 +171,10 @@ pub fn replay_value(v: &Value, isa: Isa, threads: usize) -> SparseReport {
         ..Tuning::for_cpu(&adagrad::Cpu::this())
     };
     let config = Config::default()
-        .lr(hp["lr"].as_f64().expect("lr"))
-        .eps(hp["eps"].as_f64().expect("eps"))
+        .lr(number("lr", None)?)
+        .eps(number("eps", None)?)
+        .lr_decay(number("lr_decay", Some(0.0))?)
+        .initial_accumulator_value(number("initial_accumulator_value", Some(0.0))?)
         .weight_decay(wd)
         .maximize(hp["maximize"].as_bool().unwrap_or(false))
         .isa(isa)
@@ -138,7 +184,7 @@ pub fn replay_value(v: &Value, isa: Isa, threads: usize) -> SparseReport {
         .accumulator(accumulator)
         .decay(decay);
     let mut report = SparseReport {
-        case,
+        case: case.clone(),
         judge,
         steps: 0,
         weight_mismatch: 0,
@@ -146,11 +192,16 @@ pub fn replay_value(v: &Value, isa: Isa, threads: usize) -> SparseReport {
         worst: (0.0, 0),
         compared: (0, 0),
     };
-    if f16_weights {
-        let w: Vec<f16> = hex_list(v, "initial_weights_bits")
-            .into_iter()
-            .map(|b| f16::from_bits(b as u16))
-            .collect();
+    let bits = hex_list(v, "initial_weights_bits").map_err(|e| format!("{case}: {e}"))?;
+    if bits.len() != rows.saturating_mul(dim) {
+        return Err(format!(
+            "{case}: initial_weights_bits has {} values; a {rows} × {dim} table has {}",
+            bits.len(),
+            rows.saturating_mul(dim)
+        ));
+    }
+    let done = if f16_weights {
+        let w: Vec<f16> = bits.into_iter().map(|b| f16::from_bits(b as u16)).collect();
         run(
             v,
             config,
@@ -160,12 +211,21 @@ pub fn replay_value(v: &Value, isa: Isa, threads: usize) -> SparseReport {
             w,
             |x: f16| x.to_f32(),
             &mut report,
-        );
+        )
     } else {
-        let w = f32s(&hex_list(v, "initial_weights_bits"));
-        run(v, config, rows, dim, options, w, |x: f32| x, &mut report);
-    }
-    report
+        run(
+            v,
+            config,
+            rows,
+            dim,
+            options,
+            f32s(&bits),
+            |x: f32| x,
+            &mut report,
+        )
+    };
+    done.map_err(|e| format!("{}: {e}", report.case))?;
+    Ok(report)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -178,17 +238,26 @@ fn run<W: Table>(
     mut table: Vec<W>,
     widen: impl Fn(W) -> f32,
     report: &mut SparseReport,
-) {
-    let mut opt = EmbeddingAdagrad::<W>::new(config, rows, dim, options).expect("optimizer");
-    let initial_state = f32s(&hex_list(v, "initial_state_bits"));
-    assert!(
-        initial_state.iter().all(|&x| x == 0.0),
-        "{}: the replay starts from zero state",
-        report.case
-    );
+) -> Result<(), String> {
+    let mut opt = EmbeddingAdagrad::<W>::new(config, rows, dim, options)
+        .map_err(|e| format!("the optimizer cannot be built: {e}"))?;
+    // The library's starting state (zero, or its initial_accumulator_value), whatever it is.
+    let initial_state = f32s(&hex_list(v, "initial_state_bits")?);
+    if initial_state.len() != opt.state().len() {
+        return Err(format!(
+            "initial_state_bits has {} values; this table's state has {}",
+            initial_state.len(),
+            opt.state().len()
+        ));
+    }
+    opt.state_mut().copy_from_slice(&initial_state);
     let coalesced_by_library = report.judge == Judge::Tolerance;
     let mut library_before: Option<(Vec<u32>, Vec<f32>)> = None;
-    for step in v["steps"].as_array().expect("steps") {
+    let steps = v["steps"]
+        .as_array()
+        .ok_or("steps is missing or not a list")?;
+    for (i, step) in steps.iter().enumerate() {
+        let here = |e: String| format!("step {i}: {e}");
         // Tolerance files: each step starts from the library's previous weights and state, so that what is
         // measured is one step's formula difference, not a drifted trajectory.
         if let Some((w, st)) = library_before.take()
@@ -202,41 +271,38 @@ fn run<W: Table>(
         let before: Vec<f32> = table.iter().map(|&x| widen(x)).collect();
         // torch's coalesce order is not stable: feed the library's own coalesced rows where its sum is not the
         // crate's (element-wise files), the lookups themselves elsewhere.
-        if coalesced_by_library {
-            let ids: Vec<i64> = step["coalesced_rows"]
-                .as_array()
-                .expect("coalesced_rows")
-                .iter()
-                .map(|x| x.as_i64().expect("id"))
-                .collect();
-            let grads = f32s(&hex_list(step, "coalesced_grads_bits"));
-            opt.step(
-                &mut table,
-                Lookups::Coalesced {
-                    ids: &ids,
-                    grads: &grads,
-                },
-            )
-            .expect("step");
+        let (id_key, grad_key) = if coalesced_by_library {
+            ("coalesced_rows", "coalesced_grads_bits")
         } else {
-            let ids: Vec<i64> = step["indices"]
-                .as_array()
-                .expect("indices")
-                .iter()
-                .map(|x| x.as_i64().expect("id"))
-                .collect();
-            let grads = f32s(&hex_list(step, "grads_bits"));
-            opt.step(
-                &mut table,
-                Lookups::Rows {
-                    ids: &ids,
-                    grads: &grads,
-                },
-            )
-            .expect("step");
-        }
+            ("indices", "grads_bits")
+        };
+        let ids = ids(step, id_key).map_err(here)?;
+        let grads = f32s(&hex_list(step, grad_key).map_err(here)?);
+        let lookups = if coalesced_by_library {
+            Lookups::Coalesced {
+                ids: &ids,
+                grads: &grads,
+            }
+        } else {
+            Lookups::Rows {
+                ids: &ids,
+                grads: &grads,
+            }
+        };
+        opt.step(&mut table, lookups)
+            .map_err(|e| here(format!("the step refused the file's lookups: {e}")))?;
         report.steps += 1;
-        let want_w = hex_list(step, "weights_bits");
+        let want_w = hex_list(step, "weights_bits").map_err(here)?;
+        let want_s = f32s(&hex_list(step, "state_bits").map_err(here)?);
+        if want_w.len() != table.len() || want_s.len() != opt.state().len() {
+            return Err(here(format!(
+                "{} weights and {} state values; the table has {} and {}",
+                want_w.len(),
+                want_s.len(),
+                table.len(),
+                opt.state().len()
+            )));
+        }
         for ((got, want), before) in table.iter().zip(&want_w).zip(&before) {
             let got = widen(*got);
             let want = if size_of::<W>() == 2 {
@@ -255,7 +321,6 @@ fn run<W: Table>(
                     .max(if e.is_nan() { f64::INFINITY } else { e });
             }
         }
-        let want_s = f32s(&hex_list(step, "state_bits"));
         for (got, want) in opt.state().iter().zip(&want_s) {
             report.compared.1 += 1;
             if got.to_bits() != want.to_bits() {
@@ -267,4 +332,5 @@ fn run<W: Table>(
             library_before = Some((want_w, want_s));
         }
     }
+    Ok(())
 }
