@@ -12,8 +12,10 @@ pub enum NonFinite {
     /// this costs nothing. The default.
     #[default]
     Propagate,
-    /// Check every gradient first; if any element is non-finite, change nothing (parameters, state, step count)
-    /// and report [`crate::StepOutcome::Skipped`] with the count, as a dynamic loss scaler wants.
+    /// Check every gradient first, as the update will use it (divided by the gradient scale; for an embedding
+    /// step, each touched row's lookups summed with their weights); if any element is non-finite, change nothing
+    /// (parameters, state, step count) and report [`crate::StepOutcome::Skipped`] with the count, as a dynamic
+    /// loss scaler wants.
     SkipStep,
     /// The same check; return [`crate::Error::NonFiniteGradient`] and change nothing.
     Error,

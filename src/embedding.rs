@@ -746,8 +746,8 @@ impl<W: Table> EmbeddingAdagrad<W> {
 
     /// One step: validates `table` and `lookups` (see [`LookupError`]), sums each touched row's gradients in
     /// ascending lookup position, and updates each touched row once. On any error nothing is changed; with
-    /// [`NonFinite::SkipStep`] a step whose gradients (or weights) hold NaN or ±∞ changes nothing and returns
-    /// [`StepOutcome::Skipped`].
+    /// [`NonFinite::SkipStep`] a step whose summed row gradients (see [`Prepared::non_finite`]) hold NaN or ±∞
+    /// changes nothing and returns [`StepOutcome::Skipped`].
     pub fn step<I: Id, G: Grad<f32>>(
         &mut self,
         table: &mut [W],
