@@ -1086,9 +1086,7 @@ fn fill<'a, I: Id, G: Grad<f32>>(
     // consecutive lookups per thread), the first offending position reported whichever piece finds it.
     at_least(&mut s.keys, n)?;
     s.keys.truncate(n);
-    let team = exec
-        .team()
-        .filter(|t| t.threads > 1 && n >= exec.tuning().sort_threshold);
+    let team = exec.team().filter(|_| n >= exec.tuning().sort_threshold);
     let chunks = team.map_or(1, |t| t.threads.min(MAX_CHUNKS));
     let first_bad = AtomicUsize::new(n);
     let build = |piece: KeyPiece<'_, I>| {

@@ -412,3 +412,34 @@ impl<G: Sync> Split for Grads<'_, G> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step's chunks: at least the tuning's piece size, at most `MAX_CHUNK` f32 elements; an f64 element counts
+    /// as four, so both bounds are a quarter as many f64 elements.
+    #[test]
+    fn chunk_bounds_follow_the_tuning_and_the_element_weight() {
+        let tuning = Tuning {
+            min_piece: 4096,
+            ..Tuning::for_cpu(&adagrad_kernels::Cpu::this())
+        };
+        let exec = Executor::new(&Config::default().tuning(tuning)).unwrap();
+        assert_eq!(
+            exec.grain::<f32>(),
+            Grain {
+                min: 4096,
+                max: MAX_CHUNK
+            }
+        );
+        assert_eq!(
+            exec.grain::<f64>(),
+            Grain {
+                min: 1024,
+                max: MAX_CHUNK / 4
+            }
+        );
+        assert_eq!(MAX_CHUNK, 1 << 18);
+    }
+}
