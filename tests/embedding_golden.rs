@@ -44,14 +44,16 @@ fn golden_sparse_files_replay_on_every_path_and_thread_count() {
     }
 }
 
+/// A file of tests/golden-sparse, parsed.
+fn load(name: &str) -> serde_json::Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden-sparse");
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+}
+
 /// The judges fail on a planted difference: one flipped weight bit in a row-wise file, and an element-wise file's
 /// weight moved by 64 epsilons.
 #[test]
 fn judges_catch_planted_differences() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden-sparse");
-    let load = |f: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
-    };
     let mut v = load("fbgemm_exact_rowwise_adagrad_d16.json");
     let cell = &mut v["steps"][4]["weights_bits"][17];
     let b = u32::from_str_radix(cell.as_str().unwrap(), 16).unwrap() ^ 1;
@@ -70,11 +72,7 @@ fn judges_catch_planted_differences() {
 /// (not zero): dropping the file's initial state, or its `lr_decay`, fails the judge.
 #[test]
 fn the_initial_state_and_lr_decay_come_from_the_file() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden-sparse");
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("torch_sparse_adagrad_d16_init_decay.json")).unwrap(),
-    )
-    .unwrap();
+    let v = load("torch_sparse_adagrad_d16_init_decay.json");
     assert!(replay_value(&v, Isa::Scalar, 2).unwrap().passed());
     let mut zero = v.clone();
     for cell in zero["initial_state_bits"].as_array_mut().unwrap() {
@@ -92,11 +90,7 @@ type Change = dyn Fn(&mut serde_json::Value);
 /// Well-formed files the replay does not support, and malformed ones, are errors that say what — never a panic.
 #[test]
 fn unsupported_files_are_errors_not_panics() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden-sparse");
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("torch_sparse_adagrad_d16.json")).unwrap(),
-    )
-    .unwrap();
+    let v = load("torch_sparse_adagrad_d16.json");
     let with = |f: &Change| {
         let mut w = v.clone();
         f(&mut w);

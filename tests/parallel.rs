@@ -74,6 +74,14 @@ fn run(config: Config, sizes: &[usize], p0: &[f32], grads: &[Vec<f32>]) -> (Vec<
     (p, s)
 }
 
+/// The scalar reference on the calling thread: what every thread count and team must give.
+fn reference(sizes: &[usize], p0: &[f32], grads: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
+    let config = Config::default()
+        .isa(Isa::Scalar)
+        .parallelism(Parallelism::Sequential);
+    run(config, sizes, p0, grads)
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -83,14 +91,7 @@ fn any_thread_count_equals_the_reference() {
     for (m, sizes) in mixes().iter().enumerate() {
         let total: usize = sizes.iter().sum();
         let (p0, grads) = inputs(total, 3, m as u64);
-        let want = run(
-            Config::default()
-                .isa(Isa::Scalar)
-                .parallelism(Parallelism::Sequential),
-            sizes,
-            &p0,
-            &grads,
-        );
+        let want = reference(sizes, &p0, &grads);
         for threads in [1, 2, 3, 8] {
             // The default threshold, and 0 so that even small steps are split.
             for threshold in [PARALLEL_THRESHOLD, 0] {
@@ -244,14 +245,7 @@ fn a_host_team_gives_the_reference_bits_however_it_runs_the_job() {
     for (m, sizes) in mixes().iter().enumerate() {
         let total: usize = sizes.iter().sum();
         let (p0, grads) = inputs(total, 3, m as u64 + 100);
-        let want = run(
-            Config::default()
-                .isa(Isa::Scalar)
-                .parallelism(Parallelism::Sequential),
-            sizes,
-            &p0,
-            &grads,
-        );
+        let want = reference(sizes, &p0, &grads);
         for spawn in [Some(3), Some(1), Some(0), None] {
             let team = Arc::new(TestTeam {
                 spawn,

@@ -109,23 +109,29 @@ def test_aligned_arrays_are_zeroed_writable_and_owned() -> None:
     assert aligned_array((0,), np.float64).size == 0
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3, 7])
-def test_bits_do_not_depend_on_the_threads(threads: int) -> None:
-    """Every thread count gives torch's fused bits, over several tensors and steps."""
-    torch.manual_seed(0)
-    shapes = [(300_000,), (70_001,), (5,), (1024, 65)]
+def assert_torch_bits(seed: int, shapes: list[tuple[int, ...]], steps: int, **kw: object) -> None:
+    """Ours (with ``kw``) and ``torch.optim.Adagrad(fused=True)`` from the same start, over ``steps`` random
+    gradients: the same parameter bits after every step."""
+    torch.manual_seed(seed)
     ours = [torch.randn(s, requires_grad=True) for s in shapes]
     ref = [p.detach().clone().requires_grad_() for p in ours]
-    o = at.Adagrad(ours, lr=0.1, weight_decay=0.01, threads=threads)
-    r = torch.optim.Adagrad(ref, lr=0.1, weight_decay=0.01, fused=True)
-    for _ in range(4):
+    hyper = {"lr": 0.1, "weight_decay": 0.01, "lr_decay": 0.01}
+    o = at.Adagrad(ours, **hyper, **kw)  # type: ignore[arg-type]
+    r = torch.optim.Adagrad(ref, **hyper, fused=True)  # type: ignore[arg-type]
+    for _ in range(steps):
         for a, b in zip(ours, ref):
             g = torch.randn(a.shape)
             a.grad, b.grad = g.clone(), g.clone()
         o.step()
         r.step()
-    for a, b in zip(ours, ref):
-        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+        for a, b in zip(ours, ref):
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_bits_do_not_depend_on_the_threads(threads: int) -> None:
+    """Every thread count gives torch's fused bits, over several tensors and steps."""
+    assert_torch_bits(0, [(300_000,), (70_001,), (5,), (1024, 65)], 4, threads=threads)
 
 
 def test_the_default_team_is_torchs_openmp_team_and_can_be_overridden(
@@ -155,21 +161,8 @@ def test_both_teams_give_torchs_bits_and_finish_every_chunk(team: str, threads: 
     """Either team gives torch's fused bits, over several tensors and steps, with torch's own thread count
     different from ours (an OpenMP team then runs as many threads as the step asks)."""
     torch.set_num_threads(1 if threads == 2 else 2)
-    torch.manual_seed(1)
-    shapes = [(500_001,), (3,), (300, 700)]
-    ours = [torch.randn(s, requires_grad=True) for s in shapes]
-    ref = [p.detach().clone().requires_grad_() for p in ours]
-    o = at.Adagrad(ours, lr=0.1, lr_decay=0.01, threads=threads, team=team)
-    assert o.team == team
-    r = torch.optim.Adagrad(ref, lr=0.1, lr_decay=0.01, fused=True)
-    for _ in range(3):
-        for a, b in zip(ours, ref):
-            g = torch.randn(a.shape)
-            a.grad, b.grad = g.clone(), g.clone()
-        o.step()
-        r.step()
-    for a, b in zip(ours, ref):
-        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+    assert at.Adagrad([torch.zeros(1)], threads=threads, team=team).team == team
+    assert_torch_bits(1, [(500_001,), (3,), (300, 700)], 3, threads=threads, team=team)
 
 
 def test_openmp_steps_from_several_python_threads_at_once(torch_threads: object) -> None:
