@@ -4,6 +4,7 @@ copies), and the thread count the host (PyTorch) has set."""
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 
@@ -11,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _native
+from ._native import AdagradError
 
 
 def aligned_array(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
@@ -26,7 +28,7 @@ def host_threads(threads: int | None) -> int | None:
     """The threads a step uses when the caller gave ``threads``: that; else, when PyTorch is loaded in this process,
     ``torch.get_num_threads()`` (a user who limits torch's threads limits ours); else ``None`` (one per CPU)."""
     if threads is not None:
-        return threads
+        return checked_threads(threads)
     torch = sys.modules.get("torch")
     if torch is None:
         return None
@@ -46,3 +48,17 @@ def host_team(team: str | None) -> str:
     if env:
         return env
     return "openmp" if "torch" in sys.modules else "pool"
+
+
+#: The most threads a step may use (the crate's ``MAX_THREADS``).
+MAX_THREADS = 1024
+
+
+def checked_threads(threads: object) -> int:
+    """``threads`` as a thread count from 1 to ``MAX_THREADS``, else ``AdagradError`` (before any thread starts;
+    an integer too large for the native call included)."""
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise AdagradError(f"threads must be an integer, not {threads!r}")
+    if not 1 <= int(threads) <= MAX_THREADS:
+        raise AdagradError(f"{threads} threads: from 1 to {MAX_THREADS} are allowed")
+    return int(threads)

@@ -20,7 +20,7 @@ from torch.optim import Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
 from . import _native
-from ._host import aligned_array, host_team
+from ._host import aligned_array, checked_threads, host_team
 from ._native import AdagradError
 
 __all__ = ["Adagrad", "AdagradError"]
@@ -34,8 +34,7 @@ def _engine(settings: dict[str, Any]) -> tuple[_native.Engine, int | None]:
     """The native engine for the optimizer's settings, and the thread count it was built for: ``threads``, or
     ``torch.get_num_threads()`` now when ``threads`` is ``None``."""
     threads = settings["threads"]
-    if threads is None:
-        threads = torch.get_num_threads()
+    threads = torch.get_num_threads() if threads is None else checked_threads(threads)
     engine = _native.Engine(
         threads=threads,
         isa=settings["isa"],
