@@ -31,6 +31,7 @@ FILES = [
     "python/src/lib.rs",
     "python/src/mem.rs",
     "python/src/numpy.rs",
+    "python/src/openmp.rs",
     "python/src/torch.rs",
 ]
 
