@@ -107,6 +107,50 @@ fn skip_step_judges_the_unscaled_gradient() {
     }
 }
 
+/// The non-finite count over many tensors on threads, in chunks as small as 64 elements that start and end
+/// inside tensors and span several: every planted NaN and ∞ is counted exactly once, wherever it falls (a
+/// tensor's first or last element, a chunk's edge, an empty tensor between), for every thread count.
+#[test]
+fn non_finite_elements_are_counted_once_across_tensors_and_chunks() {
+    let sizes = [1usize, 0, 129, 64, 1000, 0, 3, 5000, 63, 65, 2];
+    let mut grads: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
+    let mut planted = 0;
+    for (t, g) in grads.iter_mut().enumerate() {
+        let n = g.len();
+        for at in [0, 63, 64, n / 2, n.saturating_sub(1)] {
+            if at < n && g[at].is_finite() {
+                g[at] = if (t + at) % 2 == 0 {
+                    f32::NAN
+                } else {
+                    f32::INFINITY
+                };
+                planted += 1;
+            }
+        }
+    }
+    for threads in [1, 2, 3, 7] {
+        let tuning = Tuning {
+            parallel_threshold: 0,
+            min_piece: 64,
+            ..Tuning::for_cpu(&adagrad::Cpu::this())
+        };
+        let config = Config::default()
+            .non_finite(NonFinite::Error)
+            .parallelism(Parallelism::Threads(threads))
+            .tuning(tuning);
+        let mut opt = Adagrad::<f32>::new(config, &sizes).unwrap();
+        let mut params: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![1.0; n]).collect();
+        let mut ps: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let gs: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+        assert_eq!(
+            opt.step(&mut ps, &gs),
+            Err(Error::NonFiniteGradient { count: planted }),
+            "{threads} threads"
+        );
+        assert!(params.iter().flatten().all(|&x| x == 1.0));
+    }
+}
+
 /// Sets the step count field of a checkpoint and recomputes the CRC.
 fn with_step(mut b: Vec<u8>, step: u64) -> Vec<u8> {
     b[64..72].copy_from_slice(&step.to_le_bytes());
@@ -359,6 +403,12 @@ fn unreadable_environment_variables_are_errors() {
     assert!(absurd.contains("threads running: 2"), "{absurd}");
     let ok = run("RAYON_NUM_THREADS", "3".as_ref());
     assert!(ok.contains("threads: 3"), "{ok}");
+    // 0 (or junk) means what rayon makes of it: one thread per CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for unset in ["0", "many"] {
+        let out = run("RAYON_NUM_THREADS", unset.as_ref());
+        assert!(out.contains(&format!("threads: {cpus}\n")), "{unset}: {out}");
+    }
     // Set but blank: the table entry, unmodified (not "with ADAGRAD_TUNE").
     let blank = run("ADAGRAD_TUNE", " \t ".as_ref());
     assert!(

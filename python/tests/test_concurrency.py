@@ -65,7 +65,7 @@ def test_numpy_optimizer_steps_from_many_threads_are_serialized(threads: int) ->
 def test_functional_numpy_steps_on_shared_arrays_are_serialized() -> None:
     """The functional step from several threads on the same arrays: the native calls never overlap in memory; the
     result is that of the same calls one after another."""
-    n = 200_000
+    n = 1 << 20
     g = np.full(n, 0.25, np.float32)
 
     def run(concurrently: bool) -> tuple[np.ndarray, np.ndarray]:
