@@ -407,7 +407,10 @@ fn unreadable_environment_variables_are_errors() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     for unset in ["0", "many"] {
         let out = run("RAYON_NUM_THREADS", unset.as_ref());
-        assert!(out.contains(&format!("threads: {cpus}\n")), "{unset}: {out}");
+        assert!(
+            out.contains(&format!("threads: {cpus}\n")),
+            "{unset}: {out}"
+        );
     }
     // Set but blank: the table entry, unmodified (not "with ADAGRAD_TUNE").
     let blank = run("ADAGRAD_TUNE", " \t ".as_ref());

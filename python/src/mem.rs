@@ -175,9 +175,11 @@ impl Span {
         }
     }
 
-    /// Whether two calls touching these ranges would race: they share a byte and one of them writes it.
-    fn clashes(&self, other: &Span) -> bool {
-        (self.written || other.written) && self.start < other.end && other.start < self.end
+    /// Whether two calls touching these ranges would race: they share a byte (so neither is empty) and one of
+    /// them writes it.
+    pub fn clashes(&self, other: &Span) -> bool {
+        let shared = self.start.max(other.start) < self.end.min(other.end);
+        shared && (self.written || other.written)
     }
 }
 

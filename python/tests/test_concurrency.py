@@ -82,6 +82,36 @@ def test_functional_numpy_steps_on_shared_arrays_are_serialized() -> None:
     assert np.array_equal(bits(a), bits(b)) and np.array_equal(bits(sa), bits(sb))
 
 
+def test_functional_steps_on_partly_overlapping_views_are_serialized() -> None:
+    """Two views of one array that overlap in their middle, stepped from two threads each (the same gradient and
+    step count every call): an element ends with as many whole updates as calls covered it — twice as many in the
+    overlap — exactly as when the calls run one after another, in any order."""
+    n, cut = 1 << 20, 3 << 17
+    g = np.full(n, 0.25, np.float32)
+
+    def run(concurrently: bool) -> tuple[np.ndarray, np.ndarray]:
+        w, s = np.ones(n, np.float32), np.zeros(n, np.float32)
+        lo, hi = slice(0, cut), slice(n - cut, n)
+        steps = [lambda r=r: an.step([w[r]], [g[r]], [s[r]], 2, lr=0.05, threads=2) for r in (lo, hi)]  # type: ignore[misc]
+        if concurrently:
+            errors: list[BaseException] = []
+            workers = [threading.Thread(target=lambda f=f: errors.extend(hammer(f, 2, STEPS))) for f in steps]
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join()
+            assert errors == []
+        else:
+            for f in steps:
+                for _ in range(2 * STEPS):
+                    f()
+        return w, s
+
+    (a, sa), (b, sb) = run(True), run(False)
+    assert np.array_equal(bits(a), bits(b)) and np.array_equal(bits(sa), bits(sb))
+    assert np.all(sb[n - cut : cut] == 2 * sb[0])
+
+
 def test_torch_optimizer_steps_from_many_threads_are_atomic() -> None:
     """Many Python threads stepping one ``torch.Adagrad``: no error, every step counted, the serial result."""
     torch.manual_seed(0)
