@@ -268,6 +268,21 @@ fn a_host_team_gives_the_reference_bits_however_it_runs_the_job() {
             assert_eq!(calls, if total > 1024 { 3 } else { 0 }, "{what}");
         }
     }
+    // The executor says which team it runs on.
+    let host = Arc::new(TestTeam {
+        spawn: None,
+        threads: 4,
+        calls: 0.into(),
+    });
+    let exec =
+        adagrad::Executor::new(&Config::default().parallelism(Parallelism::Host(host))).unwrap();
+    assert!(
+        format!("{exec:?}").contains("Host(test, 4 threads)"),
+        "{exec:?}"
+    );
+    let exec =
+        adagrad::Executor::new(&Config::default().parallelism(Parallelism::Threads(3))).unwrap();
+    assert!(format!("{exec:?}").contains("Pool(2 threads)"), "{exec:?}");
     let team = TestTeam {
         spawn: None,
         threads: adagrad::MAX_THREADS + 1,
