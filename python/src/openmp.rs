@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 /// libgomp's entry for `#pragma omp parallel`: calls `f(data)` on a team of `threads` threads (0: the default
 /// number), the calling thread among them, and returns when all calls have returned.
-type GompParallel = unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint);
+pub type GompParallel =
+    unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint);
 
 /// The OpenMP runtime's default team size.
 type OmpGetMaxThreads = unsafe extern "C" fn() -> c_int;
@@ -84,6 +85,20 @@ impl OpenMp {
             threads,
             backoff: Backoff::default(),
         })
+    }
+}
+
+#[cfg(test)]
+impl OpenMp {
+    /// A team around a stand-in for `GOMP_parallel` (the Rust tests have no OpenMP runtime). Used by
+    /// `rust-tests/openmp.rs`, which includes this file; the library's own test build does not call it.
+    #[allow(dead_code)]
+    pub fn with(parallel: GompParallel, threads: usize) -> OpenMp {
+        OpenMp {
+            parallel,
+            threads,
+            backoff: Backoff::default(),
+        }
     }
 }
 
