@@ -1031,7 +1031,7 @@ pub fn apply<W: Table, G: Grad<f32>>(
     let src = &prepared.src;
     let leaf = |piece: Rows<'_, W>| piece.run(&ctx, src);
     // The dense step's thresholds, counted in touched elements: below the parallel threshold on the calling
-    // thread; otherwise one piece per thread, each of at least `min_piece` elements.
+    // thread; otherwise in chunks of rows from a shared cursor, each of at least `min_piece` elements.
     let touched = work.len().saturating_mul(dim);
     let team = exec.team().filter(|_| touched >= tuning.parallel_threshold);
     let rows = Grain {

@@ -25,8 +25,8 @@ pub struct Tuning {
     /// Steps with fewer elements than this run on the calling thread only. Counted in f32 elements: an f64
     /// element counts as [`Tuning::weight`] (4), as its square root and divide take about 3.5 times as long.
     pub parallel_threshold: usize,
-    /// A parallel step is cut into one piece per thread, but never into pieces smaller than this many (f32)
-    /// elements.
+    /// A parallel step is taken in chunks from a shared cursor, never smaller than this many (f32) elements
+    /// (the last piece of a tensor aside).
     pub min_piece: usize,
     /// Whether the default path may be AVX-512 where the CPU has it; `false`: AVX2 (256-bit) is used instead,
     /// because on this CPU the exact step, bound by the square-root and divide unit in cache, runs faster on
