@@ -1290,4 +1290,44 @@ fn non_finite_sums_and_products_are_judged_after_summing() {
             assert!(table.iter().all(|x| x.is_finite()), "{what}");
         }
     }
+    // Rows wider than the check's 64-column blocks: an overflow in columns 70-74 of a row looked up twice, and
+    // one in column 99 of a weighted bag, are counted where they are (the check sums block by block).
+    let (rows, dim) = (5, 100);
+    let mut wide = vec![0.25f32; 3 * dim];
+    wide[70..75].fill(3e38);
+    wide[dim + 70..dim + 75].fill(3e38);
+    let mut bag = vec![0.5f32; dim];
+    bag[99] = 1e30;
+    for (lookups, bad) in [
+        (
+            Lookups::Rows {
+                ids: &[3u32, 3, 1],
+                grads: &wide,
+            },
+            5,
+        ),
+        (
+            Lookups::Bags {
+                ids: &[0u32, 4],
+                offsets: &[0, 2],
+                weights: Some(&[1e30, 1.0]),
+                grads: &bag,
+            },
+            1,
+        ),
+    ] {
+        let mut opt = EmbeddingAdagrad::<f32>::new(
+            Config::default().non_finite(NonFinite::Error),
+            rows,
+            dim,
+            TableOptions::default().accumulator(Accumulator::ElementWise),
+        )
+        .unwrap();
+        let mut table = vec![0.25f32; rows * dim];
+        assert_eq!(
+            opt.step(&mut table, lookups),
+            Err(Error::NonFiniteGradient { count: bad })
+        );
+        assert!(table.iter().all(|&x| x == 0.25));
+    }
 }
