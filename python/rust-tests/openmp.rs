@@ -26,6 +26,11 @@ fn a_long_wait_for_sleeping_workers_leaves_the_team_out_for_a_while() {
     // A wait of 400 µs after 500 µs of work: shorter than the work.
     b.after(500 * US, 900 * US);
     assert!(!b.skip());
+    // At the bounds: a wait equal to the work, or equal to WAIT, does not count.
+    b.after(300 * US, 600 * US);
+    assert!(!b.skip());
+    b.after(50 * US, 150 * US);
+    assert!(!b.skip());
     // A 5 ms wait after 300 µs of work: the workers were asleep.
     b.after(300 * US, 5300 * US);
     for _ in 0..Backoff::SKIP {
