@@ -772,7 +772,8 @@ mod tests {
 
     /// Helpers join while the caller works and never more than `threads − 1` of them, whatever the pool's size:
     /// on a pool of 6 with a team of 3, every chunk waits until two different helpers have each taken one (so a
-    /// step cannot finish unless two helpers join), and no more than 3 threads ever take chunks.
+    /// step cannot finish unless two helpers join), and for the first half second until a third would have (the
+    /// pool's other threads are idle and woken too): exactly two join.
     #[test]
     fn helpers_join_while_the_caller_works_and_at_most_threads_minus_one_of_them() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -782,6 +783,7 @@ mod tests {
         let seen = Mutex::new(Vec::new());
         let helpers_in = std::sync::Condvar::new();
         let deadline = Instant::now() + Duration::from_secs(60);
+        let third = Instant::now() + Duration::from_millis(500);
         with_seg(&[64 * 40], |seg| {
             run_chunks(seg, team(&pool, 3), Grain::fixed(64), &|piece| {
                 let mut seen = seen.lock().unwrap();
@@ -793,7 +795,9 @@ mod tests {
                     h.dedup();
                     h.len()
                 };
-                while helpers(&seen) < 2 && Instant::now() < deadline {
+                while (helpers(&seen) < 2 && Instant::now() < deadline)
+                    || (helpers(&seen) < 3 && Instant::now() < third)
+                {
                     seen = helpers_in
                         .wait_timeout(seen, Duration::from_millis(100))
                         .unwrap()
