@@ -25,7 +25,7 @@
 //! ```
 
 use crate::functional::Executor;
-use crate::parallel::{Grain, MAX_CHUNK, Split, Team, run_chunks};
+use crate::parallel::{Grain, Split, Team, run_chunks};
 use crate::{AlignedBuf, Config, Error, NonFinite, StepOutcome};
 use adagrad_kernels::rowwise::{self, DecayMode, Narrow, Rounding, RowHyper};
 use adagrad_kernels::{Grad, Hyper, Isa, Kernels, Precision, bf16, f16};
@@ -555,8 +555,8 @@ const MAX_CHUNKS: usize = 64;
 
 /// A stable least-significant-digit radix sort of keys `(id << 32) | position` by id (below `2^id_bits`),
 /// [`RADIX_BITS`] bits per pass, alternating between `a` and `b`. Each pass is cut into `chunks` chunks of
-/// consecutive positions (as many as `team` has threads, taken by them as they come; without a team, one on the calling thread): every chunk counts
-/// its digits, the counts give each (chunk, digit) run of keys its place — digit by digit, chunk by chunk — and
+/// consecutive positions (as many as `team` has threads, taken by them as they come; without a team, one on the
+/// calling thread): every chunk counts its digits, the counts give each (chunk, digit) run of keys its place — digit by digit, chunk by chunk — and
 /// every chunk scatters its keys there in position order, so each pass stays stable. `counts` holds
 /// `chunks << RADIX_BITS` cells. Returns whether the result is in `a`.
 fn radix(
@@ -892,15 +892,8 @@ impl<G: Grad<f32>> Prepared<'_, G> {
         let all = RunList {
             starts: self.starts,
         };
-        let tuning = exec.tuning();
-        let team = exec
-            .team()
-            .filter(|_| self.keys.len().saturating_mul(dim) >= tuning.parallel_threshold);
-        let runs = Grain {
-            min: tuning.min_piece.div_ceil(dim),
-            max: MAX_CHUNK.div_ceil(dim),
-        };
-        run_chunks(all, team, runs, &leaf);
+        let team = exec.team_for::<f32>(self.keys.len().saturating_mul(dim));
+        run_chunks(all, team, exec.row_grain(dim), &leaf);
         found.into_inner()
     }
 
@@ -1033,12 +1026,12 @@ pub fn apply<W: Table, G: Grad<f32>>(
     // The dense step's thresholds, counted in touched elements: below the parallel threshold on the calling
     // thread; otherwise in chunks of rows from a shared cursor, each of at least `min_piece` elements.
     let touched = work.len().saturating_mul(dim);
-    let team = exec.team().filter(|_| touched >= tuning.parallel_threshold);
-    let rows = Grain {
-        min: tuning.min_piece.div_ceil(dim),
-        max: MAX_CHUNK.div_ceil(dim),
-    };
-    run_chunks(work, team, rows, &leaf);
+    run_chunks(
+        work,
+        exec.team_for::<f32>(touched),
+        exec.row_grain(dim),
+        &leaf,
+    );
     Ok(())
 }
 

@@ -159,7 +159,7 @@ impl Executor {
     /// The helper pool for work on `elements` elements of `T`, or `None` when it runs on the calling thread:
     /// sequential, or below the threshold (which counts f32 elements; an f64 element is about four times the
     /// work).
-    fn team_for<T: Float>(&self, elements: usize) -> Option<Team<'_>> {
+    pub(crate) fn team_for<T: Float>(&self, elements: usize) -> Option<Team<'_>> {
         self.team().filter(|_| {
             elements.saturating_mul(Tuning::weight::<T>()) >= self.tuning.parallel_threshold
         })
@@ -172,6 +172,15 @@ impl Executor {
         Grain {
             min: self.tuning.min_piece.div_ceil(w),
             max: MAX_CHUNK / w,
+        }
+    }
+
+    /// The chunk sizes, in rows, of work on rows of `dim` f32 elements (an embedding step's updates and checks):
+    /// the bounds of [`Executor::grain`] rounded up to whole rows.
+    pub(crate) fn row_grain(&self, dim: usize) -> Grain {
+        Grain {
+            min: self.tuning.min_piece.div_ceil(dim),
+            max: MAX_CHUNK.div_ceil(dim),
         }
     }
 }

@@ -487,19 +487,25 @@ impl Drop for Close<'_> {
         let mut inside = state.fetch_or(CLOSED, Ordering::AcqRel) >> 1;
         let mut spins = 0u32;
         while inside > 0 {
-            if spins < SPINS {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
+            pause(&mut spins);
             inside = state.load(Ordering::Acquire) >> 1;
         }
     }
 }
 
-/// Spin iterations before the waiting caller starts yielding (a few microseconds: the chunks a helper may still
-/// be running are short).
+/// One round of waiting, for a thread that waits on another's progress (the closing caller, a lingering helper):
+/// a `pause` for the first [`SPINS`] rounds, yielding the CPU after that. `spins` counts the rounds.
+fn pause(spins: &mut u32) {
+    if *spins < SPINS {
+        std::hint::spin_loop();
+        *spins += 1;
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Spin iterations before a waiting thread starts yielding (a few microseconds: the chunks a helper may still be
+/// running are short).
 const SPINS: u32 = 1 << 10;
 
 /// Parallel steps started so far, on any pool: a lingering helper returns as soon as this moves.
@@ -518,14 +524,9 @@ fn linger(seen: u64, time: Duration) {
     let until = Instant::now() + time;
     let mut spins = 0u32;
     while STARTED.load(Ordering::Acquire) == seen {
-        if spins < SPINS {
-            std::hint::spin_loop();
-            spins += 1;
-        } else {
-            std::thread::yield_now();
-            if Instant::now() >= until {
-                return;
-            }
+        pause(&mut spins);
+        if spins >= SPINS && Instant::now() >= until {
+            return;
         }
     }
 }

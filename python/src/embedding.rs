@@ -1,6 +1,7 @@
 //! Embedding tables from Python: a thin skin over [`adagrad::embedding::EmbeddingAdagrad`] for float32 tables held
 //! in numpy arrays (or torch tensors through `.numpy()`), updated in place with the GIL released.
 
+use crate::mem::{Claim, Span};
 use crate::{crate_error, refused};
 use adagrad::embedding::{Accumulator, EmbeddingAdagrad, Lookups, TableOptions};
 use adagrad::kernels::rowwise::{DecayMode, Rounding};
@@ -306,23 +307,14 @@ fn run<W: adagrad::embedding::Table, E: numpy::Element, I: adagrad::embedding::I
     }
     py.detach(|| {
         // No other native call touches the table meanwhile, nor writes what this step reads.
-        let read = |s: (usize, usize)| crate::mem::Span {
-            start: s.0,
-            end: s.1,
-            written: false,
-        };
         let mut spans = vec![
-            crate::mem::Span {
-                start: t.0,
-                end: t.1,
-                written: true,
-            },
-            read(span(inputs.ids)),
-            read(span(inputs.grads)),
+            Span::of_slice(&*table_s, true),
+            Span::of_slice(inputs.ids, false),
+            Span::of_slice(inputs.grads, false),
         ];
-        spans.extend(inputs.offsets.map(|o| read(span(o))));
-        spans.extend(inputs.weights.map(|w| read(span(w))));
-        let _claim = crate::mem::Claim::new(spans);
+        spans.extend(inputs.offsets.map(|o| Span::of_slice(o, false)));
+        spans.extend(inputs.weights.map(|w| Span::of_slice(w, false)));
+        let _claim = Claim::new(spans);
         let lookups = match inputs.offsets {
             Some(offsets) => Lookups::Bags {
                 ids: inputs.ids,

@@ -175,6 +175,16 @@ impl Span {
         }
     }
 
+    /// The bytes of `s`.
+    pub fn of_slice<T>(s: &[T], written: bool) -> Span {
+        let start = s.as_ptr() as usize;
+        Span {
+            start,
+            end: start + size_of_val(s),
+            written,
+        }
+    }
+
     /// Whether two calls touching these ranges would race: they share a byte (so neither is empty) and one of
     /// them writes it.
     pub fn clashes(&self, other: &Span) -> bool {
