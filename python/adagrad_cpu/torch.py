@@ -30,6 +30,62 @@ _HALF = (torch.bfloat16, torch.float16)
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
+@functools.cache
+def _dtensor_type() -> type | None:
+    """``torch.distributed.tensor.DTensor``, or ``None`` where this torch has no distributed support."""
+    if not torch.distributed.is_available():
+        return None
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
+
+
+def _is_dtensor(t: object) -> bool:
+    """Whether ``t`` is a ``DTensor`` (an FSDP2 or tensor-parallel parameter, gradient or state)."""
+    dt = _dtensor_type()
+    return dt is not None and isinstance(t, dt)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor the step reads and writes: a ``DTensor``'s local shard, else ``t`` itself."""
+    return t._local_tensor if _is_dtensor(t) else t  # type: ignore[attr-defined]
+
+
+def _dist_like(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``local`` as the local shard of a ``DTensor`` with ``like``'s mesh, placements, shape and strides, sharing
+    ``local``'s memory (state created or adopted for a ``DTensor`` parameter, as ``torch.optim.Adagrad``'s
+    ``full_like`` creates it)."""
+    dt = _dtensor_type()
+    assert dt is not None
+    out = dt.from_local(
+        local, like.device_mesh, like.placements, run_check=False, shape=like.shape, stride=like.stride()
+    )
+    if out._local_tensor.data_ptr() != local.data_ptr():
+        raise AdagradError("DTensor.from_local copied the state's shard; the step could not update it in place")
+    return out
+
+
+def _placements_error(t: torch.Tensor) -> str | None:
+    """Why the element-wise step cannot run on the local shards of ``DTensor`` ``t`` (``None``: it can). A
+    ``Partial`` placement holds addends of the value, not its elements: stepping them would be wrong."""
+    partial = [str(pl) for pl in t.placements if pl.is_partial()]
+    if partial:
+        return (
+            f"has placements {tuple(t.placements)}: a Partial placement holds addends of the value, not its "
+            "elements, so no element-wise step can run on it; redistribute it to Shard or Replicate first"
+        )
+    return None
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``DTensor``s ``a`` and ``b`` have the same mesh, placements and global shape (their local shards
+    then hold the same elements)."""
+    sa, sb = a._spec, b._spec  # type: ignore[attr-defined]
+    if sa is sb:
+        return True
+    return sa.mesh == sb.mesh and sa.placements == sb.placements and a.shape == b.shape
+
+
 def _engine(settings: dict[str, Any]) -> tuple[_native.Engine, int | None]:
     """The native engine for the optimizer's settings, and the thread count it was built for: ``threads``, or
     ``torch.get_num_threads()`` now when ``threads`` is ``None``."""
@@ -172,9 +228,10 @@ def _plain_state(items: dict[Any, Any]) -> defaultdict:
 
 
 class _Snapshot:
-    """The parameters of one group that have state, their state dicts, and those still waiting for a gradient."""
+    """The parameters of one group that have state, their state dicts, and those still waiting for a gradient;
+    ``dist``: whether any of them is a ``DTensor`` (the step then hands the native step their local shards)."""
 
-    __slots__ = ("backs", "index", "keys", "params", "pending", "states")
+    __slots__ = ("backs", "dist", "index", "keys", "params", "pending", "states")
 
     def __init__(
         self,
@@ -190,6 +247,7 @@ class _Snapshot:
         self.backs = backs
         self.index = index
         self.pending: list[tuple[int, torch.Tensor]] = []
+        self.dist = any(_is_dtensor(k) for k in keys)
 
 
 class Adagrad(Optimizer):
@@ -295,6 +353,12 @@ class Adagrad(Optimizer):
         """Refuses, before any state exists, a parameter the step could never run on."""
         if not isinstance(p, torch.Tensor):
             raise AdagradError(f"a parameter is a {type(p).__name__}, not a tensor")
+        if _is_dtensor(p):
+            why = _placements_error(p)
+            if why is not None:
+                raise AdagradError(f"a DTensor parameter {why}")
+            # The step runs on the local shard: that is what must be a CPU tensor the kernels can update.
+            p = _local(p)
         if p.device.type != "cpu":
             raise AdagradError(f"a parameter is on {p.device}; adagrad_cpu steps CPU tensors only")
         if p.dtype in _HALF and not self._master_weights:
@@ -312,7 +376,24 @@ class Adagrad(Optimizer):
     @staticmethod
     def _own(value: Any, like: torch.Tensor, dtype: torch.dtype, what: str) -> tuple[torch.Tensor, np.ndarray]:
         """A copy of ``value`` in memory the optimizer owns (a numpy array), as a tensor sharing that memory; it
-        must have the shape of the parameter ``like``."""
+        must have the shape of the parameter ``like``. For a ``DTensor`` parameter the value must be a ``DTensor``
+        with its mesh, placements and shape; its local shard is copied, and the result is a ``DTensor`` again."""
+        if _is_dtensor(like) or _is_dtensor(value):
+            if not (_is_dtensor(like) and _is_dtensor(value)):
+                kind = "a DTensor" if _is_dtensor(value) else "a plain tensor"
+                param = "a DTensor" if _is_dtensor(like) else "a plain tensor"
+                raise AdagradError(
+                    f"state '{what}' is {kind}; its parameter is {param} (load a distributed optimizer's state "
+                    "with torch.distributed.checkpoint.state_dict.set_state_dict, which shards it)"
+                )
+            if not _same_layout(value, like):
+                raise AdagradError(
+                    f"state '{what}' is a DTensor of shape {tuple(value.shape)} placed {tuple(value.placements)} "
+                    f"on {value.device_mesh}; its parameter {tuple(like.shape)} placed {tuple(like.placements)} "
+                    f"on {like.device_mesh} (load resharded state with torch.distributed.checkpoint)"
+                )
+            local, array = Adagrad._own(value._local_tensor, like._local_tensor, dtype, what)
+            return _dist_like(local, like), array
         t = torch.as_tensor(value).detach()
         shape = tuple(like.shape)
         if tuple(t.shape) != shape:
@@ -329,10 +410,13 @@ class Adagrad(Optimizer):
         state = self.state[p]
         init = self.defaults["initial_accumulator_value"]
         half = p.dtype in _HALF
+        local = _local(p)
         state["step"] = torch.zeros((), dtype=torch.float32)
-        state["sum"] = torch.full(tuple(p.shape), init, dtype=torch.float32 if half else p.dtype)
+        total = torch.full(tuple(local.shape), init, dtype=torch.float32 if half else p.dtype)
+        state["sum"] = _dist_like(total, p) if local is not p else total
         if half:
-            state["master"] = p.detach().to(torch.float32)
+            master = local.detach().to(torch.float32)
+            state["master"] = _dist_like(master, p) if local is not p else master
         self._snaps = None
 
     def _adopt(
@@ -346,6 +430,8 @@ class Adagrad(Optimizer):
             state["master"] = p.detach()
         if "sum" not in state or "step" not in state:
             raise AdagradError("a parameter's state has no 'sum' or no 'step'")
+        if _is_dtensor(state["step"]):
+            raise AdagradError("state 'step' is a DTensor; a step count is a plain one-element tensor")
         step = torch.as_tensor(state["step"])
         if step.numel() != 1:
             raise AdagradError(f"state 'step' has {step.numel()} elements; a step count has one")
@@ -402,6 +488,7 @@ class Adagrad(Optimizer):
                 snap.states.append(state)
                 snap.backs.append(self._adopt(p, state, backing))
                 snap.index.append(flat + i)
+            snap.dist = any(_is_dtensor(k) for k in snap.keys)
             # The group's step counts side by side in one array (one cache line per 16 parameters, not one each).
             steps = np.empty(len(snap.keys), dtype=np.float32)
             for j, state in enumerate(snap.states):
@@ -437,9 +524,15 @@ class Adagrad(Optimizer):
             self._snaps = None
 
     def state_dict(self) -> dict[str, Any]:
-        """As ``torch.optim.Optimizer.state_dict``, with plain dicts (loadable where adagrad_cpu is not installed)."""
+        """As ``torch.optim.Optimizer.state_dict``, with plain dicts (loadable where adagrad_cpu is not installed).
+
+        A group of ``DTensor`` parameters records ``fused=None``, as ``torch.optim.Adagrad()`` under FSDP2 does:
+        torch's fused step has no DTensor support, and a loaded group's flags choose the step torch runs."""
         sd = super().state_dict()
         sd["state"] = {k: dict(v) for k, v in sd["state"].items()}
+        for group, saved in zip(self.param_groups, sd["param_groups"]):
+            if any(_is_dtensor(p) for p in group["params"]):
+                saved["fused"] = None
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -518,11 +611,12 @@ class Adagrad(Optimizer):
         # As in torch, the accumulators start from the optimizer's initial_accumulator_value, not a group's.
         init = float(self.defaults["initial_accumulator_value"])
         snaps = self._snapshot(grads)
+        dist = any(s.dist for s in snaps)
         groups = []
         for group, snap in zip(self.param_groups, snaps):
             groups.append(
                 (
-                    snap.keys,
+                    [_local(k) for k in snap.keys] if snap.dist else snap.keys,
                     snap.backs,
                     float(group["lr"]),
                     float(group["lr_decay"]),
@@ -538,19 +632,64 @@ class Adagrad(Optimizer):
             if len(grads) != total:
                 raise AdagradError(f"grads has {len(grads)} entries; the optimizer has {total} parameters")
             flat_grads = [grads[i] for s in snaps for i in s.index]
+        wrappers: list[torch.Tensor] = []
+        if dist:
+            flat_grads = self._local_grads(snaps, flat_grads, wrappers)
         if self._settings["threads"] is None and torch.get_num_threads() != self._engine_threads:
             # Following torch's thread setting, which changed since the last step.
             self._engine, self._engine_threads = _engine(self._settings)
             self._cache.clear()
         # The native step also bumps the autograd version counters of the parameters it updates, as torch's default
         # (for-each) step does, so that a graph that saved one of them fails in backward.
-        self._engine.torch_step(
+        updated = self._engine.torch_step(
             self._cache,
             groups,
             flat_grads,
             getattr(self, "grad_scale", None),
             getattr(self, "found_inf", None),
         )
+        if wrappers and updated:
+            # A DTensor parameter's own version counter too, as an in-place op dispatched through it bumps both.
+            torch._C._increment_version(wrappers)
+
+    @staticmethod
+    def _local_grads(
+        snaps: list[_Snapshot], flat_grads: list[torch.Tensor | None] | None, wrappers: list[torch.Tensor]
+    ) -> list[torch.Tensor | None]:
+        """The gradients the native step reads when parameters are ``DTensor``s: one per parameter with state (from
+        ``flat_grads`` when given, else ``p.grad``), a ``DTensor``'s as its local shard after checking that it is
+        laid out as its parameter (the same mesh, placements and shape: its shard holds the gradient of the
+        parameter's shard). Appends to ``wrappers`` the ``DTensor`` parameters that will be updated."""
+        out: list[torch.Tensor | None] = []
+        n = base = 0
+        for gi, snap in enumerate(snaps):
+            for j, p in enumerate(snap.keys):
+                g = p.grad if flat_grads is None else flat_grads[n]
+                n += 1
+                if g is None:
+                    out.append(None)
+                    continue
+                where = f"param_groups[{gi}]['params'][{snap.index[j] - base}]"
+                if _is_dtensor(p) != _is_dtensor(g):
+                    kind = "a DTensor" if _is_dtensor(g) else "a plain tensor"
+                    param = "a DTensor" if _is_dtensor(p) else "a plain tensor"
+                    raise AdagradError(f"the gradient of {where} is {kind}; its parameter is {param}")
+                if _is_dtensor(p):
+                    if not _same_layout(g, p):
+                        raise AdagradError(
+                            f"the gradient of {where} is placed {tuple(g.placements)} on {g.device_mesh} with shape "
+                            f"{tuple(g.shape)}; its parameter {tuple(p.placements)} on {p.device_mesh} with shape "
+                            f"{tuple(p.shape)} (redistribute the gradient like its parameter)"
+                        )
+                    if g.layout != torch.strided:
+                        raise AdagradError(
+                            f"the gradient of {where} is a sparse DTensor; DTensor gradients must be dense"
+                        )
+                    wrappers.append(p)
+                    g = g._local_tensor  # type: ignore[attr-defined]
+                out.append(g)
+            base += len(snap.params)
+        return out
 
     # --- introspection -------------------------------------------------------------------------------------
 
