@@ -66,8 +66,11 @@ impl<T: Pod> AlignedBuf<T> {
     fn from_fn(len: usize, f: impl Fn(usize) -> T) -> Result<Self, Error> {
         let layout = Self::layout(len)?;
         if layout.size() == 0 {
+            // Nothing allocated; the pointer is still aligned as a buffer's (a 64-byte boundary), so that a view
+            // of the empty buffer as a wider element type (the Python layer's byte buffers) is aligned too.
+            let aligned = std::ptr::without_provenance_mut::<T>(layout.align());
             return Ok(AlignedBuf {
-                ptr: NonNull::dangling(),
+                ptr: NonNull::new(aligned).unwrap_or(NonNull::dangling()),
                 len,
             });
         }
@@ -237,6 +240,11 @@ mod tests {
         let empty = AlignedBuf::<f32>::filled(0, 1.0).unwrap();
         assert!(empty.is_empty());
         assert_eq!(empty.as_slice(), &[] as &[f32]);
+        // Even empty, aligned as a buffer: viewed as wider elements (bytes as f64 in the Python layer), too.
+        assert_eq!(
+            AlignedBuf::<u8>::filled(0, 0).unwrap().as_ptr() as usize % 64,
+            0
+        );
         assert_eq!(
             AlignedBuf::<f64>::filled(usize::MAX / 4, 0.0).err(),
             Some(Error::Alloc {

@@ -29,8 +29,8 @@ INIT = 0.1
 
 
 def build() -> torch.nn.Module:
-    """The model, initialised from a fixed seed (the same on every rank); odd widths, so that some shards are
-    uneven and one rank's bias shard of the last layer has 2 elements, the other's 3."""
+    """The model, initialised from a fixed seed (the same on every rank); odd widths, so that shards are uneven
+    (the third layer's bias: 3 elements on rank 0, 2 on rank 1) and the last layer's are empty on rank 1."""
     torch.manual_seed(0)
     return torch.nn.Sequential(
         torch.nn.Linear(16, 33),
@@ -38,6 +38,8 @@ def build() -> torch.nn.Module:
         torch.nn.Linear(33, 64),
         torch.nn.Tanh(),
         torch.nn.Linear(64, 5),
+        torch.nn.Tanh(),
+        torch.nn.Linear(5, 1),
     )
 
 
@@ -72,7 +74,7 @@ def optimizer(kind: str, model: torch.nn.Module, threads: int) -> torch.optim.Op
 def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``n`` batches, the same on every rank (so the averaged gradient is the single-process one)."""
     gen = torch.Generator().manual_seed(100)
-    return [(torch.randn(32, 16, generator=gen), torch.randn(32, 5, generator=gen)) for _ in range(n)]
+    return [(torch.randn(32, 16, generator=gen), torch.randn(32, 1, generator=gen)) for _ in range(n)]
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -150,7 +152,7 @@ def run_train(steps: int, threads: int) -> dict[str, Any]:
     assert all(not torch.equal(full(p), q) for p, q in zip(model.parameters(), start.parameters()))
     # The state dict keeps torch.optim.Adagrad's layout, with DTensor sums.
     sd = ours.state_dict()
-    assert sorted(sd["state"]) == list(range(6)) and all(sorted(v) == ["step", "sum"] for v in sd["state"].values())
+    assert sorted(sd["state"]) == list(range(8)) and all(sorted(v) == ["step", "sum"] for v in sd["state"].values())
     assert all(isinstance(v["sum"], dist.tensor.DTensor) for v in sd["state"].values())
     return {"steps_compared": moved, "state_compared": compared, "dtensor_sums": checked}
 

@@ -124,3 +124,23 @@ def test_native_step_checks_its_backing_and_counts_updates() -> None:
     assert torch.equal(p.detach(), torch.ones(4))
     assert engine.torch_step(_native.TensorCache(), [group([p, q], [backing(), backing()])]) == 2
     assert not torch.equal(p.detach(), torch.ones(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_empty_parameters_step(dtype: torch.dtype) -> None:
+    """An empty parameter (an FSDP2 rank's empty shard, a zero-width layer) takes its part in a step: its state is
+    empty memory of the optimizer's own (whose address is still aligned for the state's dtype), the other
+    parameters are updated as without it."""
+    empty = torch.nn.Parameter(torch.zeros(0, 4, dtype=dtype))
+    p = torch.nn.Parameter(torch.ones(3, dtype=dtype))
+    q = p.detach().clone().requires_grad_()
+    ours = adagrad_cpu.torch.Adagrad([empty, p], lr=0.1, master_weights=True)
+    alone = adagrad_cpu.torch.Adagrad([q], lr=0.1, master_weights=True)
+    for _ in range(3):
+        empty.grad = torch.zeros_like(empty)
+        p.grad = torch.full_like(p, 0.5)
+        q.grad = torch.full_like(q, 0.5)
+        ours.step()
+        alone.step()
+    assert torch.equal(p, q) and not torch.equal(p, torch.ones(3, dtype=dtype))
+    assert ours.state[empty]["sum"].numel() == 0 and float(ours.state[empty]["step"]) == 3.0
