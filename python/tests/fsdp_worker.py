@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
 import adagrad_cpu.torch as at
 
@@ -43,13 +43,17 @@ def build() -> torch.nn.Module:
     )
 
 
+#: ``fully_shard``'s keyword arguments (``--offload`` adds FSDP2's CPU offload policy).
+SHARDING: dict[str, Any] = {}
+
+
 def shard(model: torch.nn.Module) -> torch.nn.Module:
     """FSDP2: each linear layer and the whole model, over every rank."""
     mesh = init_device_mesh("cpu", (WORLD,))
     for layer in model:
         if isinstance(layer, torch.nn.Linear):
-            fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+            fully_shard(layer, mesh=mesh, **SHARDING)
+    fully_shard(model, mesh=mesh, **SHARDING)
     return model
 
 
@@ -272,7 +276,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dir", required=True)
+    ap.add_argument("--offload", action="store_true", help="shard with CPUOffloadPolicy (pinned memory off)")
     a = ap.parse_args()
+    if a.offload:
+        SHARDING["offload_policy"] = CPUOffloadPolicy(pin_memory=False)
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
