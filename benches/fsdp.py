@@ -21,7 +21,6 @@ import copy
 import datetime
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -31,12 +30,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from inloop import batches, cpu_model, load, make, ratio
+from inloop import batches, header, load, make, ratio, store
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-import adagrad_cpu
 import adagrad_cpu.torch as at
 
 SIDES = ("ours", "torch", "foreach")
@@ -186,12 +184,7 @@ def main() -> None:
         if world < 1 or threads < 1:
             ap.error(f"--configs: {spec!r} needs at least one rank and one thread")
         configs.append((world, threads))
-    cores = os.cpu_count() or 1
-    print(
-        f"# {cpu_model()}, {cores} CPUs; torch {torch.__version__}, adagrad_cpu {adagrad_cpu.__version__}, "
-        f"python {platform.python_version()}",
-        flush=True,
-    )
+    header()
     rows: list[dict[str, Any]] = []
     out = f"/tmp/adagrad-fsdp-bench-{os.getpid()}.json"
     try:
@@ -202,10 +195,7 @@ def main() -> None:
     finally:
         if os.path.exists(out):
             os.remove(out)
-    if a.json:
-        meta = {"cpu": cpu_model(), "cpus": cores, "torch": torch.__version__, "argv": vars(a)}
-        with open(a.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    store(a.json, rows, a)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,23 @@ def cpu_model() -> str:
     return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
 
 
+def header() -> None:
+    """The first line of a run's output: the machine and the versions measured."""
+    print(
+        f"# {cpu_model()}, {os.cpu_count() or 1} CPUs; torch {torch.__version__}, adagrad_cpu "
+        f"{adagrad_cpu.__version__}, python {platform.python_version()}",
+        flush=True,
+    )
+
+
+def store(path: str | None, rows: list[dict[str, Any]], argv: argparse.Namespace) -> None:
+    """Writes ``rows`` with the machine and the arguments to ``path`` as JSON (nothing when ``path`` is None)."""
+    if path:
+        meta = {"cpu": cpu_model(), "cpus": os.cpu_count() or 1, "torch": torch.__version__, "argv": vars(argv)}
+        with open(path, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
 def load() -> float:
     """The one-minute load average (others' work on this shared machine shows here)."""
     return os.getloadavg()[0]
@@ -336,11 +353,7 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    print(
-        f"# {cpu_model()}, {cores} CPUs; torch {torch.__version__}, adagrad_cpu {adagrad_cpu.__version__}, "
-        f"python {platform.python_version()}",
-        flush=True,
-    )
+    header()
     rows: list[dict[str, Any]] = []
     benches = set(a.bench.split(","))
     if "loop" in benches:
@@ -355,10 +368,7 @@ def main() -> None:
                 for pre in preconditions():
                     rows.append(gap_row(n, k, t, pre, a.rounds, variants))
                     print_gap(rows[-1])
-    if a.json:
-        meta = {"cpu": cpu_model(), "cpus": cores, "torch": torch.__version__, "argv": vars(a)}
-        with open(a.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    store(a.json, rows, a)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,11 @@ the ranks (fsdp_worker.py), which fail on the first differing bit; the summaries
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_zero import free_port
+from ranks import run_ranks
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
@@ -21,21 +18,8 @@ WORKER = Path(__file__).with_name("fsdp_worker.py")
 def launch(scenario: str, tmp: Path, steps: int, threads: int, *extra: str) -> list[dict[str, Any]]:
     """Runs ``scenario`` on two ranks; returns both ranks' summaries. Fails (never hangs) if a rank fails or
     exceeds 180 s."""
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    procs = []
-    for rank in range(2):
-        cmd = [sys.executable, str(WORKER), "--rank", str(rank), "--port", str(port), "--scenario", scenario]
-        cmd += ["--steps", str(steps), "--threads", str(threads), "--dir", str(tmp), *extra]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    try:
-        for p in procs:
-            out, _ = p.communicate(timeout=180)
-            assert p.returncode == 0, out.decode(errors="replace")[-4000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    args = ["--scenario", scenario, "--steps", str(steps), "--threads", str(threads), "--dir", str(tmp), *extra]
+    run_ranks(WORKER, [args, args], 180)
     return [json.loads((tmp / f"{scenario}-{r}.json").read_text()) for r in range(2)]
 
 

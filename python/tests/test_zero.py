@@ -3,55 +3,24 @@ the same run with torch.optim.Adagrad(fused=True)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from ranks import run_ranks
 
 WORKER = Path(__file__).with_name("zero_worker.py")
 
 
-def free_port() -> int:
-    """A port free on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def train(optimizer: str, bucket_view: bool, tmp: Path) -> list[dict[str, Any]]:
     """Both ranks' saved results; fails (never hangs) if a rank fails or exceeds 120 s."""
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    procs = []
+    args = []
     for rank in range(2):
-        cmd = [
-            sys.executable,
-            str(WORKER),
-            "--rank",
-            str(rank),
-            "--port",
-            str(port),
-            "--optimizer",
-            optimizer,
-            "--out",
-            str(tmp / f"{optimizer}-{rank}.pt"),
-        ]
+        args.append(["--optimizer", optimizer, "--out", str(tmp / f"{optimizer}-{rank}.pt")])
         if bucket_view:
-            cmd.append("--bucket-view")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    try:
-        for p in procs:
-            out, _ = p.communicate(timeout=120)
-            assert p.returncode == 0, out.decode(errors="replace")[-3000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+            args[-1].append("--bucket-view")
+    run_ranks(WORKER, args, 120)
     return [torch.load(tmp / f"{optimizer}-{r}.pt", weights_only=False) for r in range(2)]
 
 
