@@ -25,12 +25,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from inloop import batches, header, load, make, ratio, store
+from inloop import alternate, batches, header, load, make, ratio, store
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -66,20 +65,7 @@ def rank_row(name: str, world: int, threads: int, iters: int) -> dict[str, Any]:
     for side in SIDES:
         m = shard(copy.deepcopy(base), world)
         sides[side] = (m, optimizer(side, m))
-    times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in sides}
-    for i, batch in enumerate(batches(name, iters)):
-        order = SIDES[i % len(SIDES) :] + SIDES[: i % len(SIDES)]
-        for k in order:
-            model, opt = sides[k]
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            nn.functional.mse_loss(model(batch[0]), batch[1]).backward()
-            t1 = time.perf_counter()
-            opt.step()
-            t2 = time.perf_counter()
-            if i >= 3:  # warm-up iterations are not timed
-                times[k][0].append(t2 - t1)
-                times[k][1].append(t2 - t0)
+    times = alternate(sides, batches(name, iters))
     local = sum(p.to_local().numel() for p in sides["ours"][0].parameters())
     row: dict[str, Any] = {
         "model": name,

@@ -174,18 +174,11 @@ def ours(params: Any, variant: str, **kw: Any) -> at.Adagrad:
             del os.environ["ADAGRAD_TUNE"]
 
 
-def loop_row(name: str, threads: int, iters: int, variants: list[str]) -> dict[str, Any]:
-    """``iters`` training iterations of model ``name`` per side on ``threads`` torch threads, alternating."""
-    torch.set_num_threads(threads)
-    data = batches(name, iters)
-    base = make(name)
-    sides: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
-    dense = name != "dlrm"
-    for v in ["ours", *variants]:
-        m = copy.deepcopy(base)
-        sides[v] = (m, ours(m.parameters(), v))
-    m = copy.deepcopy(base)
-    sides["torch"] = (m, torch.optim.Adagrad(m.parameters(), lr=0.01, fused=True if dense else None))
+def alternate(
+    sides: dict[str, tuple[nn.Module, torch.optim.Optimizer]], data: list[tuple[torch.Tensor, ...]]
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Trains every side on every batch, the sides taking turns in a rotating order; per side the step times and
+    the whole-iteration times (forward, backward, step) of every iteration after the first three (warm-up)."""
     times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in sides}
     order = list(sides)
     for i, batch in enumerate(data):
@@ -199,9 +192,25 @@ def loop_row(name: str, threads: int, iters: int, variants: list[str]) -> dict[s
             t1 = time.perf_counter()
             opt.step()
             t2 = time.perf_counter()
-            if i >= 3:  # warm-up iterations are not timed
+            if i >= 3:
                 times[k][0].append(t2 - t1)
                 times[k][1].append(t2 - t0)
+    return times
+
+
+def loop_row(name: str, threads: int, iters: int, variants: list[str]) -> dict[str, Any]:
+    """``iters`` training iterations of model ``name`` per side on ``threads`` torch threads, alternating."""
+    torch.set_num_threads(threads)
+    data = batches(name, iters)
+    base = make(name)
+    sides: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
+    dense = name != "dlrm"
+    for v in ["ours", *variants]:
+        m = copy.deepcopy(base)
+        sides[v] = (m, ours(m.parameters(), v))
+    m = copy.deepcopy(base)
+    sides["torch"] = (m, torch.optim.Adagrad(m.parameters(), lr=0.01, fused=True if dense else None))
+    times = alternate(sides, data)
     identical = None
     if dense:
         identical = all(
