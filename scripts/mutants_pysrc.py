@@ -58,7 +58,7 @@ def sites(func: ast.AST) -> Iterator[tuple[ast.AST, str, str]]:
             yield node, "dropnot", "not dropped"
         elif isinstance(node, ast.If):
             yield node, "negif", "if condition negated"
-        elif isinstance(node, ast.Return) and node.value is not None:
+        elif isinstance(node, ast.Return) and not (node.value is None or _is_none(node.value)):
             yield node, "retnone", "return None"
         elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
             yield node, "flip", f"{node.value} -> {not node.value}"
@@ -66,6 +66,11 @@ def sites(func: ast.AST) -> Iterator[tuple[ast.AST, str, str]]:
             isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
         ):
             yield node, "pass", f"{type(node).__name__} statement -> pass"
+
+
+def _is_none(node: ast.AST) -> bool:
+    """Whether ``node`` is the constant ``None`` (a return of it has no ``return None`` mutant)."""
+    return isinstance(node, ast.Constant) and node.value is None
 
 
 def apply(node: ast.AST, kind: str) -> None:

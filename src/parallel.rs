@@ -358,13 +358,14 @@ pub(crate) fn run_chunks<S: Split, F: Fn(S) + Sync>(
         crew,
         threads,
         linger: stay,
-    }) = team.filter(|t| t.threads > 1 && work.len() > grain.min.max(1))
+    }) = team.filter(|t| t.threads > 1)
     else {
         return leaf(work);
     };
     let rest = Mutex::new(Some(work));
-    // The first chunk is cut before anyone is woken: a step that cannot be cut (no aligned point inside it) runs
-    // whole on the calling thread, waking no helper. Otherwise it goes first to whoever arrives first.
+    // The first chunk is cut before anyone is woken: a step of one chunk (no larger than the grain, or with no
+    // aligned point inside it) runs whole on the calling thread, waking no helper. Otherwise the first chunk goes
+    // to whoever arrives first.
     let first = next(&rest, grain, threads);
     if rest.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
         return first.into_iter().for_each(leaf);

@@ -247,7 +247,6 @@ class _Snapshot:
         self.backs = backs
         self.index = index
         self.pending: list[tuple[int, torch.Tensor]] = []
-        self.dist = any(_is_dtensor(k) for k in keys)
 
 
 class Adagrad(Optimizer):
@@ -680,10 +679,6 @@ class Adagrad(Optimizer):
                             f"the gradient of {where} is placed {tuple(g.placements)} on {g.device_mesh} with shape "
                             f"{tuple(g.shape)}; its parameter {tuple(p.placements)} on {p.device_mesh} with shape "
                             f"{tuple(p.shape)} (redistribute the gradient like its parameter)"
-                        )
-                    if g.layout != torch.strided:
-                        raise AdagradError(
-                            f"the gradient of {where} is a sparse DTensor; DTensor gradients must be dense"
                         )
                     wrappers.append(p)
                     g = g._local_tensor  # type: ignore[attr-defined]

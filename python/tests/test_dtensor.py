@@ -83,6 +83,10 @@ def test_dtensor_half_with_master_weights(mesh: DeviceMesh) -> None:
     d = torch.nn.Parameter(distribute_tensor(p.detach().clone(), mesh, (Shard(1), Replicate())))
     a = at.Adagrad([p], lr=0.1, master_weights=True)
     b = at.Adagrad([d], lr=0.1, master_weights=True)
+    # The state exists from construction on, as torch's does: a state_dict taken before any step has it all.
+    fresh = b.state_dict()["state"][0]
+    assert sorted(fresh) == ["master", "step", "sum"] and isinstance(fresh["master"], DTensor)
+    assert torch.equal(fresh["master"].full_tensor(), p.detach().float())
     for step in range(5):
         g = values(400, 50 + step, torch.bfloat16)
         p.grad = g.clone()
@@ -206,3 +210,54 @@ def test_state_dict_records_the_step_torch_can_run(mesh: DeviceMesh) -> None:
     p = torch.nn.Parameter(values(50, 14))
     sd = at.Adagrad([{"params": [d]}, {"params": [p]}]).state_dict()
     assert [g["fused"] for g in sd["param_groups"]] == [None, True]
+
+
+def test_state_copied_by_from_local_refused(mesh: DeviceMesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state's DTensor must wrap the very memory the step updates: a ``DTensor.from_local`` that copied the
+    shard (as a future torch might) is refused rather than leaving a ``sum`` the step never writes."""
+    real = DTensor.from_local
+
+    def copying(local: torch.Tensor, *args: object, **kwargs: object) -> DTensor:
+        return real(local.clone(), *args, **kwargs)
+
+    monkeypatch.setattr(DTensor, "from_local", staticmethod(copying))
+    d = torch.nn.Parameter(distribute_tensor(values(50, 15), mesh, (Shard(0), Replicate())))
+    with pytest.raises(AdagradError, match="copied"):
+        at.Adagrad([d])
+
+
+def test_non_contiguous_shard_refused(mesh: DeviceMesh) -> None:
+    """A DTensor whose local shard is not contiguous (its global metadata says it is) is refused at construction:
+    the shard is what the step updates in place."""
+    local = values(25, 16).reshape(5, 5).t()
+    d = DTensor.from_local(local, mesh, (Replicate(), Replicate()), run_check=False, shape=(5, 5), stride=(5, 1))
+    assert d.is_contiguous() and not d.to_local().is_contiguous()
+    with pytest.raises(AdagradError, match="not contiguous"):
+        at.Adagrad([torch.nn.Parameter(d)])
+
+
+def test_refusal_names_the_gradient_in_its_group(mesh: DeviceMesh) -> None:
+    """A refused gradient in the second group is named by its index in that group."""
+    placements = (Shard(0), Replicate())
+    first = [torch.nn.Parameter(distribute_tensor(values(50, 17 + i), mesh, placements)) for i in range(3)]
+    second = torch.nn.Parameter(distribute_tensor(values(50, 20), mesh, placements))
+    opt = at.Adagrad([{"params": first}, {"params": [second]}])
+    for p in first:
+        p.grad = distribute_tensor(values(50, 21), mesh, placements)
+    with pytest.raises(AdagradError, match="gradient of param_groups\\[1\\]\\['params'\\]\\[0\\]"):
+        opt.step(grads=[p.grad for p in first] + [values(50, 22)])
+
+
+def test_skipped_step_bumps_no_version(mesh: DeviceMesh) -> None:
+    """A step skipped by ``found_inf`` (GradScaler found an overflow) updates nothing, so no DTensor parameter's
+    version counter moves; the next step's does."""
+    d = torch.nn.Parameter(distribute_tensor(values(50, 23), mesh, (Shard(0), Replicate())))
+    opt = at.Adagrad([d], lr=0.1)
+    d.grad = distribute_tensor(values(50, 24), mesh, (Shard(0), Replicate()))
+    before, version = d.full_tensor().clone(), d._version
+    opt.found_inf = torch.ones(())
+    opt.step()
+    assert d._version == version and torch.equal(d.full_tensor(), before)
+    opt.found_inf = torch.zeros(())
+    opt.step()
+    assert d._version > version and not torch.equal(d.full_tensor(), before)
