@@ -147,3 +147,18 @@ def test_adagrad_step_count_unchanged_on_error() -> None:
     with pytest.raises(adagrad_cpu.AdagradError):
         opt.step([np.ones(11, np.float32)])
     assert opt.t == 1
+
+
+def test_empty_arrays_at_any_address_step() -> None:
+    """Empty arrays are never read or written, so their address does not matter (numpy marks an empty view at an
+    odd offset aligned): they take part in a step beside a non-empty one, which is updated as without them."""
+
+    def empty(offset: int) -> np.ndarray:
+        return np.ndarray((0,), np.float32, buffer=bytearray(16), offset=offset)
+
+    w, s = np.ones(5, np.float32), np.zeros(5, np.float32)
+    alone_w, alone_s = w.copy(), s.copy()
+    g = np.full(5, 0.5, np.float32)
+    adagrad_cpu.numpy.step([empty(1), w], [empty(5), g], [empty(9), s], 1, lr=0.1)
+    adagrad_cpu.numpy.step([alone_w], [g], [alone_s], 1, lr=0.1)
+    assert np.array_equal(w.view(np.int32), alone_w.view(np.int32)) and not np.array_equal(w, np.ones(5))
