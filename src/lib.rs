@@ -44,6 +44,7 @@ mod error;
 pub mod functional;
 mod optimizer;
 mod parallel;
+pub mod stats;
 mod tuning;
 
 pub use adagrad_kernels::{

@@ -1,6 +1,7 @@
 //! The optimizer: state per tensor, the step count, and the step itself.
 
 use crate::functional::{self, Executor};
+use crate::stats::{LrStats, StatsFloat, lr_stats};
 use crate::{AlignedBuf, Config, Error, Tuning};
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, NoCopy};
 
@@ -202,5 +203,32 @@ impl<T: Float> Adagrad<T> {
     /// The kernel path every step runs.
     pub fn isa(&self) -> Isa {
         self.exec.isa()
+    }
+}
+
+impl<T: StatsFloat> Adagrad<T> {
+    /// Per tensor, statistics of the effective learning rate its next step will use, `clr / (√G + ε)` (or
+    /// `clr / √(G + ε)`), and how many elements are below `threshold` (see [`crate::stats`]): Adagrad's rate only
+    /// shrinks, and this shows how far. Computed from the state on request (about three reads of it for f32,
+    /// five for f64, on the calling thread), never inside a step. `threshold` must be finite and not negative.
+    ///
+    /// ```
+    /// use adagrad::{Adagrad, Config};
+    /// let mut opt = Adagrad::<f32>::new(Config::default().lr(0.1).eps(1e-8), &[3])?;
+    /// let mut w = [1.0f32; 3];
+    /// for _ in 0..100 {
+    ///     opt.step_flat(&mut w, &[0.5, 0.05, 0.0])?;
+    /// }
+    /// let s = opt.lr_stats(1e-3)?[0];
+    /// assert!(s.min < 0.1 / 4.9 && s.max > 1e6);  // √G = 0.5·√100 = 5 for the first element; 0 for the last
+    /// assert_eq!(s.below, 0);
+    /// # Ok::<(), adagrad::Error>(())
+    /// ```
+    pub fn lr_stats(&self, threshold: f64) -> Result<Vec<LrStats>, Error> {
+        let h = self.config.hyper::<T>(self.step.saturating_add(1));
+        self.state
+            .iter()
+            .map(|g| lr_stats(g, &h, threshold))
+            .collect()
     }
 }

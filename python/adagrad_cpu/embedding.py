@@ -7,6 +7,7 @@ position, then the row is updated once. Row-wise is FBGEMM's ``EXACT_ROWWISE_ADA
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,14 @@ class EmbeddingAdagrad:
     def state(self) -> np.ndarray:
         """A copy of the accumulators (``rows`` or ``rows · dim`` float32)."""
         return self._native.state()
+
+    def lr_stats(self, threshold: float = 1e-6) -> dict[str, Any]:
+        """Statistics of the effective learning rate the next step would give each accumulator (each row's, or
+        each element's): ``elements``, ``min``, ``median``, ``max``, ``mean``, ``below`` (below ``threshold``) and
+        ``fraction_below``, plain numbers (see ``adagrad_cpu.torch.Adagrad.lr_stats``). Rows never looked up keep
+        their initial accumulator, and so the largest rate. About three reads of the state."""
+        with self._lock:
+            return self._native.lr_stats(float(threshold))
 
     @property
     def step_count(self) -> int:

@@ -7,6 +7,7 @@ use adagrad::embedding::{Accumulator, EmbeddingAdagrad, Lookups, TableOptions};
 use adagrad::kernels::rowwise::{DecayMode, Rounding};
 use numpy::{PyReadonlyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 /// The optimizer, by table type.
 enum Opt {
@@ -188,6 +189,13 @@ impl Embedding {
     /// A copy of the accumulators.
     fn state<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<f32>> {
         with_opt!(self, o => numpy::PyArray1::from_slice(py, o.state()))
+    }
+
+    /// Statistics of the effective learning rate the next step would give each accumulator (see
+    /// `adagrad::stats`), as a dict of plain numbers.
+    fn lr_stats<'py>(&self, py: Python<'py>, threshold: f64) -> PyResult<Bound<'py, PyDict>> {
+        let stats = with_opt!(self, o => o.lr_stats(threshold)).map_err(crate::crate_error)?;
+        crate::stats_dict(py, &stats)
     }
 
     /// Steps taken so far.

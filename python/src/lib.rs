@@ -20,7 +20,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 create_exception!(
     adagrad_cpu,
@@ -33,7 +33,7 @@ fn refused(msg: impl Into<String>) -> PyErr {
     AdagradError::new_err(msg.into())
 }
 
-fn crate_error(e: adagrad::Error) -> PyErr {
+pub(crate) fn crate_error(e: adagrad::Error) -> PyErr {
     refused(e.to_string())
 }
 
@@ -548,6 +548,76 @@ fn aligned_zeros(py: Python<'_>, nbytes: usize) -> PyResult<Bound<'_, PyArray1<u
     Ok(unsafe { PyArray1::borrow_from_array(&view, block.into_any()) })
 }
 
+/// Statistics of the effective learning rate of the accumulators `sums` (a C-contiguous float32 or float64 numpy
+/// array, read, never written) for step `step` (1-based: the step after `step - 1` taken) with PyTorch's `lr`,
+/// `lr_decay` and `eps` and `eps_placement` ("outside" or "inside"), counting values below `threshold`: a dict of
+/// `elements`, `min`, `median`, `max`, `mean`, `below`, `fraction_below` (see `adagrad::stats`). Waits for a
+/// native call writing the same memory; the GIL is released while it reads.
+#[pyfunction]
+#[pyo3(signature = (sums, *, lr, lr_decay, step, eps, eps_placement, threshold))]
+#[allow(clippy::too_many_arguments)]
+fn lr_stats<'py>(
+    py: Python<'py>,
+    sums: &Bound<'py, PyAny>,
+    lr: f64,
+    lr_decay: f64,
+    step: u64,
+    eps: f64,
+    eps_placement: &str,
+    threshold: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut config = settings(Some(1), "pool", None, "exact", eps_placement)?;
+    config.lr = lr;
+    config.lr_decay = lr_decay;
+    config.eps = eps;
+    let m = numpy::memory(py, sums).map_err(refused)?;
+    if step == 0 {
+        return Err(refused("step counts from 1"));
+    }
+    let stats = match m.dtype {
+        mem::Dtype::F32 => {
+            config.validate_for::<f32>().map_err(crate_error)?;
+            let h = config.hyper::<f32>(step);
+            py.detach(|| {
+                let _claim = mem::Claim::new(vec![mem::Span::of(m, false)]);
+                adagrad::stats::lr_stats(mem::shared_slice::<f32>(m), &h, threshold)
+            })
+        }
+        mem::Dtype::F64 => {
+            config.validate_for::<f64>().map_err(crate_error)?;
+            let h = config.hyper::<f64>(step);
+            py.detach(|| {
+                let _claim = mem::Claim::new(vec![mem::Span::of(m, false)]);
+                adagrad::stats::lr_stats(mem::shared_slice::<f64>(m), &h, threshold)
+            })
+        }
+        other => {
+            return Err(refused(format!(
+                "accumulators are float32 or float64, not {}",
+                other.name()
+            )));
+        }
+    }
+    .map_err(crate_error)?;
+    stats_dict(py, &stats)
+}
+
+/// Learning-rate statistics as the Python layer returns them: a dict of plain numbers.
+pub(crate) fn stats_dict<'py>(
+    py: Python<'py>,
+    stats: &adagrad::stats::LrStats,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("elements", stats.elements)?;
+    d.set_item("min", stats.min)?;
+    d.set_item("median", stats.median)?;
+    d.set_item("max", stats.max)?;
+    d.set_item("mean", stats.mean)?;
+    d.set_item("below", stats.below)?;
+    d.set_item("fraction_below", stats.fraction_below())?;
+    Ok(d)
+}
+
 /// The kernel paths this CPU can run, best first.
 #[pyfunction]
 fn available_isas() -> Vec<&'static str> {
@@ -570,6 +640,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(aligned_zeros, m)?)?;
     m.add_function(wrap_pyfunction!(unchanged, m)?)?;
     m.add_function(wrap_pyfunction!(rust_step_seconds, m)?)?;
+    m.add_function(wrap_pyfunction!(lr_stats, m)?)?;
     m.add("AdagradError", m.py().get_type::<AdagradError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

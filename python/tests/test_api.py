@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 
+import numpy as np
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -144,3 +145,65 @@ def test_empty_parameters_step(dtype: torch.dtype) -> None:
         alone.step()
     assert torch.equal(p, q) and not torch.equal(p, torch.ones(3, dtype=dtype))
     assert ours.state[empty]["sum"].numel() == 0 and float(ours.state[empty]["step"]) == 3.0
+
+
+@pytest.mark.parametrize("placement", ["outside", "inside"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lr_stats_are_those_of_every_element(placement: str, dtype: torch.dtype) -> None:
+    """``lr_stats``: per parameter (two groups, their own lr and lr_decay), the effective learning rate of its next
+    step computed element by element in the state's dtype — min, lower median, max, mean, count below."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.nn.Parameter(torch.randn(101, dtype=dtype, generator=gen))
+    b = torch.nn.Parameter(torch.randn(6, 7, dtype=dtype, generator=gen))
+    c = torch.nn.Parameter(torch.randn(10, dtype=dtype, generator=gen))
+    groups = [{"params": [a], "lr": 0.1, "lr_decay": 0.05}, {"params": [b, c], "lr": 0.02}]
+    opt = at.Adagrad(groups, eps=1e-6, eps_placement=placement)
+    for step in range(5):
+        for p in (a, b):
+            p.grad = torch.randn(p.shape, dtype=dtype, generator=gen) * (step + 1)
+        opt.step()
+    got = opt.lr_stats(threshold=0.02)
+    assert [(s["group"], s["index"]) for s in got] == [(0, 0), (1, 0), (1, 1)]
+    for s, p, group in zip(got, (a, b, c), (groups[0], groups[1], groups[1])):
+        t = float(opt.state[p]["step"]) + 1
+        # The reference in numpy, whose arithmetic is IEEE element by element (torch's scalar-by-tensor division is
+        # not always correctly rounded).
+        total = opt.state[p]["sum"].numpy().ravel()
+        kind = total.dtype.type
+        clr = kind(group["lr"] / (1 + (t - 1) * group["lr_decay"]))
+        eps = kind(1e-6)
+        eff = clr / (np.sqrt(total) + eps) if placement == "outside" else clr / np.sqrt(total + eps)
+        ordered = np.sort(eff)
+        n = eff.size
+        assert s["elements"] == n
+        assert (s["min"], s["median"], s["max"]) == (
+            float(ordered[0]),
+            float(ordered[(n - 1) // 2]),
+            float(ordered[-1]),
+        )
+        assert s["below"] == int((eff < 0.02).sum()) and s["fraction_below"] == s["below"] / n
+        assert s["mean"] == pytest.approx(float(eff.astype(np.float64).mean()), rel=1e-12)
+    # c never had a gradient: its rate is the untouched accumulator's, the same for every element.
+    assert got[2]["min"] == got[2]["max"] and got[2]["below"] == 0
+    assert got[0]["min"] < got[0]["max"]
+    with pytest.raises(adagrad_cpu.AdagradError, match="threshold"):
+        opt.lr_stats(threshold=-1.0)
+
+
+def test_embedding_lr_stats_shrink_where_rows_are_looked_up() -> None:
+    """An embedding table's rates: untouched rows keep the initial rate (the largest); rows looked up often fall
+    below a threshold; the count grows with more steps."""
+    import adagrad_cpu.embedding as ae
+
+    opt = ae.EmbeddingAdagrad(1000, 8, lr=0.1, eps=1e-8, initial_accumulator_value=0.01)
+    table = np.zeros((1000, 8), np.float32)
+    first = opt.lr_stats(threshold=0.05)
+    assert first["below"] == 0 and first["min"] == first["max"] == pytest.approx(0.1 / (0.1 + 1e-8), rel=1e-6)
+    counts = []
+    for _ in range(20):
+        ids = np.arange(10, dtype=np.int64)
+        opt.step(table, ids, np.ones((10, 8), np.float32))
+        counts.append(opt.lr_stats(threshold=0.05)["below"])
+    assert counts[0] == 0 and counts[-1] == 10 and counts == sorted(counts)
+    final = opt.lr_stats(threshold=0.05)
+    assert final["max"] == first["max"] and final["min"] < 0.05 and final["elements"] == 1000
