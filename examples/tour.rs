@@ -1,5 +1,5 @@
-//! A tour of the crate: the CPU and kernel path, the textbook example, a small training run, an embedding table
-//! trained with row-wise Adagrad, and throughput.
+//! A tour of the crate: the CPU and kernel path, the textbook example, the learning rate that only shrinks, a
+//! small training run, an embedding table trained with row-wise Adagrad, and throughput.
 //!
 //! `cargo run --release --example tour`
 
@@ -7,16 +7,34 @@ use adagrad::kernels::{Hyper, Kernels, reference};
 use adagrad::{Adagrad, Config, EpsPlacement, Isa, Parallelism, Precision};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::process::ExitCode;
 use std::time::Instant;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match tour() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The error's message (an ADAGRAD_ISA naming a path this CPU lacks, say), not its Debug form.
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tour() -> Result<(), Box<dyn std::error::Error>> {
     println!("== adagrad tour ==\n");
     cpu_and_path()?;
     worked_example()?;
+    shrinking_rate()?;
     training()?;
     embedding()?;
     throughput()?;
     Ok(())
+}
+
+/// "1 thread", "2 threads".
+fn threads(n: usize) -> String {
+    format!("{n} thread{}", if n == 1 { "" } else { "s" })
 }
 
 fn cpu_and_path() -> Result<(), adagrad::Error> {
@@ -86,7 +104,50 @@ fn worked_example() -> Result<(), adagrad::Error> {
             theta[0]
         );
     }
-    println!("  (a textbook table rounds θ to 0.9, 0.8104, 0.7886)\n");
+    // A textbook's table shows 0.9, 0.8104, 0.7886: it rounds α/√G to three decimals before using it.
+    let (r2, r3) = (0.224, 0.218);
+    let (t2, t3) = (0.9 - r2 * 0.4, 0.9 - r2 * 0.4 - r3 * 0.1);
+    println!(
+        "  (a textbook table shows θ = 0.9, 0.8104, 0.7886: it rounds α/√G to three decimals first, \
+         0.9 − {r2}·0.4 = {t2:.4}, then − {r3}·0.1 = {t3:.4}; unrounded, θ is 0.81056 and 0.78874)\n"
+    );
+    Ok(())
+}
+
+/// The same parameter trained on: the effective learning rate α/√(G+ε) only shrinks (about as 1/√t for steady
+/// gradients), which `Adagrad::lr_stats` reports from the state on request.
+fn shrinking_rate() -> Result<(), adagrad::Error> {
+    println!("The learning rate only shrinks: the same example, gradients 0.2, 0.4, 0.1 repeated");
+    println!(
+        "  {:>6}  {:>12}  {:>14}  {:>12}",
+        "step", "θ", "α/√(G+ε)", "× step 3's"
+    );
+    let config = Config::torch()
+        .lr(0.1)
+        .eps(1e-8)
+        .eps_placement(EpsPlacement::Inside);
+    let mut opt = Adagrad::<f64>::new(config, &[1])?;
+    let mut theta = [1.0f64];
+    let mut first = None;
+    for t in 1..=100_000u64 {
+        opt.step_flat(&mut theta, &[[0.2, 0.4, 0.1][(t as usize - 1) % 3]])?;
+        if [3, 30, 300, 3_000, 30_000, 100_000].contains(&t) {
+            // One tensor of one element: its min, median and max are the element's rate for the next step.
+            let rate = opt.lr_stats(1e-3)?[0].median;
+            let base = *first.get_or_insert(rate);
+            println!(
+                "  {:>6}  {:>12.6}  {:>14.6}  {:>12.4}",
+                t,
+                theta[0],
+                rate,
+                rate / base
+            );
+        }
+    }
+    println!(
+        "  (Adagrad::lr_stats / EmbeddingAdagrad::lr_stats give min, median, max, mean and the count below a \
+         threshold per tensor or table; adagrad_cpu.torch.Adagrad.lr_stats() per parameter, from Python)\n"
+    );
     Ok(())
 }
 
@@ -108,8 +169,8 @@ fn training() -> Result<(), adagrad::Error> {
         .collect();
     println!("Logistic regression: {n} samples × {dim} features, full batch, 200 steps, lr 0.1");
     println!(
-        "  {:>5}  {:>22}  {:>22}",
-        "step", "loss (ε outside, torch)", "loss (ε inside, optax)"
+        "  {:>5}  {:>22}  {:>22}  {:>26}",
+        "step", "loss (ε outside, torch)", "loss (ε inside, optax)", "torch's rate: min / median"
     );
     let configs = [Config::torch().lr(0.1), Config::optax().lr(0.1)];
     let mut runs: Vec<_> = configs
@@ -124,15 +185,24 @@ fn training() -> Result<(), adagrad::Error> {
         .collect::<Result<_, adagrad::Error>>()?;
     for step in 0..=200 {
         let mut losses = Vec::new();
-        for (opt, w, b) in runs.iter_mut() {
+        let mut grads = Vec::new();
+        for (_, w, b) in runs.iter() {
             let (loss, gw, gb) = loss_and_grad(&x, &y, w, b[0], dim);
             losses.push(loss);
-            if step < 200 {
-                opt.step(&mut [w, b], &[&gw, &[gb]])?;
-            }
+            grads.push((gw, gb));
         }
         if step % 40 == 0 {
-            println!("  {:>5}  {:>22.6}  {:>22.6}", step, losses[0], losses[1]);
+            // The weights' rates for the next step (before the first one, G = 0: lr / ε).
+            let w = runs[0].0.lr_stats(0.0)?[0];
+            println!(
+                "  {:>5}  {:>22.6}  {:>22.6}  {:>12.4e} / {:>11.4e}",
+                step, losses[0], losses[1], w.min, w.median
+            );
+        }
+        if step < 200 {
+            for ((opt, w, b), (gw, gb)) in runs.iter_mut().zip(&grads) {
+                opt.step(&mut [w, b], &[gw, &[*gb]])?;
+            }
         }
     }
     let (loss_true, _, _) = loss_and_grad(&x, &y, &w_true, 0.0, dim);
@@ -223,40 +293,50 @@ fn loss_and_grad(x: &[f32], y: &[f32], w: &[f32], b: f32, dim: usize) -> (f32, V
 
 /// One throughput line: 1M f32 elements (20 bytes moved per element), the chosen path vs the scalar
 /// reference, single thread, median of several steps.
-fn throughput() -> Result<(), adagrad::Error> {
+fn throughput() -> Result<(), Box<dyn std::error::Error>> {
     let n = 1 << 20;
     let mut p = vec![0.5f32; n];
     let g: Vec<f32> = (0..n).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect();
     let mut s = vec![0.1f32; n];
     let h = Hyper::<f32>::new(0.01, 0.0, 1, 0.0, 1e-10, false, EpsPlacement::Outside);
     let k = Kernels::from_env()?;
-    let median = |f: &mut dyn FnMut()| {
-        let mut t: Vec<f64> = (0..15)
-            .map(|_| {
-                let t0 = Instant::now();
-                f();
-                t0.elapsed().as_secs_f64()
-            })
-            .collect();
+    let mut opt = Adagrad::<f32>::new(Config::default().parallelism(Parallelism::Global), &[n])?;
+    // Interleaved rounds (the three take turns, so a busy moment of this machine slows all of them), medians.
+    let (mut t_ref, mut t_best, mut t_par) = (Vec::new(), Vec::new(), Vec::new());
+    type Run<'a> = &'a mut dyn FnMut() -> Result<(), Box<dyn std::error::Error>>;
+    let time = |f: Run<'_>| -> Result<f64, Box<dyn std::error::Error>> {
+        let t0 = Instant::now();
+        f()?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    for _ in 0..21 {
+        t_ref.push(time(&mut || {
+            Ok(reference::update(&mut p, &g, &mut s, &h)?)
+        })?);
+        t_best.push(time(&mut || {
+            Ok(k.update(&mut p, &g, &mut s, &h, Precision::Exact)?)
+        })?);
+        t_par.push(time(&mut || Ok(opt.step_flat(&mut p, &g).map(drop)?))?);
+    }
+    let median = |t: &mut Vec<f64>| {
         t.sort_by(f64::total_cmp);
         t[t.len() / 2]
     };
-    let t_ref = median(&mut || reference::update(&mut p, &g, &mut s, &h).unwrap());
-    let t_best = median(&mut || k.update(&mut p, &g, &mut s, &h, Precision::Exact).unwrap());
-    let mut opt = Adagrad::<f32>::new(Config::default().parallelism(Parallelism::Global), &[n])?;
-    let t_par = median(&mut || {
-        opt.step_flat(&mut p, &g).unwrap();
-    });
+    let (t_ref, t_best, t_par) = (median(&mut t_ref), median(&mut t_best), median(&mut t_par));
     let rate = |t: f64| n as f64 / t / 1e9;
     println!(
-        "Throughput, 1M f32 elements: reference {:.2} G elem/s; {} {:.2} G elem/s ({:.1}× reference); \
-         optimizer step on {} threads {:.2} G elem/s",
+        "Throughput, 1M f32 elements, medians of 21 interleaved rounds: reference {:.2} G elem/s; {} {:.2} G elem/s \
+         ({:.1}× reference); optimizer step on {} {:.2} G elem/s",
         rate(t_ref),
         k.isa(),
         rate(t_best),
         t_ref / t_best,
-        rayon::current_num_threads(),
+        threads(opt.threads()),
         rate(t_par)
+    );
+    println!(
+        "  (one run on a shared machine: `cargo run --release --example report` measures every path against an \
+         independent memory ceiling)"
     );
     Ok(())
 }
