@@ -16,7 +16,7 @@ use adagrad::{
 };
 use adagrad_ceiling::{Ceiling, Format, cpu_name, median_secs};
 use plotters::prelude::*;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 const SIZES: [usize; 5] = [1024, 4096, 65536, 1 << 20, 1 << 24];
 const QUICK_SIZES: [usize; 4] = [1024, 4096, 65536, 1 << 20];
@@ -359,9 +359,14 @@ fn main() {
         );
     }
     let mut rows = Vec::new();
+    // Progress goes to a terminal only, on one line rewritten in place; redirected, the output holds the results
+    // alone.
+    let terminal = std::io::stderr().is_terminal();
     let mut progress = |what: &str| {
-        eprint!("\r\x1b[2Kmeasuring {what}");
-        let _ = std::io::stderr().flush();
+        if terminal {
+            eprint!("\r\x1b[2Kmeasuring {what}");
+            let _ = std::io::stderr().flush();
+        }
     };
     measure::<f32, f32, NoCopy>(
         "f32",
@@ -396,7 +401,9 @@ fn main() {
         &mut rows,
         &mut progress,
     );
-    eprintln!("\r\x1b[2Kdone");
+    if terminal {
+        eprintln!("\r\x1b[2Kdone");
+    }
     print_table(&rows);
     if let Some(path) = &o.json {
         match write_json(path, &cpu, &rows) {

@@ -1,6 +1,7 @@
 //! The crate against PyTorch's fused CPU Adagrad, side by side on this machine.
 //!
-//! `cargo run --release --example vs_torch -- [--python PATH] [--rounds R] [--json PATH] [--configs LIST]`
+//! `cargo run --release --example vs_torch -- [--python PATH] [--rounds R] [--secs S] [--json PATH] [--configs LIST]`
+//! (`-- --help` lists them).
 //!
 //! Times `Adagrad::step` (Exact, the best path, this CPU's tuning) in this process and `torch._fused_adagrad_` (the
 //! kernel behind `torch.optim.Adagrad(fused=True)`, called bare) in a long-lived Python worker
@@ -17,6 +18,7 @@ use adagrad_ceiling::{cpu_name, median_secs};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
+#[derive(Clone)]
 struct Cfg {
     dtype: String,
     n: usize,
@@ -54,6 +56,9 @@ fn default_configs() -> Vec<Cfg> {
     v
 }
 
+/// The dtypes a configuration may name.
+const DTYPES: [&str; 2] = ["float32", "float64"];
+
 fn parse_configs(s: &str) -> Result<Vec<Cfg>, String> {
     s.split(',')
         .map(|c| {
@@ -69,7 +74,14 @@ fn parse_configs(s: &str) -> Result<Vec<Cfg>, String> {
                     k: num(k)?.max(1),
                     threads: num(t)?.max(1),
                 }),
-                _ => Err(format!("{c:?} is not dtype:elements:tensors:threads")),
+                [d, _, _, _] => Err(format!(
+                    "{c:?}: dtype {d:?} is not one of {}",
+                    DTYPES.join(", ")
+                )),
+                _ => Err(format!(
+                    "{c:?} is not dtype:elements:tensors:threads (dtype: {})",
+                    DTYPES.join(", ")
+                )),
             }
         })
         .collect()
@@ -141,37 +153,50 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() {
-    let mut python = std::env::var("TORCH_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
-    let (mut rounds, mut secs, mut json, mut configs) = (7usize, 0.2f64, None, default_configs());
-    let mut args = std::env::args().skip(1);
-    let usage =
-        "usage: vs_torch [--python PATH] [--rounds R] [--secs S] [--json PATH] [--configs LIST]";
-    while let Some(a) = args.next() {
-        let mut val = || {
-            args.next().unwrap_or_else(|| {
-                eprintln!("{usage}");
-                std::process::exit(2)
-            })
-        };
-        match a.as_str() {
-            "--python" => python = val(),
-            "--rounds" => rounds = val().parse().unwrap_or(7).max(1),
-            "--secs" => secs = val().parse().unwrap_or(0.2),
-            "--json" => json = Some(val()),
-            "--configs" => match parse_configs(&val()) {
-                Ok(c) => configs = c,
-                Err(e) => {
-                    eprintln!("vs_torch: {e}");
-                    std::process::exit(2);
-                }
-            },
-            _ => {
-                eprintln!("{usage}");
-                std::process::exit(2);
-            }
-        }
+/// The crate against PyTorch's fused CPU Adagrad (`torch._fused_adagrad_`), in alternating rounds on this machine.
+#[derive(clap::Parser)]
+#[command(name = "vs_torch")]
+struct Args {
+    /// A Python with torch (default: $TORCH_PYTHON, else .venv/bin/python).
+    #[arg(long)]
+    python: Option<String>,
+    /// Rounds per configuration (each times both sides); the median of the per-round ratios is reported.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Seconds each side is timed for in a round.
+    #[arg(long, default_value_t = 0.2, value_parser = positive_secs)]
+    secs: f64,
+    /// Also write the results to this JSON file.
+    #[arg(long)]
+    json: Option<String>,
+    /// Configurations, comma-separated: dtype:elements:tensors:threads, dtype float32 or float64 (tensors > 1:
+    /// that many tensors of `elements` each in one multi-tensor step). Default: float32 and float64 at 4,096,
+    /// 65,536, 1M and 16M elements on 1 and 2 threads, and 1,024 float32 tensors of 1,024 on 2 threads.
+    #[arg(long, value_parser = |s: &str| parse_configs(s).map(Configs))]
+    configs: Option<Configs>,
+}
+
+/// The `--configs` list, as one value.
+#[derive(Clone)]
+struct Configs(Vec<Cfg>);
+
+/// A time in seconds, finite and above zero.
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
     }
+}
+
+fn main() {
+    use clap::Parser;
+    let a = Args::parse();
+    let python = a
+        .python
+        .or_else(|| std::env::var("TORCH_PYTHON").ok())
+        .unwrap_or_else(|| ".venv/bin/python".into());
+    let (rounds, secs, json) = (a.rounds as usize, a.secs, a.json);
+    let configs = a.configs.map_or_else(default_configs, |c| c.0);
     let worker = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_worker.py");
     let mut child = match Command::new(&python)
         .arg(worker)
