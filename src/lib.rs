@@ -1,10 +1,26 @@
-//! SIMD-accelerated dense Adagrad for CPUs, bit-exact with PyTorch's `Adagrad(fused=True)`.
+//! Adagrad for CPUs, bit-exact with PyTorch's `torch.optim.Adagrad(fused=True)` on every SIMD path and at any
+//! thread count, and faster.
+//!
+//! # What is here
+//!
+//! - [`Adagrad`]: the optimizer over a set of tensors — one multi-tensor step ([`Adagrad::step`]), one flat
+//!   tensor ([`Adagrad::step_flat`]), and the CPU-offload step with 16-bit gradients, a loss scale and a 16-bit
+//!   copy-out in the same pass ([`Adagrad::step_with`]); checkpoints ([`Adagrad::save`], [`Adagrad::load`]).
+//! - [`functional::step`]: the same step on slices you own, with an [`Executor`] (kernel path, tuning, threads).
+//! - [`embedding::EmbeddingAdagrad`]: embedding tables (f32, bf16, f16) trained from a batch's lookups, with
+//!   row-wise (FBGEMM's `EXACT_ROWWISE_ADAGRAD`) or element-wise accumulators.
+//! - [`stats`]: how far the effective learning rate has shrunk ([`Adagrad::lr_stats`],
+//!   [`embedding::EmbeddingAdagrad::lr_stats`]).
+//! - [`AlignedBuf`]: the crate's aligned, huge-page-advised allocation.
+//! - The Python package `adagrad-cpu` (`python/` in the repository): a `torch.optim` drop-in, numpy and embedding
+//!   APIs over this crate.
 //!
 //! # The update
 //!
 //! For every element, at step t (1-based), with clr = lr / (1 + (t − 1)·lr_decay):
 //!
 //! ```text
+//! g  ← g / grad_scale             if a gradient scale is given (step_with, functional::step)
 //! g  ← −g                         if maximize
 //! g  ← g + wd·θ                   (one fused multiply-add), if wd ≠ 0
 //! G  ← G + g²                     (one fused multiply-add)
@@ -14,8 +30,8 @@
 //!
 //! # The exactness contract
 //!
-//! The scalar reference ([`adagrad_kernels::reference`]) is the specification: it computes in the parameter's
-//! type, with IEEE square root and division and clr computed in f64 and rounded once. It reproduces PyTorch's
+//! The scalar reference ([`kernels::reference`]) is the specification: it computes in the parameter's type, with
+//! IEEE square root and division and clr computed in f64 and rounded once. It reproduces PyTorch's
 //! `Adagrad(fused=True)` on CPU bit for bit (tests/golden.rs replays PyTorch-generated trajectories). Every other
 //! path — portable `wide`, AVX2+FMA, AVX-512F, any thread count, any grouping of elements into tensors — gives
 //! the same bits. [`Precision::Fast`] is the only exception, with a documented bound.
@@ -63,7 +79,7 @@ pub use tuning::{PARALLEL_THRESHOLD, Tuning, TuningSource};
 /// The kernel crate, for direct use of one path (tests, benchmarks, custom loops).
 pub use adagrad_kernels as kernels;
 
-/// The README's example, compiled and run as a doctest.
+/// The README's Rust examples, compiled and run by `cargo test` as they are printed there.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
