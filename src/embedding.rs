@@ -804,7 +804,7 @@ impl<W: Table> EmbeddingAdagrad<W> {
     /// Statistics of the effective learning rate the next step would give each accumulator (each row's, or each
     /// element's), `clr / (√G + ε)` (or `clr / √(G + ε)`), and how many are below `threshold` (see
     /// [`crate::stats`]). A row never looked up keeps its initial accumulator, and so the largest rate. Computed
-    /// from the state on request (about three reads of it, on the calling thread), never inside a step.
+    /// from the state on request (two reads of it, on the calling thread; about 5 steps' time), never inside a step.
     pub fn lr_stats(&self, threshold: f64) -> Result<crate::stats::LrStats, Error> {
         let h = self.config.hyper::<f32>(self.step.saturating_add(1));
         crate::stats::lr_stats(self.state.as_slice(), &h, threshold)

@@ -209,8 +209,8 @@ impl<T: Float> Adagrad<T> {
 impl<T: StatsFloat> Adagrad<T> {
     /// Per tensor, statistics of the effective learning rate its next step will use, `clr / (√G + ε)` (or
     /// `clr / √(G + ε)`), and how many elements are below `threshold` (see [`crate::stats`]): Adagrad's rate only
-    /// shrinks, and this shows how far. Computed from the state on request (about three reads of it for f32,
-    /// five for f64, on the calling thread), never inside a step. `threshold` must be finite and not negative.
+    /// shrinks, and this shows how far. Computed from the state on request (two reads of it for f32, four for
+    /// f64, on the calling thread; about 5 steps' time), never inside a step. `threshold` must be finite and not negative.
     ///
     /// ```
     /// use adagrad::{Adagrad, Config};

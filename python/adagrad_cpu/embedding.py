@@ -97,7 +97,7 @@ class EmbeddingAdagrad:
         """Statistics of the effective learning rate the next step would give each accumulator (each row's, or
         each element's): ``elements``, ``min``, ``median``, ``max``, ``mean``, ``below`` (below ``threshold``) and
         ``fraction_below``, plain numbers (see ``adagrad_cpu.torch.Adagrad.lr_stats``). Rows never looked up keep
-        their initial accumulator, and so the largest rate. About three reads of the state."""
+        their initial accumulator, and so the largest rate. Two reads of the state, about 5 steps' time."""
         with self._lock:
             return self._native.lr_stats(float(threshold))
 

@@ -697,8 +697,8 @@ class Adagrad(Optimizer):
         ``param_groups``), ``elements``, ``min``, ``median`` (the lower median), ``max``, ``mean``, ``below``
         (elements whose rate is below ``threshold``) and ``fraction_below`` — plain numbers, ready for a logger
         (e.g. ``writer.add_scalar(f"lr_min/{i}", s["min"], step)``). Exact (each value is one element's rate, in
-        the state's dtype). For a DTensor parameter, over this rank's shard. Cost: about three reads of the state
-        (five for float64 state), on the calling thread; no step runs meanwhile."""
+        the state's dtype). For a DTensor parameter, over this rank's shard. Cost: two reads of the state (four for
+        float64 state), about the time of 5–9 steps: log it every few hundred steps. No step runs meanwhile."""
         with self._lock:
             snaps = self._snapshot(None)
             out = []
