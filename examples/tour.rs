@@ -75,6 +75,14 @@ fn cpu_and_path() -> Result<(), adagrad::Error> {
     Ok(())
 }
 
+/// The textbook example's settings: lr 0.1, ε = 1e-8 inside the root.
+fn textbook() -> Config {
+    Config::torch()
+        .lr(0.1)
+        .eps(1e-8)
+        .eps_placement(EpsPlacement::Inside)
+}
+
 /// θ0 = 1, lr 0.1, ε = 1e-8 inside the root, g = 0.2, 0.4, 0.1.
 fn worked_example() -> Result<(), adagrad::Error> {
     println!("The textbook example: θ0 = 1, α = 0.1, ε = 1e-8 inside the root (f64)");
@@ -82,10 +90,7 @@ fn worked_example() -> Result<(), adagrad::Error> {
         "  {:>4}  {:>4}  {:>20}  {:>20}  {:>20}",
         "step", "g", "G", "α/√(G+ε)", "θ"
     );
-    let config = Config::torch()
-        .lr(0.1)
-        .eps(1e-8)
-        .eps_placement(EpsPlacement::Inside);
+    let config = textbook();
     let mut opt = Adagrad::<f64>::new(config, &[1])?;
     let mut theta = [1.0f64];
     println!(
@@ -122,10 +127,7 @@ fn shrinking_rate() -> Result<(), adagrad::Error> {
         "  {:>6}  {:>12}  {:>14}  {:>12}",
         "step", "θ", "α/√(G+ε)", "× step 3's"
     );
-    let config = Config::torch()
-        .lr(0.1)
-        .eps(1e-8)
-        .eps_placement(EpsPlacement::Inside);
+    let config = textbook();
     let mut opt = Adagrad::<f64>::new(config, &[1])?;
     let mut theta = [1.0f64];
     let mut first = None;

@@ -575,22 +575,8 @@ fn lr_stats<'py>(
         return Err(refused("step counts from 1"));
     }
     let stats = match m.dtype {
-        mem::Dtype::F32 => {
-            config.validate_for::<f32>().map_err(crate_error)?;
-            let h = config.hyper::<f32>(step);
-            py.detach(|| {
-                let _claim = mem::Claim::new(vec![mem::Span::of(m, false)]);
-                adagrad::stats::lr_stats(mem::shared_slice::<f32>(m), &h, threshold)
-            })
-        }
-        mem::Dtype::F64 => {
-            config.validate_for::<f64>().map_err(crate_error)?;
-            let h = config.hyper::<f64>(step);
-            py.detach(|| {
-                let _claim = mem::Claim::new(vec![mem::Span::of(m, false)]);
-                adagrad::stats::lr_stats(mem::shared_slice::<f64>(m), &h, threshold)
-            })
-        }
+        mem::Dtype::F32 => stats_of::<f32>(py, m, &config, step, threshold)?,
+        mem::Dtype::F64 => stats_of::<f64>(py, m, &config, step, threshold)?,
         other => {
             return Err(refused(format!(
                 "accumulators are float32 or float64, not {}",
@@ -600,6 +586,23 @@ fn lr_stats<'py>(
     }
     .map_err(crate_error)?;
     stats_dict(py, &stats)
+}
+
+/// [`lr_stats`] for accumulators of type `T` at `m`: the configuration checked as `T` holds it, then the state
+/// read with the GIL released, while no native call writes it.
+fn stats_of<T: adagrad::stats::StatsFloat>(
+    py: Python<'_>,
+    m: mem::Mem,
+    config: &Config,
+    step: u64,
+    threshold: f64,
+) -> PyResult<Result<adagrad::stats::LrStats, adagrad::Error>> {
+    config.validate_for::<T>().map_err(crate_error)?;
+    let h = config.hyper::<T>(step);
+    Ok(py.detach(|| {
+        let _claim = mem::Claim::new(vec![mem::Span::of(m, false)]);
+        adagrad::stats::lr_stats(mem::shared_slice::<T>(m), &h, threshold)
+    }))
 }
 
 /// Learning-rate statistics as the Python layer returns them: a dict of plain numbers.
