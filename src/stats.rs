@@ -469,6 +469,25 @@ mod tests {
         }
     }
 
+    /// The 32-bit copies are added into the totals before any can overflow: after `FLUSH` keys at the latest.
+    #[test]
+    fn copies_are_flushed_before_they_can_overflow() {
+        let mut h = Hist::new();
+        h.add4([1, 2, 3, 1]);
+        assert_eq!(h.pending, COPIES);
+        assert_eq!(h.totals[1], 0);
+        // As if FLUSH − 4 keys had been counted since the last flush: the next four flush the copies.
+        h.pending = FLUSH - COPIES;
+        h.add4([1, 1, 1, 1]);
+        assert_eq!(h.pending, 0);
+        assert_eq!(h.totals[..4], [0, 6, 1, 1]);
+        assert!(h.copies.iter().all(|c| c.iter().all(|&x| x == 0)));
+        h.add4([0, 0, 0, 0]);
+        assert_eq!(h.totals()[..4], [4, 6, 1, 1]);
+        h.clear();
+        assert!(h.totals().iter().all(|&t| t == 0));
+    }
+
     /// No elements: NaN statistics, nothing below; a threshold that is negative, NaN or infinite is refused.
     #[test]
     fn empty_state_and_bad_thresholds() {
