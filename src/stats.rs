@@ -512,5 +512,9 @@ mod tests {
         }
         let one = lr_stats(&[3.0f32, 1.0], &h, 1.0).unwrap();
         assert_eq!(one.fraction_below(), 1.0);
+        // "Below" is strictly below: a rate equal to the threshold is not counted.
+        let h = Config::default().lr(0.1).eps(0.0).hyper::<f32>(1);
+        let at = lr_stats(&[4.0f32, 16.0], &h, (0.1f32 / 2.0) as f64).unwrap();
+        assert_eq!((at.below, at.min), (1, (0.1f32 / 4.0) as f64));
     }
 }
