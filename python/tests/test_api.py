@@ -207,3 +207,21 @@ def test_embedding_lr_stats_shrink_where_rows_are_looked_up() -> None:
     assert counts[0] == 0 and counts[-1] == 10 and counts == sorted(counts)
     final = opt.lr_stats(threshold=0.05)
     assert final["max"] == first["max"] and final["min"] < 0.05 and final["elements"] == 1000
+
+
+def test_native_lr_stats_refusals() -> None:
+    """The native statistics refuse a step count of 0, accumulators that are neither float32 nor float64, an unknown
+    eps placement and a learning rate float32 cannot hold; a valid call reads the array as given."""
+    from adagrad_cpu import _native
+
+    ok = {"lr": 0.1, "lr_decay": 0.0, "step": 1, "eps": 1e-30, "eps_placement": "outside", "threshold": 0.06}
+    s = _native.lr_stats(np.array([4.0, 1.0], np.float32), **ok)
+    assert (s["min"], s["max"], s["below"]) == (float(np.float32(0.1) / 2), float(np.float32(0.1)), 1)
+    for change, array in [
+        ({"step": 0}, np.ones(2, np.float32)),
+        ({}, np.ones(2, np.float16)),
+        ({"eps_placement": "middle"}, np.ones(2, np.float32)),
+        ({"lr": 1e39}, np.ones(2, np.float32)),
+    ]:
+        with pytest.raises(adagrad_cpu.AdagradError):
+            _native.lr_stats(array, **{**ok, **change})
