@@ -20,8 +20,10 @@
 //! # Ok::<(), adagrad::Error>(())
 //! ```
 
-use crate::parallel::{Crew, CrewRef, Grain, MAX_CHUNK, Seg, Split, Team, helpers, run_chunks};
-use crate::{AlignedBuf, Config, Error, MAX_THREADS, NonFinite, Parallelism, StepOutcome, Tuning};
+use crate::parallel::{
+    Crew, CrewRef, Grain, MAX_CHUNK, Seg, Split, StateSlice, Team, helpers, run_chunks,
+};
+use crate::{Config, Error, MAX_THREADS, NonFinite, Parallelism, StepOutcome, Tuning};
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Isa, Kernels};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -193,30 +195,6 @@ fn global_threads() -> usize {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// Accumulator storage a step can run on: the caller's slices or the optimizer's own buffers.
-pub(crate) trait StateSlice<T>: Send {
-    fn len(&self) -> usize;
-    fn slice(&mut self) -> &mut [T];
-}
-
-impl<T: Float> StateSlice<T> for &mut [T] {
-    fn len(&self) -> usize {
-        <[T]>::len(self)
-    }
-    fn slice(&mut self) -> &mut [T] {
-        self
-    }
-}
-
-impl<T: Float> StateSlice<T> for AlignedBuf<T> {
-    fn len(&self) -> usize {
-        <[T]>::len(self)
-    }
-    fn slice(&mut self) -> &mut [T] {
-        self
-    }
 }
 
 /// One step `t` (1-based: the learning rate decays as `lr / (1 + (t − 1)·lr_decay)`) over `params`, `grads` and

@@ -9,14 +9,38 @@
 //! a helper that has not started — only for a chunk one is running. Small tensors end up batched in one chunk,
 //! huge ones cut into many.
 
-use crate::HostTeam;
-use crate::functional::StateSlice;
+use crate::{AlignedBuf, HostTeam};
 use adagrad_kernels::{CopyOut, Float, Grad, Hyper, Kernels, Precision};
 use rayon::ThreadPool;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Accumulator storage a [`Seg`] can run on: the caller's slices or the optimizer's own buffers. (Here, with the
+/// segments that split it, so that this module depends on nothing above it.)
+pub(crate) trait StateSlice<T>: Send {
+    fn len(&self) -> usize;
+    fn slice(&mut self) -> &mut [T];
+}
+
+impl<T: Float> StateSlice<T> for &mut [T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn slice(&mut self) -> &mut [T] {
+        self
+    }
+}
+
+impl<T: Float> StateSlice<T> for AlignedBuf<T> {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn slice(&mut self) -> &mut [T] {
+        self
+    }
+}
 
 /// Split points within a tensor are multiples of this many elements (the widest unrolled body: 4 × 16 lanes).
 pub const ALIGN: usize = 64;
