@@ -140,6 +140,23 @@ impl Hist {
         }
     }
 
+    /// Counts the digit `digit_of` gives each key of `sums` ([`RADIX`]: the spare slot), four at a time
+    /// round-robin over the copies.
+    #[inline(always)]
+    fn count<T: StatsFloat>(&mut self, sums: &[T], mut digit_of: impl FnMut(u64) -> usize) {
+        let mut quads = sums.chunks_exact(COPIES);
+        for quad in &mut quads {
+            let mut four = [0usize; COPIES];
+            for (f, &g) in four.iter_mut().zip(quad) {
+                *f = digit_of(g.key());
+            }
+            self.add4(four);
+        }
+        for &g in quads.remainder() {
+            self.totals[digit_of(g.key())] += 1;
+        }
+    }
+
     /// Adds the copies into the totals and clears them.
     fn flush(&mut self) {
         for copy in &mut self.copies {
@@ -201,26 +218,14 @@ fn select<T: StatsFloat>(sums: &[T], rank: usize, hist: &mut Hist) -> T {
         };
         // The next digit's counts, over the keys whose higher bits are the prefix chosen so far.
         hist.clear();
-        let mut four = [0usize; COPIES];
-        let mut quads = sums.chunks_exact(COPIES);
-        for quad in &mut quads {
-            for (f, &g) in four.iter_mut().zip(quad) {
-                let k = g.key();
-                // Keys of another prefix go to the spare slot, without a branch.
-                *f = if k >> shift == prefix {
-                    digit(k, next_shift, next_width)
-                } else {
-                    RADIX
-                };
-            }
-            hist.add4(four);
-        }
-        for &g in quads.remainder() {
-            let k = g.key();
+        // Keys of another prefix go to the spare slot, without a branch.
+        hist.count(sums, |k| {
             if k >> shift == prefix {
-                hist.totals[digit(k, next_shift, next_width)] += 1;
+                digit(k, next_shift, next_width)
+            } else {
+                RADIX
             }
-        }
+        });
     }
     T::from_key(prefix)
 }
@@ -293,7 +298,7 @@ struct First {
 
 /// One read of `sums`: the sum (in f64) of the effective learning rates and how many are below `threshold` —
 /// each block of lanes computed side by side, then added in lane order (a fixed order: the same sum on every
-/// run) — the smallest and largest keys, and in `counts` the counts of the keys' highest 16 bits (the median's
+/// run) — the smallest and largest keys, and in `hist` the counts of the keys' highest 16 bits (the median's
 /// first digit).
 fn first_pass<T: StatsFloat>(sums: &[T], h: &Hyper<T>, threshold: f64, hist: &mut Hist) -> First {
     let mut acc = [0.0f64; BLOCK];
@@ -306,23 +311,11 @@ fn first_pass<T: StatsFloat>(sums: &[T], h: &Hyper<T>, threshold: f64, hist: &mu
             acc[i] += v;
             below[i] += usize::from(v < threshold);
         }
-        let mut quads = block.chunks_exact(COPIES);
-        for quad in &mut quads {
-            let mut four = [0usize; COPIES];
-            for (f, &g) in four.iter_mut().zip(quad) {
-                let k = g.key();
-                min_key = min_key.min(k);
-                max_key = max_key.max(k);
-                *f = digit(k, shift, width);
-            }
-            hist.add4(four);
-        }
-        for &g in quads.remainder() {
-            let k = g.key();
+        hist.count(block, |k| {
             min_key = min_key.min(k);
             max_key = max_key.max(k);
-            hist.totals[digit(k, shift, width)] += 1;
-        }
+            digit(k, shift, width)
+        });
     };
     let mut blocks = sums.chunks_exact(BLOCK);
     for block in &mut blocks {
