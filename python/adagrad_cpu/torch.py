@@ -46,6 +46,11 @@ def _is_dtensor(t: object) -> bool:
     return dt is not None and isinstance(t, dt)
 
 
+def _kind(t: object) -> str:
+    """``"a DTensor"`` or ``"a plain tensor"``, for messages about a tensor laid out unlike its parameter."""
+    return "a DTensor" if _is_dtensor(t) else "a plain tensor"
+
+
 def _local(t: torch.Tensor) -> torch.Tensor:
     """The tensor the step reads and writes: a ``DTensor``'s local shard, else ``t`` itself."""
     return t._local_tensor if _is_dtensor(t) else t  # type: ignore[attr-defined]
@@ -54,7 +59,9 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 def _dist_like(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``local`` as the local shard of a ``DTensor`` with ``like``'s mesh, placements, shape and strides, sharing
     ``local``'s memory (state created or adopted for a ``DTensor`` parameter, as ``torch.optim.Adagrad``'s
-    ``full_like`` creates it)."""
+    ``full_like`` creates it); ``local`` itself when ``like`` is a plain tensor."""
+    if not _is_dtensor(like):
+        return local
     dt = _dtensor_type()
     assert dt is not None
     out = dt.from_local(
@@ -229,9 +236,10 @@ def _plain_state(items: dict[Any, Any]) -> defaultdict:
 
 class _Snapshot:
     """The parameters of one group that have state, their state dicts, and those still waiting for a gradient;
+    ``index``: their flat indices over all groups, ``start``: the flat index of the group's first parameter;
     ``dist``: whether any of them is a ``DTensor`` (the step then hands the native step their local shards)."""
 
-    __slots__ = ("backs", "dist", "index", "keys", "params", "pending", "states")
+    __slots__ = ("backs", "dist", "index", "keys", "params", "pending", "start", "states")
 
     def __init__(
         self,
@@ -379,10 +387,8 @@ class Adagrad(Optimizer):
         with its mesh, placements and shape; its local shard is copied, and the result is a ``DTensor`` again."""
         if _is_dtensor(like) or _is_dtensor(value):
             if not (_is_dtensor(like) and _is_dtensor(value)):
-                kind = "a DTensor" if _is_dtensor(value) else "a plain tensor"
-                param = "a DTensor" if _is_dtensor(like) else "a plain tensor"
                 raise AdagradError(
-                    f"state '{what}' is {kind}; its parameter is {param} (load a distributed optimizer's state "
+                    f"state '{what}' is {_kind(value)}; its parameter is {_kind(like)} (load a distributed optimizer's state "
                     "with torch.distributed.checkpoint.state_dict.set_state_dict, which shards it)"
                 )
             if not _same_layout(value, like):
@@ -412,10 +418,9 @@ class Adagrad(Optimizer):
         local = _local(p)
         state["step"] = torch.zeros((), dtype=torch.float32)
         total = torch.full(tuple(local.shape), init, dtype=torch.float32 if half else p.dtype)
-        state["sum"] = _dist_like(total, p) if local is not p else total
+        state["sum"] = _dist_like(total, p)
         if half:
-            master = local.detach().to(torch.float32)
-            state["master"] = _dist_like(master, p) if local is not p else master
+            state["master"] = _dist_like(local.detach().to(torch.float32), p)
         self._snaps = None
 
     def _adopt(
@@ -475,6 +480,7 @@ class Adagrad(Optimizer):
         for group in self.param_groups:
             params = group["params"]
             snap = _Snapshot(list(params), [], [], [], [])
+            snap.start = flat
             for i, p in enumerate(params):
                 state = self.state.get(p)
                 if not state:
@@ -660,7 +666,7 @@ class Adagrad(Optimizer):
         laid out as its parameter (the same mesh, placements and shape: its shard holds the gradient of the
         parameter's shard). Appends to ``wrappers`` the ``DTensor`` parameters that will be updated."""
         out: list[torch.Tensor | None] = []
-        n = base = 0
+        n = 0
         for gi, snap in enumerate(snaps):
             for j, p in enumerate(snap.keys):
                 g = p.grad if flat_grads is None else flat_grads[n]
@@ -668,11 +674,9 @@ class Adagrad(Optimizer):
                 if g is None:
                     out.append(None)
                     continue
-                where = f"param_groups[{gi}]['params'][{snap.index[j] - base}]"
+                where = f"param_groups[{gi}]['params'][{snap.index[j] - snap.start}]"
                 if _is_dtensor(p) != _is_dtensor(g):
-                    kind = "a DTensor" if _is_dtensor(g) else "a plain tensor"
-                    param = "a DTensor" if _is_dtensor(p) else "a plain tensor"
-                    raise AdagradError(f"the gradient of {where} is {kind}; its parameter is {param}")
+                    raise AdagradError(f"the gradient of {where} is {_kind(g)}; its parameter is {_kind(p)}")
                 if _is_dtensor(p):
                     if not _same_layout(g, p):
                         raise AdagradError(
@@ -683,7 +687,6 @@ class Adagrad(Optimizer):
                     wrappers.append(p)
                     g = g._local_tensor  # type: ignore[attr-defined]
                 out.append(g)
-            base += len(snap.params)
         return out
 
     # --- introspection -------------------------------------------------------------------------------------
@@ -702,7 +705,6 @@ class Adagrad(Optimizer):
         with self._lock:
             snaps = self._snapshot(None)
             out = []
-            base = 0  # flat index of the group's first parameter
             for gi, (group, snap) in enumerate(zip(self.param_groups, snaps)):
                 for j, back in enumerate(snap.backs):
                     stats = _native.lr_stats(
@@ -714,8 +716,7 @@ class Adagrad(Optimizer):
                         eps_placement=self._settings["eps_placement"],
                         threshold=float(threshold),
                     )
-                    out.append({"group": gi, "index": snap.index[j] - base, **stats})
-                base += len(snap.params)
+                    out.append({"group": gi, "index": snap.index[j] - snap.start, **stats})
             return out
 
     @property
