@@ -17,6 +17,7 @@
 //! [`Ceiling::measure`] returns the fastest variant and its time.
 
 pub mod rows;
+pub mod workload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
