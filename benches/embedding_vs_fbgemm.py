@@ -4,7 +4,7 @@
 Run with the FBGEMM environment of ``../shared/bench/fbgemm`` (torch 2.14.1 + fbgemm-gpu-cpu 1.9.0) after
 installing this package's wheel into it::
 
-    maturin build --release -m python/Cargo.toml -o /tmp/wheels
+    maturin build --release --features bench -m python/Cargo.toml -o /tmp/wheels
     ~/fbgemm-venv/bin/pip install --force-reinstall --no-deps /tmp/wheels/adagrad_cpu-*-cp311-*.whl
     ~/fbgemm-venv/bin/python benches/embedding_vs_fbgemm.py --json docs/results/embedding-vs-fbgemm-<cpu>.json
 

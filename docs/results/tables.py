@@ -2,7 +2,7 @@
 
 Usage: ``python3 docs/results/tables.py`` from the repository root. Every number in the README's performance
 section is printed by this script from the JSON files written by ``examples/vs_torch.rs``,
-``examples/report.rs`` and ``examples/calibrate.rs``, by ``python -m adagrad_cpu.bench --json``, by
+``examples/report.rs`` and ``examples/calibrate.rs``, by ``benches/python_bench.py --json``, by
 ``benches/embedding_vs_fbgemm.py --json`` and by ``benches/inloop.py --json``.
 """
 
@@ -64,7 +64,7 @@ def report(name: str) -> None:
 
 
 def python_bench(name: str) -> None:
-    """``python -m adagrad_cpu.bench``: the Python package against torch, and the Python step against Rust's."""
+    """``benches/python_bench.py``: the Python package against torch, and the Python step against Rust's."""
     d = load(name)
     m = d["meta"]
     print(

@@ -2,7 +2,7 @@
 
 - ``adagrad_cpu.torch.Adagrad``: a drop-in ``torch.optim.Adagrad`` (imports torch).
 - ``adagrad_cpu.numpy.Adagrad`` and ``adagrad_cpu.numpy.step``: the same step over numpy arrays.
-- ``python -m adagrad_cpu.bench``: this package against ``torch._fused_adagrad_``, in interleaved rounds.
+- ``adagrad_cpu.embedding.EmbeddingAdagrad``: embedding tables in numpy, from lookups.
 """
 
 from ._native import AdagradError, Engine, __version__, available_isas

@@ -71,14 +71,6 @@ def lr_stats(
     threshold: float,
 ) -> dict[str, Any]: ...
 def unchanged(groups: list[dict[str, Any]], snaps: list[Any], grads: list[Any] | None) -> bool: ...
-def rust_step_seconds(
-    engine: Engine,
-    params: Sequence[np.ndarray],
-    grads: Sequence[np.ndarray],
-    sums: Sequence[np.ndarray],
-    reps: int,
-    lr: float = 0.01,
-) -> list[float]: ...
 
 class Embedding:
     """Row-wise or element-wise Adagrad for one float32 embedding table."""
@@ -120,6 +112,18 @@ class Embedding:
     @property
     def threads(self) -> int: ...
 
+def aligned_zeros(nbytes: int) -> np.ndarray: ...
+
+# Only in a build with the `bench` feature (scripts/test's; never the installed wheel): python/src/bench.rs.
+def rust_step_seconds(
+    engine: Engine,
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    sums: Sequence[np.ndarray],
+    reps: int,
+    lr: float = 0.01,
+) -> list[float]: ...
+
 EMBEDDING_CEILING_VARIANTS: list[tuple[int, int]]
 
 def embedding_ceiling(
@@ -131,4 +135,3 @@ def embedding_ceiling(
     threads: int,
     ahead: tuple[int, int],
 ) -> float: ...
-def aligned_zeros(nbytes: int) -> np.ndarray: ...

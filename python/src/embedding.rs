@@ -51,7 +51,8 @@ fn disjoint<T>(table: (usize, usize), what: &str, s: &[T]) -> PyResult<()> {
     Ok(())
 }
 
-fn contiguous<'a, T: numpy::Element>(
+/// The elements of a C-contiguous array, or a refusal naming it.
+pub(crate) fn contiguous<'a, T: numpy::Element>(
     what: &str,
     a: &'a PyReadonlyArrayDyn<'_, T>,
 ) -> PyResult<&'a [T]> {
@@ -339,71 +340,4 @@ fn run<W: adagrad::embedding::Table, E: numpy::Element, I: adagrad::embedding::I
     })
     .map_err(crate_error)?;
     Ok(())
-}
-
-/// The most threads [`embedding_ceiling`] starts (it spawns its own, one per part).
-const MAX_CEILING_THREADS: usize = 256;
-
-/// Benchmark support (`benches/embedding_vs_fbgemm.py`), not used by any step: one pass of the embedding step's
-/// independent memory ceiling (`adagrad_ceiling::rows`) over `table` (float32, `rows × dim`), a state array of
-/// `rows × per_row` float32 (`per_row` 1 or `dim`), the lookups' `ids` and `grads` — the same rows' traffic with
-/// trivial arithmetic — with the prefetch distances `ahead` (touched rows, lookups inside a row; one of
-/// `RowsCeiling::VARIANTS`), on `threads` threads (1 to 256). Anything else is refused (`AdagradError`). Returns the pass's seconds (grouping the lookups by row is not timed). The table and state
-/// change (the ceiling adds into them).
-#[pyfunction]
-#[pyo3(signature = (table, state, ids, grads, per_row, threads, ahead))]
-#[allow(clippy::too_many_arguments)]
-pub fn embedding_ceiling(
-    py: Python<'_>,
-    mut table: PyReadwriteArrayDyn<'_, f32>,
-    mut state: PyReadwriteArrayDyn<'_, f32>,
-    ids: PyReadonlyArrayDyn<'_, i64>,
-    grads: PyReadonlyArrayDyn<'_, f32>,
-    per_row: usize,
-    threads: usize,
-    ahead: (usize, usize),
-) -> PyResult<f64> {
-    let ids = contiguous("ids", &ids)?;
-    let grads = contiguous("grads", &grads)?;
-    let table = table
-        .as_slice_mut()
-        .map_err(|_| refused("table is not C-contiguous"))?;
-    let state = state
-        .as_slice_mut()
-        .map_err(|_| refused("state is not C-contiguous"))?;
-    let n = ids.len();
-    if n == 0 || grads.is_empty() || grads.len() % n != 0 {
-        return Err(refused(
-            "ids and grads must describe at least one lookup of at least one element",
-        ));
-    }
-    let dim = grads.len() / n;
-    if per_row != 1 && per_row != dim {
-        return Err(refused(
-            "per_row must be 1 (row-wise) or dim (element-wise)",
-        ));
-    }
-    if !(1..=MAX_CEILING_THREADS).contains(&threads) {
-        return Err(refused("threads must be 1 to 256"));
-    }
-    let ahead = adagrad_ceiling::rows::Ahead {
-        rows: ahead.0,
-        lookups: ahead.1,
-    };
-    if !adagrad_ceiling::rows::RowsCeiling::VARIANTS.contains(&ahead) {
-        return Err(refused("ahead must be one of EMBEDDING_CEILING_VARIANTS"));
-    }
-    let rows = table.len() / dim;
-    if rows * dim != table.len() || state.len() != rows * per_row {
-        return Err(refused(
-            "table and state do not match rows × dim and rows × per_row",
-        ));
-    }
-    let ids: Vec<usize> = ids
-        .iter()
-        .map(|&i| usize::try_from(i).ok().filter(|&i| i < rows))
-        .collect::<Option<_>>()
-        .ok_or_else(|| refused("an id is outside the table"))?;
-    let c = adagrad_ceiling::rows::RowsCeiling::new(&ids, dim, per_row);
-    Ok(py.detach(|| c.time_pass(table, state, grads, ahead, threads)))
 }

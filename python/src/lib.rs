@@ -3,6 +3,8 @@
 //! step's tensors; this module reads their memory, refuses what the step cannot run on in place (with nothing
 //! changed), and runs the step with the GIL released.
 
+#[cfg(feature = "bench")]
+mod bench;
 mod embedding;
 mod mem;
 mod numpy;
@@ -41,7 +43,7 @@ pub(crate) fn crate_error(e: adagrad::Error) -> PyErr {
 /// the optimizer's rather than a parameter group's (eps placement, precision).
 #[pyclass(frozen, module = "adagrad_cpu._native")]
 pub struct Engine {
-    exec: Executor,
+    pub(crate) exec: Executor,
     base: Config,
     /// One embedding scratch per sparse gradient of a step, kept between steps.
     scratch: std::sync::Mutex<Vec<adagrad::embedding::Scratch>>,
@@ -61,20 +63,20 @@ type GroupTuple<'py> = (
 );
 
 /// A parameter group's hyperparameters for one step.
-struct Hyper {
-    lr: f64,
-    lr_decay: f64,
-    weight_decay: f64,
-    eps: f64,
-    maximize: bool,
+pub(crate) struct Hyper {
+    pub(crate) lr: f64,
+    pub(crate) lr_decay: f64,
+    pub(crate) weight_decay: f64,
+    pub(crate) eps: f64,
+    pub(crate) maximize: bool,
     /// The accumulators' starting value (validation refuses eps = 0 with a zero start: 0/0).
-    init: f64,
+    pub(crate) init: f64,
 }
 
 impl Engine {
     /// The configuration and the checked work of a numpy step (everything validated; nothing run).
     #[allow(clippy::too_many_arguments)]
-    fn numpy_work(
+    pub(crate) fn numpy_work(
         &self,
         py: Python<'_>,
         h: &Hyper,
@@ -445,41 +447,6 @@ impl Engine {
     }
 }
 
-/// Benchmark support (`python -m adagrad_cpu.bench`), not used by any step: runs [`Engine::numpy_step`]'s work
-/// `reps` times in Rust alone, after the same checks, and returns the seconds each repetition took, so that
-/// the Python-level step can be compared with the Rust-level step on the same memory in the same process.
-#[pyfunction]
-#[pyo3(signature = (engine, params, grads, sums, reps, lr=0.01))]
-fn rust_step_seconds(
-    py: Python<'_>,
-    engine: &Engine,
-    params: Vec<Bound<'_, PyAny>>,
-    grads: Vec<Bound<'_, PyAny>>,
-    sums: Vec<Bound<'_, PyAny>>,
-    reps: usize,
-    lr: f64,
-) -> PyResult<Vec<f64>> {
-    let hyper = Hyper {
-        lr,
-        lr_decay: 0.0,
-        weight_decay: 0.0,
-        eps: 1e-10,
-        maximize: false,
-        init: 0.0,
-    };
-    let (config, work) = engine.numpy_work(py, &hyper, &params, &grads, &sums, 1, None)?;
-    let exec = &engine.exec;
-    py.detach(|| {
-        (0..reps)
-            .map(|_| {
-                let start = std::time::Instant::now();
-                mem::run(exec, &config, &work, None).map(|()| start.elapsed().as_secs_f64())
-            })
-            .collect::<Result<Vec<f64>, _>>()
-    })
-    .map_err(crate_error)
-}
-
 /// Whether two lists hold the same objects, in order (identity, never `==`: tensors compare element-wise).
 fn same_objects(a: &Bound<'_, PyList>, b: &Bound<'_, PyList>) -> bool {
     a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.is(&y))
@@ -631,18 +598,12 @@ fn available_isas() -> Vec<&'static str> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<embedding::Embedding>()?;
-    m.add_function(wrap_pyfunction!(embedding::embedding_ceiling, m)?)?;
-    m.add(
-        "EMBEDDING_CEILING_VARIANTS",
-        adagrad_ceiling::rows::RowsCeiling::VARIANTS
-            .map(|a| (a.rows, a.lookups))
-            .to_vec(),
-    )?;
     m.add_class::<torch::TensorCache>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(aligned_zeros, m)?)?;
     m.add_function(wrap_pyfunction!(unchanged, m)?)?;
-    m.add_function(wrap_pyfunction!(rust_step_seconds, m)?)?;
+    #[cfg(feature = "bench")]
+    bench::register(m)?;
     m.add_function(wrap_pyfunction!(lr_stats, m)?)?;
     m.add("AdagradError", m.py().get_type::<AdagradError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

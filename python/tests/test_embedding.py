@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adagrad_cpu._native import EMBEDDING_CEILING_VARIANTS, AdagradError, embedding_ceiling
+from adagrad_cpu._native import AdagradError
 from adagrad_cpu.embedding import EmbeddingAdagrad
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden-sparse"
@@ -176,64 +176,6 @@ def test_settings_are_reported() -> None:
     for threads in (1, 3):
         opt = EmbeddingAdagrad(10, 4, threads=threads, isa="scalar")
         assert (opt.threads, opt.isa, opt.step_count) == (threads, "scalar", 0)
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("row_wise", [True, False])
-def test_ceiling_pass_adds_each_lookup_once(threads: int, row_wise: bool) -> None:
-    """The benchmark's memory ceiling adds every lookup's gradient row into its table row and state, each variant."""
-    rows, dim = 40, 3
-    ids = np.array([4, 9, 4, 39, 0, 9, 9, 17], dtype=np.int64)
-    grads = np.arange(len(ids) * dim, dtype=np.float32).reshape(len(ids), dim)
-    want = np.zeros((rows, dim), np.float32)
-    for p, r in enumerate(ids):
-        want[r] += grads[p]
-    per_row = 1 if row_wise else dim
-    # Row-wise: column 0 of each row's sum; element-wise: the sums themselves.
-    want_state = want[:, 0].copy() if row_wise else want.ravel().copy()
-    for ahead in EMBEDDING_CEILING_VARIANTS:
-        table = np.zeros((rows, dim), np.float32)
-        state = np.zeros(rows * per_row, np.float32)
-        seconds = embedding_ceiling(table, state, ids, grads, per_row, threads, ahead)
-        assert seconds > 0.0
-        assert table.tolist() == want.tolist(), ahead
-        assert state.tolist() == want_state.tolist(), ahead
-
-
-def test_ceiling_refusals_change_nothing() -> None:
-    """Arguments the ceiling cannot use are refused before it writes anything."""
-    rows, dim = 10, 4
-    ids = np.array([1, 2], dtype=np.int64)
-    grads = np.ones((2, dim), np.float32)
-    good = EMBEDDING_CEILING_VARIANTS[0]
-    table = np.zeros((rows, dim), np.float32)
-    state = np.zeros(rows * dim, np.float32)
-    cases = [
-        ((table, state, ids[:0], grads[:0], dim, 1, good), "at least one lookup"),
-        ((table, state, ids, np.ones((2, 0), np.float32), dim, 1, good), "at least one lookup"),
-        ((table, state, ids, np.ones(7, np.float32), dim, 1, good), "at least one lookup"),
-        ((table, state, ids, grads, 2, 1, good), "per_row must be 1"),
-        ((table, state, ids, grads, 0, 1, good), "per_row must be 1"),
-        ((table, state, ids, grads, dim, 0, good), "threads must be 1 to 256"),
-        ((table, state, ids, grads, dim, 257, good), "threads must be 1 to 256"),
-        ((table, state, ids, grads, dim, 1, (3, 5)), "ahead must be one of"),
-        ((table, state, ids, grads, dim, 1, (2**63, 0)), "ahead must be one of"),
-        ((table, state[:-1], ids, grads, dim, 1, good), "table and state do not match"),
-        ((table.ravel()[:-1], state, ids, grads, dim, 1, good), "table and state do not match"),
-        ((table, state, np.array([1, 10], np.int64), grads, dim, 1, good), "an id is outside the table"),
-        ((table, state, np.array([1, -1], np.int64), grads, dim, 1, good), "an id is outside the table"),
-        ((table[:, ::2], state, ids, np.ones((2, 2), np.float32), 2, 1, good), "table is not C-contiguous"),
-        ((table, state, ids, grads[:, ::2], 2, 1, good), "grads is not C-contiguous"),
-        ((table, state, ids[::-1], grads, dim, 1, good), "ids is not C-contiguous"),
-        ((table, state[::2], ids, grads, 1, 1, good), "state is not C-contiguous"),
-    ]
-    for args, message in cases:
-        with pytest.raises(AdagradError, match=message):
-            embedding_ceiling(*args)
-    assert not table.any() and not state.any()
-    # The upper bounds themselves are accepted.
-    embedding_ceiling(table, state, ids, grads, dim, 256, good)
-    assert table[1].tolist() == [1.0] * dim
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.uint64])

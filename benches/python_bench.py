@@ -1,4 +1,7 @@
-"""``python -m adagrad_cpu.bench``: this package against PyTorch's fused CPU Adagrad, in one process.
+"""This package against PyTorch's fused CPU Adagrad, in one process.
+
+``.venv/bin/python benches/python_bench.py [--json FILE] [--kinds ...]``, in the test environment (``scripts/test``
+makes it), whose build of the package has the ``bench`` feature this needs (``_native.rust_step_seconds``).
 
 Every comparison alternates the two sides in short rounds (A, B, B, A, ...) and reports the median over rounds of
 the per-round ratio, so that the noise of a shared machine falls on both sides alike. The kinds of rows:
@@ -231,7 +234,7 @@ DEFAULT = [
 
 def main(argv: list[str] | None = None) -> None:
     """Runs the rows and prints the table (and writes JSON with ``--json``)."""
-    ap = argparse.ArgumentParser(prog="python -m adagrad_cpu.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="benches/python_bench.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds per row (default 9)")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
