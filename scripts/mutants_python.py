@@ -2,8 +2,10 @@
 """Mutation testing for the Python binding's Rust code (python/src), judged by the pytest suite.
 
 cargo-mutants lists the mutants (it cannot run them here: the binding's tests are pytest, not cargo test). This
-script applies each one to a scratch copy of the repository, builds the extension module, and runs the Python
-tests against it: a mutant is caught when the tests fail, missed when they pass, unviable when it does not build.
+script applies each one to a scratch copy of the repository, builds the extension module (with the ``bench``
+feature, as scripts/test does: the suite tests it), and runs the Python tests against it: a mutant is caught when
+the tests fail, missed when they pass, unviable when it does not build. The unmutated build must pass the same
+tests first, or nothing is run (every mutant would otherwise count as caught).
 
 Usage, from the repository root (after scripts/test has created .venv):
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [
+    "python/src/bench.rs",
     "python/src/embedding.rs",
     "python/src/lib.rs",
     "python/src/mem.rs",
@@ -77,14 +80,12 @@ def main() -> None:
             "PYTHONPATH": str(scratch / "python"),
         }
         originals = {f: (scratch / f).read_text() for f in FILES}
-        for i, m in enumerate(mutants):
-            for f, text in originals.items():
-                (scratch / f).write_text(text)
-            (scratch / m["file"]).write_text(splice(originals[m["file"]], m["span"], m["replacement"]))
-            t0 = time.time()
+
+        def judge() -> str:
+            """Builds the scratch copy as it stands and runs the tests: the outcome for a mutant."""
             try:
                 build = subprocess.run(
-                    ["cargo", "build", "--release", "-p", "adagrad-python"],
+                    ["cargo", "build", "--release", "-p", "adagrad-python", "--features", "bench"],
                     cwd=scratch,
                     check=False,
                     env=env,
@@ -92,27 +93,37 @@ def main() -> None:
                     timeout=a.timeout,
                 )
             except subprocess.TimeoutExpired:
-                outcome = "timeout"
-            else:
-                if build.returncode != 0:
-                    outcome = "unviable"
-                else:
-                    lib = ROOT / "target-mutants-python" / "release" / "lib_native.so"
-                    dest = scratch / "python" / "adagrad_cpu" / "_native.cpython-311-x86_64-linux-gnu.so"
-                    shutil.copyfile(lib, dest)
-                    try:
-                        test = subprocess.run(
-                            [str(python), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "python/tests"]
-                            + (["-k", a.select] if a.select else []),
-                            cwd=scratch,
-                            check=False,
-                            env=env,
-                            capture_output=True,
-                            timeout=a.timeout,
-                        )
-                        outcome = "missed" if test.returncode == 0 else "caught"
-                    except subprocess.TimeoutExpired:
-                        outcome = "timeout"
+                return "timeout"
+            if build.returncode != 0:
+                return "unviable"
+            lib = ROOT / "target-mutants-python" / "release" / "lib_native.so"
+            dest = scratch / "python" / "adagrad_cpu" / "_native.cpython-311-x86_64-linux-gnu.so"
+            shutil.copyfile(lib, dest)
+            try:
+                test = subprocess.run(
+                    [str(python), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "python/tests"]
+                    + (["-k", a.select] if a.select else []),
+                    cwd=scratch,
+                    check=False,
+                    env=env,
+                    capture_output=True,
+                    timeout=a.timeout,
+                )
+            except subprocess.TimeoutExpired:
+                return "timeout"
+            return "missed" if test.returncode == 0 else "caught"
+
+        baseline = judge()
+        if baseline != "missed":
+            print(f"the unmutated build does not pass the tests ({baseline}); no mutant run", file=sys.stderr)
+            sys.exit(1)
+        print("the unmutated build passes the tests", flush=True)
+        for i, m in enumerate(mutants):
+            for f, text in originals.items():
+                (scratch / f).write_text(text)
+            (scratch / m["file"]).write_text(splice(originals[m["file"]], m["span"], m["replacement"]))
+            t0 = time.time()
+            outcome = judge()
             results[outcome].append(m["name"])
             print(f"[{i + 1}/{len(mutants)}] {outcome:8} {m['name']} ({time.time() - t0:.0f} s)", flush=True)
     for k, v in results.items():

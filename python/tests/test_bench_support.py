@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import adagrad_cpu.numpy
 from adagrad_cpu import _native
 from adagrad_cpu._native import AdagradError
 
@@ -77,3 +78,25 @@ def test_ceiling_refusals_change_nothing() -> None:
     # The upper bounds themselves are accepted.
     embedding_ceiling(table, state, ids, grads, dim, 256, good)
     assert table[1].tolist() == [1.0] * dim
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rust_step_loop_is_the_numpy_step_repeated(threads: int) -> None:
+    """The Rust-level step loop runs ``reps`` steps (each as step 1, lr as given) on the arrays in place, bit for bit
+    the numpy step's, and returns one positive duration per step; a refused call changes nothing."""
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(n).astype(np.float32) for n in (1000, 37)]
+    grads = [rng.standard_normal(p.size).astype(np.float32) for p in params]
+    sums = [np.zeros_like(p) for p in params]
+    want_p, want_s = [p.copy() for p in params], [s.copy() for s in sums]
+    engine = _native.Engine(threads=threads)
+    seconds = _native.rust_step_seconds(engine, params, grads, sums, 3, lr=0.05)
+    assert len(seconds) == 3 and all(s > 0.0 for s in seconds)
+    for _ in range(3):
+        adagrad_cpu.numpy.step(want_p, grads, want_s, 1, lr=0.05, eps=1e-10, threads=threads)
+    assert [p.view(np.uint32).tolist() for p in params] == [p.view(np.uint32).tolist() for p in want_p]
+    assert [s.view(np.uint32).tolist() for s in sums] == [s.view(np.uint32).tolist() for s in want_s]
+    before = [p.copy() for p in params]
+    with pytest.raises(AdagradError):
+        _native.rust_step_seconds(engine, params, grads[:1], sums, 2)
+    assert [p.tolist() for p in params] == [p.tolist() for p in before]
