@@ -418,3 +418,24 @@ fn flags_at_their_highest_values_round_trip() {
     dst.load_bytes(&src.to_checkpoint_bytes()).unwrap();
     assert_eq!(format!("{:?}", dst.config()), format!("{config:?}"));
 }
+
+/// The reserved bytes (17..24) must be zero: a file with any of them set is refused as such, with the checksum
+/// made to match, and the optimizer is unchanged.
+#[test]
+fn reserved_bytes_must_be_zero() {
+    let good = trained().to_checkpoint_bytes();
+    assert!(good[17..24].iter().all(|&x| x == 0));
+    for at in 17..24 {
+        let mut b = good.clone();
+        b[at] = 1;
+        fix_crc(&mut b);
+        assert_eq!(
+            load_err(&b),
+            CheckpointError::BadField {
+                field: "reserved bytes",
+                detail: "not zero".into()
+            },
+            "byte {at}"
+        );
+    }
+}

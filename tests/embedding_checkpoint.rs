@@ -260,3 +260,37 @@ fn table_types_are_recorded_and_never_mixed() {
         assert_eq!(loads.to_vec(), expected, "table code {code}");
     }
 }
+
+/// The reserved bytes (20..24) must be zero: a file with any of them set is refused as such even with a matching
+/// checksum, and the optimizer is unchanged.
+#[test]
+fn reserved_bytes_must_be_zero() {
+    let good = EmbeddingAdagrad::<f32>::new(config(), ROWS, DIM, TableOptions::default())
+        .unwrap()
+        .to_checkpoint_bytes();
+    assert!(good[20..24].iter().all(|&x| x == 0));
+    let mut dst =
+        EmbeddingAdagrad::<f32>::new(Config::default(), ROWS, DIM, TableOptions::default())
+            .unwrap();
+    let before = (dst.state().to_vec(), dst.step_count(), dst.config().lr);
+    for at in 20..24 {
+        let mut b = good.clone();
+        b[at] = 1;
+        let n = b.len();
+        let crc = crc32fast::hash(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            dst.load_bytes(&b),
+            Err(Error::Checkpoint(CheckpointError::BadField {
+                field: "reserved bytes",
+                detail: "not zero".into()
+            })),
+            "byte {at}"
+        );
+        assert_eq!(
+            (dst.state().to_vec(), dst.step_count(), dst.config().lr),
+            before
+        );
+    }
+    dst.load_bytes(&good).unwrap();
+}
