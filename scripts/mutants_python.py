@@ -81,35 +81,28 @@ def main() -> None:
         }
         originals = {f: (scratch / f).read_text() for f in FILES}
 
+        def run(cmd: list[str]) -> subprocess.CompletedProcess[bytes] | None:
+            """Runs ``cmd`` in the scratch copy; ``None`` when it exceeds the timeout."""
+            try:
+                return subprocess.run(cmd, cwd=scratch, check=False, env=env, capture_output=True, timeout=a.timeout)
+            except subprocess.TimeoutExpired:
+                return None
+
         def judge() -> str:
             """Builds the scratch copy as it stands and runs the tests: the outcome for a mutant."""
-            try:
-                build = subprocess.run(
-                    ["cargo", "build", "--release", "-p", "adagrad-python", "--features", "bench"],
-                    cwd=scratch,
-                    check=False,
-                    env=env,
-                    capture_output=True,
-                    timeout=a.timeout,
-                )
-            except subprocess.TimeoutExpired:
+            build = run(["cargo", "build", "--release", "-p", "adagrad-python", "--features", "bench"])
+            if build is None:
                 return "timeout"
             if build.returncode != 0:
                 return "unviable"
             lib = ROOT / "target-mutants-python" / "release" / "lib_native.so"
             dest = scratch / "python" / "adagrad_cpu" / "_native.cpython-311-x86_64-linux-gnu.so"
             shutil.copyfile(lib, dest)
-            try:
-                test = subprocess.run(
-                    [str(python), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "python/tests"]
-                    + (["-k", a.select] if a.select else []),
-                    cwd=scratch,
-                    check=False,
-                    env=env,
-                    capture_output=True,
-                    timeout=a.timeout,
-                )
-            except subprocess.TimeoutExpired:
+            test = run(
+                [str(python), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "python/tests"]
+                + (["-k", a.select] if a.select else [])
+            )
+            if test is None:
                 return "timeout"
             return "missed" if test.returncode == 0 else "caught"
 

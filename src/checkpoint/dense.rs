@@ -35,10 +35,7 @@ impl<T: Float + bytemuck::Pod> Adagrad<T> {
 
     /// The checkpoint as bytes.
     pub fn to_checkpoint_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::new();
-        self.write_checkpoint(&mut v)
-            .expect("writing to a Vec cannot fail");
-        v
+        frame::to_vec(|v| self.write_checkpoint(v))
     }
 
     /// Saves atomically to `path`: a temporary file in the same directory, fsync, rename over `path`, fsync of the

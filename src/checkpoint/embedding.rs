@@ -86,10 +86,7 @@ impl<W: Table> EmbeddingAdagrad<W> {
 
     /// The checkpoint as bytes.
     pub fn to_checkpoint_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::new();
-        self.write_checkpoint(&mut v)
-            .expect("writing to a Vec cannot fail");
-        v
+        frame::to_vec(|v| self.write_checkpoint(v))
     }
 
     /// Saves atomically to `path` (as [`crate::Adagrad::save`]).

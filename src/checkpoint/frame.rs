@@ -293,6 +293,13 @@ pub(super) fn write_framed<'a, W: Write, T: bytemuck::Pod>(
     w.inner.flush().map_err(io)
 }
 
+/// A checkpoint written by `write` into memory.
+pub(super) fn to_vec(write: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>) -> Vec<u8> {
+    let mut v = Vec::new();
+    write(&mut v).expect("writing to a Vec cannot fail");
+    v
+}
+
 /// Checks the CRC-32 in the last four bytes of a checkpoint of either format (`b` holds at least four bytes).
 /// Under the fuzzer (cargo-fuzz sets `cfg(fuzzing)`) a wrong checksum is let through, so that it can reach the
 /// checks behind it; it cannot forge CRCs.
