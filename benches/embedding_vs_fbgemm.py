@@ -12,7 +12,7 @@ Per configuration (1,000,000-row f32 table; D, B lookups, Zipf(1.05) or uniform 
 update of every implementation in turn (ours row-wise, FBGEMM ``EXACT_ROWWISE_ADAGRAD``, ours element-wise, FBGEMM
 ``EXACT_ADAGRAD``, torch sparse), then the ratios of that round are taken; the table reports medians of the
 per-round ratios. Each round also measures the independent memory ceiling (``adagrad_ceiling::rows``: the same rows'
-bytes with trivial arithmetic, best of its prefetch variants, same threads) for both accumulators; "%" is ceiling
+bytes with trivial arithmetic, best of its variants — prefetch distances, vector widths — same threads) for both accumulators; "%" is ceiling
 time / our time, per round, median; "ceiling ÷ FBGEMM" (JSON) is FBGEMM's time over the ceiling's: the most any step
 with this grouped order's bytes could reach against it on this machine. Every pass (each implementation and each
 ceiling variant) starts from caches flushed by reading a buffer of twice the last-level cache (``--flush-mib``), so
@@ -115,7 +115,7 @@ def config_rows(
 
     # The ceiling's variants (prefetch distances) run as separate entries of the round, between the
     # implementations, so that each of its passes starts as cold as theirs; its time is its best variant's.
-    variants = [f"{rows}-{lookups}" for rows, lookups in EMBEDDING_CEILING_VARIANTS]
+    variants = [f"{rows}-{lookups}{'-wide' if wide else ''}" for rows, lookups, wide in EMBEDDING_CEILING_VARIANTS]
     for per_row, name in ((1, "rowwise"), (d, "elementwise")):
         for ahead, key in zip(EMBEDDING_CEILING_VARIANTS, variants, strict=True):
             impls[f"ceiling_{name}_{key}"] = lambda per_row=per_row, ahead=ahead: embedding_ceiling(

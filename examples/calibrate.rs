@@ -13,14 +13,16 @@
 //!    against `Vec` for parameters, gradients and state, at 1M and 16M elements.
 //!
 //! 4. Vector width: AVX-512 against AVX2, Exact and Fast, one thread, 4K to 16M elements (where both exist).
-//! 5. Embedding prefetch distances (`rows_ahead` / `lookups_ahead`): a 1,000,000-row f32 table, D = 64 and 128,
-//!    16,384 and 262,144 lookups, Zipf(1.05) and uniform ids, both accumulators, one thread and all; every step
-//!    starts with the caches flushed (256 MiB written), as a training step finds its rows. Times are per lookup.
+//! 5. Embedding prefetch distances (`rows_ahead` / `lookups_ahead`; the table entry's first): a 1,000,000-row f32
+//!    table, D = 64 and 128, 16,384 and 262,144 lookups, Zipf(1.05) and uniform ids, both accumulators, one thread
+//!    and all; every step starts with the caches flushed (256 MiB written), as a training step finds its rows.
+//!    Times are per lookup.
 //! 6. Embedding coalescing sort (`sort`): grouping 16,384 to 1,048,576 uniform lookups of a 1,000,000-row table
 //!    (`embedding::prepare`, which is the sort and its checks) on the calling thread against all threads, each
 //!    step after reading twice the largest cache (the caches and the helpers as a training step finds them).
 //!
-//! Every variant computes the same bits (Fast: the same bits on one path); only time differs.
+//! Every variant computes the same bits (Fast: the same bits on one path); only time differs. At the end, what the
+//! embedding measurements pick for this CPU is printed as `ADAGRAD_TUNE` settings (also in the JSON, `picked`).
 
 use adagrad::embedding::{self, Accumulator, Lookups, Scratch, TableOptions};
 use adagrad::{
@@ -139,6 +141,64 @@ impl Out {
             }));
         }
     }
+}
+
+/// What the embedding measurements pick, as `ADAGRAD_TUNE` settings with the evidence: the prefetch distances
+/// with the best geometric mean of their per-configuration speedups over the table entry's, and the smallest
+/// lookup count from which the grouping on threads was faster at that count and every larger one.
+fn picks(rows: &[serde_json::Value]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let field = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+    let mut prefetch: Vec<(String, f64, usize)> = Vec::new();
+    for r in rows {
+        let (exp, name) = (field(r, "experiment"), field(r, "variant"));
+        if !exp.starts_with("embedding ") || exp.starts_with("embedding sort") {
+            continue;
+        }
+        let ln = r["speedup_vs_first"].as_f64().unwrap_or(1.0).ln();
+        match prefetch.iter_mut().find(|(n, ..)| *n == name) {
+            Some(p) => (p.1, p.2) = (p.1 + ln, p.2 + 1),
+            None => prefetch.push((name, ln, 1)),
+        }
+    }
+    if let Some((name, sum, n)) = prefetch
+        .iter()
+        .max_by(|a, b| (a.1 / a.2 as f64).total_cmp(&(b.1 / b.2 as f64)))
+        && let Some((r, l)) = name.strip_prefix("ahead=").and_then(|v| v.split_once('/'))
+    {
+        lines.push(format!(
+            "embedding prefetch: rows_ahead={r},lookups_ahead={l} ({:.3}x the table entry's, geometric mean over {n} configurations)",
+            (sum / *n as f64).exp()
+        ));
+    }
+    let mut sort: Vec<(usize, f64)> = rows
+        .iter()
+        .filter(|r| {
+            field(r, "experiment").starts_with("embedding sort") && field(r, "variant") == "threads"
+        })
+        .map(|r| {
+            (
+                r["n"].as_u64().unwrap_or(0) as usize,
+                r["speedup_vs_first"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    sort.sort_by_key(|&(n, _)| n);
+    if let Some(&(largest, _)) = sort.last() {
+        let from = (0..sort.len())
+            .find(|&i| sort[i..].iter().all(|&(_, x)| x >= 1.0))
+            .map(|i| sort[i].0);
+        lines.push(match from {
+            Some(n) => format!(
+                "embedding sort: sort={n} (threads faster from {n} lookups on, up to {largest})"
+            ),
+            None => format!(
+                "embedding sort: sort={} (threads never faster up to {largest} lookups)",
+                largest * 2
+            ),
+        });
+    }
+    lines
 }
 
 fn tuned(base: Tuning, prefetch: usize, threshold: usize) -> Tuning {
@@ -309,6 +369,10 @@ fn sort_experiment(out: &mut Out, evict: &[u64], lookups: usize, threads: usize,
     out.section("embedding sort uniform", "u32 ids", lookups, threads, &rows);
 }
 
+/// Embedding prefetch distances measured (`rows_ahead`, `lookups_ahead`), after the table entry's.
+const EMBEDDING_VARIANTS: [(usize, usize); 7] =
+    [(0, 0), (8, 0), (4, 4), (8, 8), (16, 16), (8, 16), (16, 8)];
+
 /// Embedding steps with each prefetch-distance variant, in interleaved rounds, caches flushed before every step.
 #[allow(clippy::too_many_arguments)]
 fn embedding_experiment(
@@ -337,7 +401,13 @@ fn embedding_experiment(
     let par = parallelism(threads);
     let base = Tuning::for_cpu(&Cpu::this());
     let options = TableOptions::default().accumulator(accumulator);
-    let variants = [(24, 0), (0, 0), (8, 0), (4, 8), (8, 8), (16, 8)];
+    // The table entry's distances first (the ratios say how each other variant compares with it), then the rest.
+    let mut variants = vec![(base.rows_ahead, base.lookups_ahead)];
+    for v in EMBEDDING_VARIANTS {
+        if !variants.contains(&v) {
+            variants.push(v);
+        }
+    }
     let mut runs: Vec<(String, Config, Executor, Scratch)> = variants
         .iter()
         .map(|&(rows_ahead, lookups_ahead)| {
@@ -494,6 +564,15 @@ fn main() {
             }
         }
     }
+    let picked = picks(&out.json);
+    if !picked.is_empty() {
+        println!(
+            "\nPicked on this CPU (set with ADAGRAD_TUNE, or a table entry in src/tuning.rs):"
+        );
+        for line in &picked {
+            println!("  {line}");
+        }
+    }
     if let Some(path) = json {
         let doc = serde_json::json!({
             "schema": "adagrad-calibrate/v1",
@@ -503,6 +582,7 @@ fn main() {
             "table_entry": Tuning::for_cpu(&Cpu::this()).to_string(),
             "rounds": rounds,
             "rows": out.json,
+            "picked": picked,
         });
         match std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")) {
             Ok(()) => println!("\nJSON: {path}"),

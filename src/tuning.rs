@@ -32,11 +32,12 @@ pub struct Tuning {
     /// because on this CPU the exact step, bound by the square-root and divide unit in cache, runs faster on
     /// 256-bit vectors. Only the default changes: `Config::isa` and `ADAGRAD_ISA` still force any path.
     pub avx512: bool,
-    /// Embedding steps: how many touched rows ahead of the one being updated have their table row, state and
-    /// first gradient rows prefetched; 0: none. At most [`Tuning::MAX_AHEAD`].
+    /// Embedding steps: how many touched rows ahead of the one being updated have their table row and state
+    /// prefetched; 0: none. At most [`Tuning::MAX_AHEAD`].
     pub rows_ahead: usize,
-    /// Embedding steps: while a row's lookups are summed, how many lookups ahead their gradient rows are
-    /// prefetched (rows looked up many times, as hot ids are); 0: none. At most [`Tuning::MAX_AHEAD`].
+    /// Embedding steps: how many lookups ahead of the one being read, in grouped order (row by row, each row's
+    /// lookups in position order, across rows), have their gradient rows prefetched; 0: none. At most
+    /// [`Tuning::MAX_AHEAD`].
     pub lookups_ahead: usize,
     /// Embedding steps: from how many lookups the coalescing sort runs on the step's threads (below, on the
     /// calling thread: its passes are too short to pay for waking the helpers).
@@ -94,6 +95,13 @@ const KEYS: &str = "prefetch, threshold, piece, avx512, rows_ahead, lookups_ahea
 /// [`Tuning::linger`] of every table entry, in microseconds.
 const LINGER_US: usize = 200;
 
+/// The embedding prefetch distances of every table entry, ([`Tuning::rows_ahead`], [`Tuning::lookups_ahead`]):
+/// chosen once for all CPUs (see [`Tuning::for_cpu`]).
+const EMBEDDING_AHEAD: (usize, usize) = (8, 8);
+
+/// [`Tuning::sort_threshold`] of every table entry (see [`Tuning::for_cpu`]).
+const SORT: usize = 1 << 17;
+
 /// The conservative [`Tuning::parallel_threshold`] of the table entries without thread measurements: below
 /// 65,536 elements a step runs on the calling thread (see [`Tuning::for_cpu`]).
 pub const PARALLEL_THRESHOLD: usize = 1 << 16;
@@ -104,8 +112,8 @@ impl Tuning {
     /// | entry | CPUs | prefetch | threshold | piece | avx512 | rows / lookups ahead | sort | measured |
     /// |---|---|---:|---:|---:|---|---:|---:|---|
     /// | `intel` | Intel family 6 (Core, Xeon) | 4096 | 16,384 | 8,192 | no | 8 / 8 | 131,072 | Sapphire Rapids (2 vCPUs): `docs/results/` |
-    /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | 24 / 0 | 32,768 | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements (issue 10); threads, widths and embedding settings not yet measured here |
-    /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | 24 / 0 | 32,768 | not measured: the hardware prefetcher alone, the conservative threshold |
+    /// | `amd-zen` | AMD families 0x17–0x1A (Zen 1–5) | 0 | 65,536 | 16,384 | yes | 8 / 8 | 131,072 | Zen 4: an 8 KiB prefetch cost 25–30% at 16M elements; threads and widths not yet measured here; the embedding settings are every entry's |
+    /// | `other` | anything else | 0 | 65,536 | 16,384 | yes | 8 / 8 | 131,072 | not measured: the hardware prefetcher alone, the conservative threshold; the embedding settings are every entry's |
     ///
     /// On the Sapphire Rapids VM (interleaved rounds, medians of per-round ratios): a 2–8 KiB prefetch is
     /// 1.04–1.20× faster at 16M elements (f32 and f64, one and two threads) and no different at 1M; two threads are
@@ -117,13 +125,21 @@ impl Tuning {
     /// threads), prefetching 8 rows ahead and, inside a row's lookups, 8 lookups ahead was a median 1.10× faster
     /// than the earlier 24 rows ahead with none inside a row (0.89–1.31×; 1.20–1.26× on the Zipf rows of 262,144
     /// lookups at D = 128), and the best or within a few percent of the best of six variants in most
-    /// configurations (`docs/results/embedding-prefetch-intel-spr.txt`). The other entries keep 24 / 0,
-    /// unmeasured. The grouping of the lookups (keys, sort and runs) on two threads, each step after reading twice
+    /// configurations (`docs/results/embedding-prefetch-intel-spr.txt`). Since the gradient rows are prefetched
+    /// as one stream in grouped order across rows, 8 / 8 was 2.5% faster again (median of 32 workloads, up to 13% at
+    /// D = 64: `docs/results/embedding-stream-ab-intel-spr.txt`), and 4 / 4, 16 / 16, 8 / 16 and 16 / 8 were
+    /// within 1% of it (geometric means over 32 configurations), 8 / 0 14% and 0 / 0 18% slower
+    /// (`docs/results/embedding-prefetch-stream-intel-spr.txt`): a choice this flat is made once for every CPU,
+    /// and the Zen 4 run that lost to FBGEMM with the unmeasured 24 / 0 (no gradient row prefetched beyond a row's
+    /// first two) now gets it too; `calibrate --embedding` prints what another CPU would pick. The grouping of the
+    /// lookups (keys, sort and runs) on two threads, each step after reading twice
     /// the largest cache, was slower than on the calling thread at 65,536 uniform lookups and below (0.34× at
     /// 16,384, 0.73× at 65,536: waking the helper costs more than half of each phase saves) and faster from
     /// 131,072 (1.25×; 1.38× at 262,144, 1.97× at 1,048,576: `calibrate --sort`,
     /// `docs/results/embedding-sort-intel-spr.txt`; when only the sort's passes ran on the threads, 1.00× at
-    /// 131,072 and 1.15× at 262,144 had set 262,144); the other entries keep the earlier 32,768, unmeasured.
+    /// 131,072 and 1.15× at 262,144 had set 262,144). What it measures — waking a helper costs more than half
+    /// of a short phase saves — is not particular to one CPU, so every entry takes it (`calibrate --sort` prints
+    /// another CPU's pick).
     pub fn for_cpu(cpu: &Cpu) -> Tuning {
         let (
             name,
@@ -134,15 +150,23 @@ impl Tuning {
             (rows_ahead, lookups_ahead),
             sort,
         ) = match (cpu.vendor, cpu.family) {
-            (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false, (8, 8), 1 << 17),
+            (Vendor::Intel, 6) => (
+                "intel",
+                4096,
+                1 << 14,
+                1 << 13,
+                false,
+                EMBEDDING_AHEAD,
+                SORT,
+            ),
             (Vendor::Amd, 0x17..=0x1A) => (
                 "amd-zen",
                 0,
                 PARALLEL_THRESHOLD,
                 1 << 14,
                 true,
-                (24, 0),
-                1 << 15,
+                EMBEDDING_AHEAD,
+                SORT,
             ),
             _ => (
                 "other",
@@ -150,8 +174,8 @@ impl Tuning {
                 PARALLEL_THRESHOLD,
                 1 << 14,
                 true,
-                (24, 0),
-                1 << 15,
+                EMBEDDING_AHEAD,
+                SORT,
             ),
         };
         Tuning {
@@ -310,8 +334,8 @@ mod tests {
                 ),
                 (0, 65_536, 16_384, true)
             );
-            assert_eq!((amd.rows_ahead, amd.lookups_ahead), (24, 0));
-            assert_eq!(amd.sort_threshold, 32_768);
+            assert_eq!((amd.rows_ahead, amd.lookups_ahead), (8, 8));
+            assert_eq!(amd.sort_threshold, 131_072);
             assert_eq!(amd.source, TuningSource::Table("amd-zen"));
         }
         for other in [
@@ -326,8 +350,8 @@ mod tests {
                 (t.prefetch, t.parallel_threshold, t.avx512),
                 (0, 65_536, true)
             );
-            assert_eq!((t.rows_ahead, t.lookups_ahead), (24, 0));
-            assert_eq!(t.sort_threshold, 32_768);
+            assert_eq!((t.rows_ahead, t.lookups_ahead), (8, 8));
+            assert_eq!(t.sort_threshold, 131_072);
         }
     }
 

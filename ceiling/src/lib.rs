@@ -341,7 +341,7 @@ fn bounds(len: usize, k: usize, parts: usize) -> (usize, usize) {
 
 /// Persistent threads for the multi-threaded ceiling: `n − 1` workers spin (then sleep) waiting for a call; the
 /// caller runs part 0.
-struct Team {
+pub(crate) struct Team {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -360,7 +360,7 @@ struct JobPtr(*const (dyn Fn(usize) + Sync));
 unsafe impl Send for JobPtr {}
 
 impl Team {
-    fn new(threads: usize) -> Team {
+    pub(crate) fn new(threads: usize) -> Team {
         let shared = Arc::new(Shared {
             epoch: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
@@ -376,12 +376,12 @@ impl Team {
         Team { shared, workers }
     }
 
-    fn threads(&self) -> usize {
+    pub(crate) fn threads(&self) -> usize {
         self.workers.len() + 1
     }
 
     /// Runs `f(0)` here and `f(k)` on worker `k`, and returns when all are done.
-    fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+    pub(crate) fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() {
             return f(0);
         }

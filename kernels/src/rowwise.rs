@@ -236,10 +236,12 @@ pub fn prefetch_row<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // Every cache line the row touches, from the one holding its first byte (a row need not start a line).
         let (start, bytes) = (row.as_ptr().cast::<i8>(), std::mem::size_of_val(row));
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: prefetching never faults; the address lies within `row`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off)) };
+        let skew = start as usize % 64;
+        for off in (0..bytes + skew).step_by(64) {
+            // SAFETY: prefetching never faults; the address lies within the lines that hold `row`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_sub(skew).wrapping_add(off)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -124,7 +124,7 @@ def rust_step_seconds(
     lr: float = 0.01,
 ) -> list[float]: ...
 
-EMBEDDING_CEILING_VARIANTS: list[tuple[int, int]]
+EMBEDDING_CEILING_VARIANTS: list[tuple[int, int, bool]]
 
 def embedding_ceiling(
     table: np.ndarray,
@@ -133,5 +133,5 @@ def embedding_ceiling(
     grads: np.ndarray,
     per_row: int,
     threads: int,
-    ahead: tuple[int, int],
+    ahead: tuple[int, int, bool],
 ) -> float: ...

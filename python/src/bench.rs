@@ -15,7 +15,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add(
         "EMBEDDING_CEILING_VARIANTS",
         adagrad_ceiling::rows::RowsCeiling::VARIANTS
-            .map(|a| (a.rows, a.lookups))
+            .map(|a| (a.rows, a.lookups, a.wide))
             .to_vec(),
     )?;
     Ok(())
@@ -62,7 +62,7 @@ const MAX_CEILING_THREADS: usize = 256;
 /// For `benches/embedding_vs_fbgemm.py`: one pass of the embedding step's
 /// independent memory ceiling (`adagrad_ceiling::rows`) over `table` (float32, `rows × dim`), a state array of
 /// `rows × per_row` float32 (`per_row` 1 or `dim`), the lookups' `ids` and `grads` — the same rows' traffic with
-/// trivial arithmetic — with the prefetch distances `ahead` (touched rows, lookups inside a row; one of
+/// trivial arithmetic — with the variant `ahead` (touched rows and lookups prefetched ahead, wide vectors; one of
 /// `RowsCeiling::VARIANTS`), on `threads` threads (1 to 256). Anything else is refused (`AdagradError`). Returns the pass's seconds (grouping the lookups by row is not timed). The table and state
 /// change (the ceiling adds into them).
 #[pyfunction]
@@ -76,7 +76,7 @@ fn embedding_ceiling(
     grads: PyReadonlyArrayDyn<'_, f32>,
     per_row: usize,
     threads: usize,
-    ahead: (usize, usize),
+    ahead: (usize, usize, bool),
 ) -> PyResult<f64> {
     let ids = contiguous("ids", &ids)?;
     let grads = contiguous("grads", &grads)?;
@@ -104,6 +104,7 @@ fn embedding_ceiling(
     let ahead = adagrad_ceiling::rows::Ahead {
         rows: ahead.0,
         lookups: ahead.1,
+        wide: ahead.2,
     };
     if !adagrad_ceiling::rows::RowsCeiling::VARIANTS.contains(&ahead) {
         return Err(refused("ahead must be one of EMBEDDING_CEILING_VARIANTS"));

@@ -201,28 +201,36 @@ impl<W: Table> Rows<'_, W> {
             }
             let (sum, wide) = buf.split_at_mut(dim);
             let (rows_ahead, lookups_ahead) = (ctx.rows_ahead, ctx.lookups_ahead);
+            // The piece's lookups, in grouped order, end here: prefetches look no further.
+            let end = self.starts[self.starts.len() - 1] as usize;
+            // The gradient rows are one stream in grouped order, whatever rows they belong to: the one
+            // `lookups_ahead` lookups ahead of lookup `j` is prefetched as `j` is read (a hot row's lookups lie
+            // anywhere in the batch, and so does the next row's first one).
+            let stream = |j: usize| {
+                if lookups_ahead > 0 && j + lookups_ahead < end {
+                    src.prefetch((self.keys[j + lookups_ahead] & 0xFFFF_FFFF) as usize, dim);
+                }
+            };
             for (i, run) in self.starts.windows(2).enumerate() {
                 if rows_ahead > 0
-                    && let Some(ahead) = self.starts.get(i + rows_ahead..i + rows_ahead + 2)
+                    && let Some(&ahead) = self.starts.get(i + rows_ahead)
+                    && (ahead as usize) < end
                 {
-                    self.prefetch(ahead[0] as usize, ahead[1] as usize, src);
+                    self.prefetch(ahead as usize);
                 }
-                let keys = &self.keys[run[0] as usize..run[1] as usize];
+                let (lo, hi) = (run[0] as usize, run[1] as usize);
+                let keys = &self.keys[lo..hi];
                 let row = (keys[0] >> 32) as usize;
                 // A row looked up once, with f32 gradient rows: its gradient is that row, read in place.
                 let g: &[f32] = match (keys, src) {
                     ([k], Source::Rows(g)) if G::KIND == 0 => {
+                        stream(lo);
                         let pos = (k & 0xFFFF_FFFF) as usize;
                         bytemuck::cast_slice(&g[pos * dim..(pos + 1) * dim])
                     }
                     _ => {
                         for (i, &k) in keys.iter().enumerate() {
-                            // A hot row's lookups lie anywhere in the batch: fetch those ahead.
-                            if lookups_ahead > 0
-                                && let Some(&next) = keys.get(i + lookups_ahead)
-                            {
-                                src.prefetch((next & 0xFFFF_FFFF) as usize, dim);
-                            }
+                            stream(lo + i);
                             src.accumulate((k & 0xFFFF_FFFF) as usize, dim, 0..dim, sum, i == 0);
                         }
                         sum
@@ -243,16 +251,13 @@ impl<W: Table> Rows<'_, W> {
 }
 
 impl<W: Table> Rows<'_, W> {
-    /// Prefetches what the run of keys `lo..hi` will touch: its table row and state, and the gradient rows of its
-    /// first lookups.
+    /// Prefetches the table row and state of the run of keys starting at `lo` (its gradient rows come with the
+    /// lookups' stream).
     #[inline]
-    fn prefetch<G: Grad<f32>>(&self, lo: usize, hi: usize, src: &Source<'_, G>) {
+    fn prefetch(&self, lo: usize) {
         let r = (self.keys[lo] >> 32) as usize - self.first_row;
         rowwise::prefetch_row(&self.table[r * self.dim..(r + 1) * self.dim]);
         rowwise::prefetch_row(&self.state[r * self.per_row..(r + 1) * self.per_row]);
-        for &k in &self.keys[lo..hi.min(lo + 2)] {
-            src.prefetch((k & 0xFFFF_FFFF) as usize, self.dim);
-        }
     }
 }
 
