@@ -4,17 +4,19 @@
 use adagrad::{Adagrad, CheckpointError, Config, EpsPlacement, Error, Float, MAGIC};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SIZES: [usize; 4] = [1000, 0, 37, 4097];
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adagrad-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory, removed when dropped — also when the test fails, so that failing runs (mutation testing
+/// runs thousands) leave nothing behind.
+fn tmpdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("adagrad-test-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn grads<T: Float>(step: usize) -> Vec<Vec<T>> {
@@ -47,7 +49,7 @@ fn config() -> Config {
 
 fn resume_is_exact<T: Float + bytemuck::Pod>() {
     let dir = tmpdir(&format!("resume-{}", T::NAME));
-    let path = dir.join("opt.ckpt");
+    let path = dir.path().join("opt.ckpt");
     let init = || {
         SIZES
             .iter()
@@ -88,7 +90,7 @@ fn resume_is_exact<T: Float + bytemuck::Pod>() {
         same(resumed.state().concat(), straight.state().concat())
             && same(p.concat(), p_straight.concat())
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    dir.close().unwrap();
 }
 
 #[test]
@@ -258,16 +260,16 @@ fn every_load_error_is_typed_and_changes_nothing() {
     let dir = tmpdir("errors");
     let mut opt = Adagrad::<f32>::new(Config::default(), &SIZES).unwrap();
     assert!(matches!(
-        opt.load(dir.join("missing")),
+        opt.load(dir.path().join("missing")),
         Err(Error::Checkpoint(CheckpointError::Io { .. }))
     ));
-    std::fs::write(dir.join("big"), vec![0u8; good.len() + 1]).unwrap();
+    std::fs::write(dir.path().join("big"), vec![0u8; good.len() + 1]).unwrap();
     assert!(matches!(
-        opt.load(dir.join("big")),
+        opt.load(dir.path().join("big")),
         Err(Error::Checkpoint(CheckpointError::TrailingBytes { .. }))
     ));
-    assert!(opt.save(dir.join("no-such-dir").join("x")).is_err());
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(opt.save(dir.path().join("no-such-dir").join("x")).is_err());
+    dir.close().unwrap();
     assert_eq!(&good[..8], &MAGIC);
 }
 
@@ -299,7 +301,7 @@ fn no_bytes_make_the_loader_panic() {
 #[test]
 fn crash_while_saving_never_corrupts() {
     let dir = tmpdir("crash");
-    let path = dir.join("opt.ckpt");
+    let path = dir.path().join("opt.ckpt");
     let opt = Adagrad::<f32>::new(Config::default(), &CRASH_SIZES).unwrap();
     opt.save(&path).unwrap();
     let mut rng = StdRng::seed_from_u64(7);
@@ -333,7 +335,7 @@ fn crash_while_saving_never_corrupts() {
             .load(&path)
             .unwrap_or_else(|e| panic!("round {round}: the checkpoint does not load: {e}"));
         assert_consistent(&loaded);
-        for entry in std::fs::read_dir(&dir).unwrap() {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
             let p = entry.unwrap().path();
             if p == path {
                 continue;
@@ -351,7 +353,7 @@ fn crash_while_saving_never_corrupts() {
     }
     // Saves really happened (the kills did not all land before the first one completed).
     assert!(steps_seen > 0, "no save completed in any round");
-    std::fs::remove_dir_all(&dir).unwrap();
+    dir.close().unwrap();
 }
 
 const CRASH_SIZES: [usize; 2] = [3_000_000, 1_000_001];

@@ -194,8 +194,12 @@ fn a_step_count_that_cannot_advance_is_refused() {
 #[cfg(unix)]
 #[test]
 fn load_refuses_what_is_not_a_regular_file_without_blocking() {
-    let dir = std::env::temp_dir().join(format!("adagrad-hard-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when dropped, also when the test fails.
+    let tmp = tempfile::Builder::new()
+        .prefix("adagrad-hard-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     let fifo = dir.join("fifo");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -226,13 +230,17 @@ fn load_refuses_what_is_not_a_regular_file_without_blocking() {
             "{msg}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    tmp.close().unwrap();
 }
 
 #[test]
 fn a_larger_file_says_what_differs() {
-    let dir = std::env::temp_dir().join(format!("adagrad-big-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when dropped, also when the test fails.
+    let tmp = tempfile::Builder::new()
+        .prefix("adagrad-big-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     let path = dir.join("ckpt");
     let mut small = Adagrad::<f32>::new(Config::default(), &[10, 3]).unwrap();
     let before = small.state().concat();
@@ -305,7 +313,7 @@ fn a_larger_file_says_what_differs() {
         "{r:?}"
     );
     assert_eq!(small.state().concat(), before);
-    std::fs::remove_dir_all(&dir).unwrap();
+    tmp.close().unwrap();
 }
 
 #[test]
