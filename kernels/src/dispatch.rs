@@ -35,7 +35,12 @@ pub(crate) trait Path {
     unsafe fn f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pass: Pass);
     /// One row-wise step of an f32 row ([`crate::rowwise::update_f32`]); `w.len() == g.len() > 0`.
     unsafe fn rowwise(w: &mut [f32], g: &[f32], h: &mut f32, hy: &RowHyper);
+    /// One lookup's gradient row added into its row's sum ([`crate::rowwise::accumulate`]); `sum.len() == g.len()`.
+    unsafe fn accumulate<G: Grad<f32>>(sum: &mut [f32], g: &[G], weight: Option<f32>, first: bool);
 }
+
+/// A type-erased [`Path::accumulate`]: the gradients behind a raw pointer, their format fixed by the table slot.
+type RawAcc = unsafe fn(&mut [f32], *const (), Option<f32>, bool);
 
 /// The scalar path: the reference, element by element.
 struct Scalar;
@@ -57,6 +62,26 @@ impl Path for Scalar {
     unsafe fn rowwise(w: &mut [f32], g: &[f32], h: &mut f32, hy: &RowHyper) {
         // The lengths agree (contract), so the reference cannot refuse.
         let _ = rowwise::update_f32(w, g, h, hy);
+    }
+    unsafe fn accumulate<G: Grad<f32>>(sum: &mut [f32], g: &[G], weight: Option<f32>, first: bool) {
+        rowwise::accumulate_same_len(sum, g, weight, first)
+    }
+}
+
+/// Restores the gradient slice behind a [`RawAcc`] call and calls the path.
+///
+/// # Safety
+/// `g` points to `sum.len()` values of `G`; the CPU supports the path.
+unsafe fn raw_acc<P: Path, G: Grad<f32>>(
+    sum: &mut [f32],
+    g: *const (),
+    weight: Option<f32>,
+    first: bool,
+) {
+    // SAFETY: this function's contract.
+    unsafe {
+        let g = std::slice::from_raw_parts(g.cast::<G>(), sum.len());
+        P::accumulate(sum, g, weight, first)
     }
 }
 
@@ -114,6 +139,7 @@ fn table<P: Path>(isa: Isa) -> Kernels {
         isa,
         prefetch: 0,
         rowwise: P::rowwise,
+        accumulate: [raw_acc::<P, f32>, raw_acc::<P, bf16>, raw_acc::<P, f16>],
         f32: Entry {
             update: [
                 [
@@ -287,6 +313,8 @@ pub struct Kernels {
     pub(crate) f32: Entry<f32>,
     pub(crate) f64: Entry<f64>,
     rowwise: unsafe fn(&mut [f32], &[f32], &mut f32, &RowHyper),
+    /// [`Path::accumulate`] per gradient format (`Grad::KIND`).
+    accumulate: [RawAcc; 3],
 }
 
 impl fmt::Debug for Kernels {
@@ -444,6 +472,35 @@ impl Kernels {
         // SAFETY: `self` was built by `Kernels::new`, which checked that the CPU runs `self.isa`; the lengths
         // agree and are not zero (checked above).
         unsafe { (self.rowwise)(w, g, h, hy) };
+        Ok(())
+    }
+
+    /// Adds one lookup's gradient row `g` (f32, bf16 or f16), times `weight` if any, into `sum` — or sets `sum` to
+    /// it for a row's `first` lookup — on this path's vectors, bit-identical to [`rowwise::accumulate`] (where a NaN
+    /// meets a NaN, which one's payload the result carries is left open, as Rust leaves it).
+    ///
+    /// Returns [`LengthMismatch`] (and changes nothing) unless `sum` and `g` have the same length.
+    ///
+    /// ```
+    /// use adagrad_kernels::{f16, Kernels};
+    /// let mut sum = vec![0.0f32; 20];
+    /// let k = Kernels::best();
+    /// k.accumulate(&mut sum, &[1.0f32; 20], None, true).unwrap();
+    /// k.accumulate(&mut sum, &[f16::from_f32(3.0); 20], Some(0.5), false).unwrap();
+    /// assert_eq!(sum, vec![2.5f32; 20]);
+    /// ```
+    #[inline]
+    pub fn accumulate<G: Grad<f32>>(
+        &self,
+        sum: &mut [f32],
+        g: &[G],
+        weight: Option<f32>,
+        first: bool,
+    ) -> Result<(), LengthMismatch> {
+        LengthMismatch::check(sum.len(), g.len(), sum.len())?;
+        // SAFETY: `self` was built by `Kernels::new`, which checked that the CPU runs `self.isa`; slot `G::KIND`
+        // was filled for exactly `G` by `table`, and `g` holds `sum.len()` values of it (checked above).
+        unsafe { (self.accumulate[G::KIND])(sum, g.as_ptr().cast(), weight, first) };
         Ok(())
     }
 

@@ -23,7 +23,7 @@
 //! FBGEMM's f32 path ignores weight decay; here it applies to f32 tables too, by the same formula.
 
 use crate::lanes::Lanes;
-use crate::{EpsPlacement, LengthMismatch, bf16, f16};
+use crate::{EpsPlacement, Grad, LengthMismatch, bf16, f16};
 
 /// How weight decay enters a sparse step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -218,6 +218,89 @@ pub fn update_narrow<W: Narrow>(
         *wj = rounding.round(x, &row, j as u64);
     }
     Ok(())
+}
+
+/// Adds one lookup's gradient row into the sum of its table row's gradient: `sum ← weight·g` for the row's first
+/// lookup (`first`), `sum ← sum + weight·g` for each later one, element by element in f32 — the product rounded,
+/// then the sum; without a weight, `g` itself (widened exactly). A step calls it for each of a touched row's lookups
+/// in ascending lookup position, so a row's sum never depends on threads or paths: the specification every path's
+/// [`crate::Kernels::accumulate`] reproduces.
+///
+/// Returns [`LengthMismatch`] (and changes nothing) unless `sum` and `g` have the same length.
+///
+/// ```
+/// use adagrad_kernels::{bf16, rowwise};
+/// let mut sum = [0.0f32; 2];
+/// rowwise::accumulate(&mut sum, &[1.5f32, -2.0], None, true).unwrap();
+/// rowwise::accumulate(&mut sum, &[bf16::from_f32(1.0); 2], Some(0.5), false).unwrap();
+/// assert_eq!(sum, [2.0, -1.5]);
+/// ```
+pub fn accumulate<G: Grad<f32>>(
+    sum: &mut [f32],
+    g: &[G],
+    weight: Option<f32>,
+    first: bool,
+) -> Result<(), LengthMismatch> {
+    LengthMismatch::check(sum.len(), g.len(), sum.len())?;
+    accumulate_same_len(sum, g, weight, first);
+    Ok(())
+}
+
+/// [`accumulate`] on slices of equal length (the zip stops at the shorter one otherwise).
+#[inline(always)]
+pub(crate) fn accumulate_same_len<G: Grad<f32>>(
+    sum: &mut [f32],
+    g: &[G],
+    weight: Option<f32>,
+    first: bool,
+) {
+    match (weight, first) {
+        (None, true) => sum.iter_mut().zip(g).for_each(|(s, g)| *s = g.widen()),
+        (None, false) => sum.iter_mut().zip(g).for_each(|(s, g)| *s += g.widen()),
+        (Some(w), true) => sum.iter_mut().zip(g).for_each(|(s, g)| *s = w * g.widen()),
+        (Some(w), false) => sum.iter_mut().zip(g).for_each(|(s, g)| *s += w * g.widen()),
+    }
+}
+
+/// [`accumulate`] over `V`'s lanes, the same operations in the same operand order (`w·g`, then `sum + w·g`), the
+/// elements past the last full vector by the reference.
+///
+/// # Safety
+/// The CPU supports `V`'s ISA; `sum.len() == g.len()`.
+#[inline(always)]
+pub(crate) unsafe fn accumulate_body<V: Lanes<T = f32>, G: Grad<f32>>(
+    sum: &mut [f32],
+    g: &[G],
+    weight: Option<f32>,
+    first: bool,
+) {
+    debug_assert_eq!(sum.len(), g.len());
+    let n = sum.len();
+    let (sp, gp) = (sum.as_mut_ptr(), g.as_ptr());
+    let mut j = 0;
+    // SAFETY: the ISA is present (contract); every load and store covers `j..j + V::N` with `j + V::N <= n`.
+    unsafe {
+        match weight {
+            None => {
+                while j + V::N <= n {
+                    let x = V::load_grad(gp.add(j));
+                    let x = if first { x } else { V::load(sp.add(j)).add(x) };
+                    x.store(sp.add(j));
+                    j += V::N;
+                }
+            }
+            Some(w) => {
+                let wv = V::splat(w);
+                while j + V::N <= n {
+                    let x = wv.mul(V::load_grad(gp.add(j)));
+                    let x = if first { x } else { V::load(sp.add(j)).add(x) };
+                    x.store(sp.add(j));
+                    j += V::N;
+                }
+            }
+        }
+    }
+    accumulate_same_len(&mut sum[j..], &g[j..], weight, first);
 }
 
 /// The element-wise accumulator's decoupled decay, applied to a row before its dense step: `w ← f32(w·c)` with

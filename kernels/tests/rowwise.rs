@@ -436,3 +436,136 @@ fn random_bits_follow_their_definition() {
         assert_eq!(random_bits(k, column), want, "{k:?} column {column}");
     }
 }
+
+/// A gradient row of `n` values in format `G` with special values sprinkled in: signed zeros, subnormals, ±∞, NaNs
+/// with distinct payloads (quiet and signalling in f32), the format's largest values.
+fn grad_row<G: adagrad_kernels::Grad<f32>>(rng: &mut StdRng, n: usize, special: bool) -> Vec<G> {
+    let specials = [
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0x7FC0_1234),
+        f32::from_bits(0xFF80_0001),
+        1e-40,
+        -3e38,
+        65504.0,
+        -6e-8,
+    ];
+    (0..n)
+        .map(|i| {
+            let x = if special && i % 3 == 0 {
+                specials[(i / 3) % specials.len()]
+            } else {
+                rng.gen_range(-4.0f32..4.0)
+            };
+            G::round_from(x)
+        })
+        .collect()
+}
+
+/// Equal bits, or both NaN (which NaN a NaN operand yields is not specified: the compiler may swap the operands
+/// of `w·g`).
+fn same(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+}
+
+fn accumulate_matches<G: adagrad_kernels::Grad<f32>>(name: &str) {
+    let lens: Vec<usize> = (0..=80).chain([127, 128, 129, 255, 256, 257]).collect();
+    let weights = [
+        None,
+        Some(1.0),
+        Some(0.37),
+        Some(-2.5),
+        Some(0.0),
+        Some(-0.0),
+        Some(f32::INFINITY),
+        Some(f32::from_bits(0x7FC0_0042)),
+        Some(3e-39),
+    ];
+    for isa in Isa::ALL {
+        let Some(k) = kernels_or_skip(isa, "every_path_accumulates_as_the_reference") else {
+            continue;
+        };
+        let mut rng = StdRng::seed_from_u64(11);
+        for &n in &lens {
+            for offset in [0, 1, 3] {
+                for weight in weights {
+                    let special = (n + offset) % 2 == 0;
+                    // Five lookups of the same row: the first sets the sum, the others add to it; the sum and
+                    // the gradient start `offset` elements into their buffers (rows need not be aligned).
+                    let mut sum = vec![f32::from_bits(0x7FC0_0DEF); n + offset];
+                    let mut sum_ref = sum.clone();
+                    for lookup in 0..5 {
+                        let g = grad_row::<G>(&mut rng, n + offset, special && lookup % 2 == 0);
+                        let first = lookup == 0;
+                        k.accumulate(&mut sum[offset..], &g[offset..], weight, first)
+                            .unwrap();
+                        rowwise::accumulate(&mut sum_ref[offset..], &g[offset..], weight, first)
+                            .unwrap();
+                        assert!(
+                            same(&sum, &sum_ref),
+                            "{isa} {name} n={n} offset {offset} weight {weight:?} lookup {lookup}:\n{:?}\n{:?}",
+                            bits(&sum),
+                            bits(&sum_ref)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every path sums a row's gradient rows as the reference does, bit for bit (NaN equals NaN): f32, bf16 and f16 gradients, with
+/// and without per-lookup weights (special ones included), row lengths 0–80 and around 128 and 256, rows at odd
+/// offsets, special values (NaN payloads, ±0, ±∞, subnormals) in the gradients.
+#[test]
+fn every_path_accumulates_as_the_reference() {
+    accumulate_matches::<f32>("f32");
+    accumulate_matches::<bf16>("bf16");
+    accumulate_matches::<f16>("f16");
+}
+
+/// The reference against its definition, written out: the first lookup sets the sum (a −0 gradient stays −0, which
+/// adding it to a zeroed sum would lose), later ones add the rounded product; lengths are checked first.
+#[test]
+fn accumulate_follows_its_definition() {
+    let g = [1.5f32, -0.0, 3.0, f32::from_bits(1)];
+    let mut sum = [9.0f32; 4];
+    rowwise::accumulate(&mut sum, &g, None, true).unwrap();
+    assert_eq!(bits(&sum), bits(&g));
+    assert_eq!(sum[1].to_bits(), (-0.0f32).to_bits());
+    rowwise::accumulate(&mut sum, &g, Some(0.1), false).unwrap();
+    for j in 0..4 {
+        let product = 0.1f32 * g[j]; // rounded to f32 before the sum: no fused multiply-add
+        assert_eq!(sum[j].to_bits(), (g[j] + product).to_bits(), "element {j}");
+    }
+    // 16-bit gradients widen exactly.
+    let mut s16 = [0.0f32; 2];
+    rowwise::accumulate(
+        &mut s16,
+        &[bf16::from_f32(1.0078125), bf16::from_f32(-3.0)],
+        Some(2.0),
+        true,
+    )
+    .unwrap();
+    assert_eq!(s16, [2.015625, -6.0]);
+    // A product that would differ if fused: w·g rounds first.
+    let (w, x, s0) = (1.0f32 + f32::EPSILON, 1.0f32 - f32::EPSILON, -1.0f32);
+    let mut s = [s0];
+    rowwise::accumulate(&mut s, &[x], Some(w), false).unwrap();
+    assert_eq!(s[0], s0 + w * x);
+    assert_ne!(s[0], w.mul_add(x, s0));
+    // Mismatched lengths: refused, nothing written, on every path.
+    let mut short = [7.0f32; 3];
+    assert!(rowwise::accumulate(&mut short, &g, None, true).is_err());
+    for isa in Isa::ALL {
+        if let Some(k) = kernels_or_skip(isa, "accumulate_follows_its_definition") {
+            assert!(k.accumulate(&mut short, &g, None, false).is_err());
+        }
+    }
+    assert_eq!(short, [7.0; 3]);
+}

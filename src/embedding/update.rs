@@ -7,8 +7,8 @@ use super::optimizer::Prepared;
 use super::table::{RowCtx, Table};
 use crate::functional::Executor;
 use crate::parallel::{Split, run_chunks};
-use adagrad_kernels::Grad;
 use adagrad_kernels::rowwise;
+use adagrad_kernels::{Grad, Kernels};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -86,6 +86,7 @@ pub(super) fn non_finite<G: Grad<f32>>(exec: &Executor, prepared: &Prepared<'_, 
         ..
     } = *prepared;
     let found = AtomicUsize::new(0);
+    let kernels = exec.kernels();
     let leaf = |piece: RunList<'_>| {
         let mut block = [0f32; CHECK_BLOCK];
         let mut bad = 0;
@@ -95,7 +96,14 @@ pub(super) fn non_finite<G: Grad<f32>>(exec: &Executor, prepared: &Prepared<'_, 
                 let sum = &mut block[..(dim - c0).min(CHECK_BLOCK)];
                 let cols = c0..c0 + sum.len();
                 for (i, &k) in keys.iter().enumerate() {
-                    src.accumulate((k & 0xFFFF_FFFF) as usize, dim, cols.clone(), sum, i == 0);
+                    src.accumulate(
+                        kernels,
+                        (k & 0xFFFF_FFFF) as usize,
+                        dim,
+                        cols.clone(),
+                        sum,
+                        i == 0,
+                    );
                 }
                 bad += sum.iter().filter(|x| !x.is_finite()).count();
             }
@@ -231,7 +239,14 @@ impl<W: Table> Rows<'_, W> {
                     _ => {
                         for (i, &k) in keys.iter().enumerate() {
                             stream(lo + i);
-                            src.accumulate((k & 0xFFFF_FFFF) as usize, dim, 0..dim, sum, i == 0);
+                            src.accumulate(
+                                ctx.kernels,
+                                (k & 0xFFFF_FFFF) as usize,
+                                dim,
+                                0..dim,
+                                sum,
+                                i == 0,
+                            );
                         }
                         sum
                     }
@@ -275,10 +290,12 @@ impl<G: Grad<f32>> Source<'_, G> {
         rowwise::prefetch_row(&g[row * dim..(row + 1) * dim]);
     }
 
-    /// Adds columns `cols` of lookup `pos`'s gradient row into `sum` (or sets it, for a row's first lookup).
+    /// Adds columns `cols` of lookup `pos`'s gradient row into `sum` (or sets it, for a row's first lookup), on
+    /// `kernels`' vectors ([`rowwise::accumulate`]'s arithmetic).
     #[inline]
     fn accumulate(
         &self,
+        kernels: &Kernels,
         pos: usize,
         dim: usize,
         cols: std::ops::Range<usize>,
@@ -293,22 +310,13 @@ impl<G: Grad<f32>> Source<'_, G> {
                 bag_of,
             } => (bag_of[pos] as usize, weights.map(|w| w[pos]), grads),
         };
-        add_row(
-            sum,
-            &g[row * dim + cols.start..row * dim + cols.end],
-            weight,
-            first,
-        )
-    }
-}
-
-/// `sum (+)= weight · g`, element by element in f32 (the product rounded, then the sum).
-#[inline(always)]
-fn add_row<G: Grad<f32>>(sum: &mut [f32], g: &[G], weight: Option<f32>, first: bool) {
-    match (weight, first) {
-        (None, true) => sum.iter_mut().zip(g).for_each(|(s, g)| *s = g.widen()),
-        (None, false) => sum.iter_mut().zip(g).for_each(|(s, g)| *s += g.widen()),
-        (Some(w), true) => sum.iter_mut().zip(g).for_each(|(s, g)| *s = w * g.widen()),
-        (Some(w), false) => sum.iter_mut().zip(g).for_each(|(s, g)| *s += w * g.widen()),
+        kernels
+            .accumulate(
+                sum,
+                &g[row * dim + cols.start..row * dim + cols.end],
+                weight,
+                first,
+            )
+            .expect("a column range of one row, as long as the sum");
     }
 }

@@ -254,6 +254,10 @@ impl Path for Avx512 {
         // SAFETY: `rowwise_f32`'s contract is this function's.
         unsafe { rowwise_f32(w, g, h, hy) }
     }
+    unsafe fn accumulate<G: Grad<f32>>(sum: &mut [f32], g: &[G], weight: Option<f32>, first: bool) {
+        // SAFETY: `accumulate_f32`'s contract is this function's.
+        unsafe { accumulate_f32(sum, g, weight, first) }
+    }
 }
 
 /// # Safety
@@ -285,4 +289,12 @@ unsafe fn update_f64(p: &mut [f64], g: &[f64], s: &mut [f64], h: &Hyper<f64>, pa
 unsafe fn rowwise_f32(w: &mut [f32], g: &[f32], h: &mut f32, hy: &RowHyper) {
     // SAFETY: this function's contract is the body's (super::avx2::F32s has 8 lanes).
     unsafe { rowwise::body::<super::avx2::F32s>(w, g, h, hy) }
+}
+
+/// # Safety
+/// The CPU has AVX-512F; `sum.len() == g.len()`.
+#[target_feature(enable = "avx512f")]
+unsafe fn accumulate_f32<G: Grad<f32>>(sum: &mut [f32], g: &[G], weight: Option<f32>, first: bool) {
+    // SAFETY: this function's contract is the body's.
+    unsafe { rowwise::accumulate_body::<F32s, G>(sum, g, weight, first) }
 }

@@ -222,4 +222,8 @@ impl Path for Portable {
         // SAFETY: the body's contract is this function's (F32s has 8 lanes).
         unsafe { rowwise::body::<F32s>(w, g, h, hy) }
     }
+    unsafe fn accumulate<G: Grad<f32>>(sum: &mut [f32], g: &[G], weight: Option<f32>, first: bool) {
+        // SAFETY: the body's contract is this function's.
+        unsafe { rowwise::accumulate_body::<F32s, G>(sum, g, weight, first) }
+    }
 }
