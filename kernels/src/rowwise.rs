@@ -280,24 +280,16 @@ pub(crate) unsafe fn accumulate_body<V: Lanes<T = f32>, G: Grad<f32>>(
     let mut j = 0;
     // SAFETY: the ISA is present (contract); every load and store covers `j..j + V::N` with `j + V::N <= n`.
     unsafe {
-        match weight {
-            None => {
-                while j + V::N <= n {
-                    let x = V::load_grad(gp.add(j));
-                    let x = if first { x } else { V::load(sp.add(j)).add(x) };
-                    x.store(sp.add(j));
-                    j += V::N;
-                }
-            }
-            Some(w) => {
-                let wv = V::splat(w);
-                while j + V::N <= n {
-                    let x = wv.mul(V::load_grad(gp.add(j)));
-                    let x = if first { x } else { V::load(sp.add(j)).add(x) };
-                    x.store(sp.add(j));
-                    j += V::N;
-                }
-            }
+        let wv = weight.map(|w| V::splat(w));
+        while j + V::N <= n {
+            let x = V::load_grad(gp.add(j));
+            let x = match wv {
+                Some(w) => w.mul(x),
+                None => x,
+            };
+            let x = if first { x } else { V::load(sp.add(j)).add(x) };
+            x.store(sp.add(j));
+            j += V::N;
         }
     }
     accumulate_same_len(&mut sum[j..], &g[j..], weight, first);
