@@ -141,51 +141,21 @@ impl Tuning {
     /// of a short phase saves — is not particular to one CPU, so every entry takes it (`calibrate --sort` prints
     /// another CPU's pick).
     pub fn for_cpu(cpu: &Cpu) -> Tuning {
-        let (
-            name,
-            prefetch,
-            parallel_threshold,
-            min_piece,
-            avx512,
-            (rows_ahead, lookups_ahead),
-            sort,
-        ) = match (cpu.vendor, cpu.family) {
-            (Vendor::Intel, 6) => (
-                "intel",
-                4096,
-                1 << 14,
-                1 << 13,
-                false,
-                EMBEDDING_AHEAD,
-                SORT,
-            ),
-            (Vendor::Amd, 0x17..=0x1A) => (
-                "amd-zen",
-                0,
-                PARALLEL_THRESHOLD,
-                1 << 14,
-                true,
-                EMBEDDING_AHEAD,
-                SORT,
-            ),
-            _ => (
-                "other",
-                0,
-                PARALLEL_THRESHOLD,
-                1 << 14,
-                true,
-                EMBEDDING_AHEAD,
-                SORT,
-            ),
+        // Only the dense settings differ per CPU; the embedding ones, like the linger, are every entry's.
+        let (name, prefetch, parallel_threshold, min_piece, avx512) = match (cpu.vendor, cpu.family)
+        {
+            (Vendor::Intel, 6) => ("intel", 4096, 1 << 14, 1 << 13, false),
+            (Vendor::Amd, 0x17..=0x1A) => ("amd-zen", 0, PARALLEL_THRESHOLD, 1 << 14, true),
+            _ => ("other", 0, PARALLEL_THRESHOLD, 1 << 14, true),
         };
         Tuning {
             prefetch,
             parallel_threshold,
             min_piece,
             avx512,
-            rows_ahead,
-            lookups_ahead,
-            sort_threshold: sort,
+            rows_ahead: EMBEDDING_AHEAD.0,
+            lookups_ahead: EMBEDDING_AHEAD.1,
+            sort_threshold: SORT,
             linger: LINGER_US,
             source: TuningSource::Table(name),
         }
