@@ -1,7 +1,11 @@
 //! Checkpoints: exact resume, every load error typed and harmless, no panic on any bytes, and a crash while
 //! saving never leaves a loadable partial file.
 
+#[path = "common/files.rs"]
+mod files;
+
 use adagrad::{Adagrad, CheckpointError, Config, EpsPlacement, Error, Float, MAGIC};
+use files::{fix_crc, tmpdir};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -9,15 +13,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SIZES: [usize; 4] = [1000, 0, 37, 4097];
-
-/// A fresh directory, removed when dropped — also when the test fails, so that failing runs (mutation testing
-/// runs thousands) leave nothing behind.
-fn tmpdir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("adagrad-test-{name}-"))
-        .tempdir()
-        .unwrap()
-}
 
 fn grads<T: Float>(step: usize) -> Vec<Vec<T>> {
     SIZES
@@ -48,7 +43,7 @@ fn config() -> Config {
 }
 
 fn resume_is_exact<T: Float + bytemuck::Pod>() {
-    let dir = tmpdir(&format!("resume-{}", T::NAME));
+    let dir = tmpdir(&format!("test-resume-{}", T::NAME));
     let path = dir.path().join("opt.ckpt");
     let init = || {
         SIZES
@@ -108,13 +103,6 @@ fn trained() -> Adagrad<f32> {
     let mut p: Vec<Vec<f32>> = SIZES.iter().map(|&n| vec![0.3; n]).collect();
     run(&mut opt, &mut p, 0, 3);
     opt
-}
-
-/// Recomputes the CRC after editing a header, so the test reaches the check after it.
-fn fix_crc(b: &mut [u8]) {
-    let n = b.len();
-    let crc = crc32fast::hash(&b[..n - 4]);
-    b[n - 4..].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn load_err(bytes: &[u8]) -> CheckpointError {
@@ -257,7 +245,7 @@ fn every_load_error_is_typed_and_changes_nothing() {
         }
     ));
     // Files: missing, and larger than this model's checkpoint (not read).
-    let dir = tmpdir("errors");
+    let dir = tmpdir("test-errors");
     let mut opt = Adagrad::<f32>::new(Config::default(), &SIZES).unwrap();
     assert!(matches!(
         opt.load(dir.path().join("missing")),
@@ -300,7 +288,7 @@ fn no_bytes_make_the_loader_panic() {
 /// internally consistent), and a leftover temporary file never loads as valid unless it is complete.
 #[test]
 fn crash_while_saving_never_corrupts() {
-    let dir = tmpdir("crash");
+    let dir = tmpdir("test-crash");
     let path = dir.path().join("opt.ckpt");
     let opt = Adagrad::<f32>::new(Config::default(), &CRASH_SIZES).unwrap();
     opt.save(&path).unwrap();

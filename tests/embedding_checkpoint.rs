@@ -1,9 +1,13 @@
 //! Embedding checkpoints: a run resumed from one continues bit for bit; every corruption, truncation or mismatch
 //! is refused with nothing changed.
 
+#[path = "common/files.rs"]
+mod files;
+
 use adagrad::embedding::{Accumulator, EmbeddingAdagrad, Lookups, Table, TableOptions};
 use adagrad::kernels::rowwise::{DecayMode, Rounding};
 use adagrad::{Adagrad, CheckpointError, Config, EMBEDDING_MAGIC, Error, bf16, f16};
+use files::fix_crc;
 
 const ROWS: usize = 40;
 const DIM: usize = 6;
@@ -276,9 +280,7 @@ fn reserved_bytes_must_be_zero() {
     for at in 20..24 {
         let mut b = good.clone();
         b[at] = 1;
-        let n = b.len();
-        let crc = crc32fast::hash(&b[..n - 4]);
-        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        fix_crc(&mut b);
         assert_eq!(
             dst.load_bytes(&b),
             Err(Error::Checkpoint(CheckpointError::BadField {

@@ -2,9 +2,13 @@
 //! gradients created by unscaling, forged step counts, files that are not files or belong to another optimizer,
 //! absurd sizes, unreadable environment variables. Every refusal is a typed error that changes nothing.
 
+#[path = "common/files.rs"]
+mod files;
+
 use adagrad::{
     Adagrad, CheckpointError, Config, Cpu, Error, NonFinite, Parallelism, StepOutcome, Tuning,
 };
+use files::{fix_crc, tmpdir};
 
 fn snapshot(opt: &Adagrad<f32>, p: &[f32]) -> (Vec<u32>, Vec<u32>, u64, f64) {
     (
@@ -154,9 +158,7 @@ fn non_finite_elements_are_counted_once_across_tensors_and_chunks() {
 /// Sets the step count field of a checkpoint and recomputes the CRC.
 fn with_step(mut b: Vec<u8>, step: u64) -> Vec<u8> {
     b[64..72].copy_from_slice(&step.to_le_bytes());
-    let n = b.len();
-    let crc = crc32fast::hash(&b[..n - 4]);
-    b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    fix_crc(&mut b);
     b
 }
 
@@ -194,11 +196,7 @@ fn a_step_count_that_cannot_advance_is_refused() {
 #[cfg(unix)]
 #[test]
 fn load_refuses_what_is_not_a_regular_file_without_blocking() {
-    // Removed when dropped, also when the test fails.
-    let tmp = tempfile::Builder::new()
-        .prefix("adagrad-hard-")
-        .tempdir()
-        .unwrap();
+    let tmp = tmpdir("hard");
     let dir = tmp.path().to_path_buf();
     let fifo = dir.join("fifo");
     let made = std::process::Command::new("mkfifo")
@@ -235,11 +233,7 @@ fn load_refuses_what_is_not_a_regular_file_without_blocking() {
 
 #[test]
 fn a_larger_file_says_what_differs() {
-    // Removed when dropped, also when the test fails.
-    let tmp = tempfile::Builder::new()
-        .prefix("adagrad-big-")
-        .tempdir()
-        .unwrap();
+    let tmp = tmpdir("big");
     let dir = tmp.path().to_path_buf();
     let path = dir.join("ckpt");
     let mut small = Adagrad::<f32>::new(Config::default(), &[10, 3]).unwrap();

@@ -8,7 +8,7 @@ use adagrad_kernels::{
 };
 mod common;
 
-use common::kernels_or_skip;
+use common::{kernels_or_skip, same_f32};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -57,12 +57,6 @@ fn value(rng: &mut StdRng, special: f64) -> f32 {
     }
 }
 
-fn same32(a: &[f32], b: &[f32]) -> bool {
-    a.iter()
-        .zip(b)
-        .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
-}
-
 fn same16<O: Half>(a: &[O], b: &[O]) -> bool {
     a.iter().zip(b).all(|(x, y)| x.bits() == y.bits())
 }
@@ -90,7 +84,7 @@ fn check<G: Half, O: Half>(
         .unwrap();
     if pr == Precision::Exact {
         assert!(
-            same32(&kp, &rp) && same32(&ks, &rs),
+            same_f32(&kp, &rp) && same_f32(&ks, &rs),
             "{what}: {} n {n} off {off}: params/state differ",
             k.isa()
         );
@@ -109,7 +103,7 @@ fn check<G: Half, O: Half>(
     .unwrap();
     // A step with a copy-out runs Exact even when Fast is asked for (Fast measured no faster there).
     assert!(
-        same32(&cp, &rp) && same32(&cs, &rs),
+        same_f32(&cp, &rp) && same_f32(&cs, &rs),
         "{what}: {} with copy-out differs from the reference",
         k.isa()
     );
@@ -171,7 +165,7 @@ fn suite<G: Half>(isa: Isa, test: &str) {
                 .unwrap();
         }
         assert!(
-            same32(&kp, &rp) && same32(&ks, &rs),
+            same_f32(&kp, &rp) && same_f32(&ks, &rs),
             "{test}: 50 steps differ ({h:?})"
         );
         let converted: Vec<G> = kp.iter().map(|&x| <G as CopyOut<f32>>::narrow(x)).collect();

@@ -7,7 +7,7 @@ use adagrad_kernels::rowwise::{self, DecayMode, Rounding, RowHyper, RowKey, rand
 use adagrad_kernels::{EpsPlacement, Isa, bf16, f16};
 mod common;
 
-use common::kernels_or_skip;
+use common::{kernels_or_skip, same_f32};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -464,15 +464,6 @@ fn grad_row<G: adagrad_kernels::Grad<f32>>(rng: &mut StdRng, n: usize, special: 
         .collect()
 }
 
-/// Equal bits, or both NaN (which NaN a NaN operand yields is not specified: the compiler may swap the operands
-/// of `w·g`).
-fn same(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
-}
-
 fn accumulate_matches<G: adagrad_kernels::Grad<f32>>(name: &str) {
     let lens: Vec<usize> = (0..=80).chain([127, 128, 129, 255, 256, 257]).collect();
     let weights = [
@@ -507,7 +498,7 @@ fn accumulate_matches<G: adagrad_kernels::Grad<f32>>(name: &str) {
                         rowwise::accumulate(&mut sum_ref[offset..], &g[offset..], weight, first)
                             .unwrap();
                         assert!(
-                            same(&sum, &sum_ref),
+                            same_f32(&sum, &sum_ref),
                             "{isa} {name} n={n} offset {offset} weight {weight:?} lookup {lookup}:\n{:?}\n{:?}",
                             bits(&sum),
                             bits(&sum_ref)

@@ -42,3 +42,13 @@ pub fn paths(test: &str) -> Vec<Isa> {
         .filter(|&isa| kernels_or_skip(isa, test).is_some())
         .collect()
 }
+
+/// Equal f32 slices, element by element: the same bits, or both NaN (which NaN an operation on NaNs yields is left
+/// open: the compiler may swap the operands of a commutative one).
+#[allow(dead_code)]
+pub fn same_f32(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+}
