@@ -48,8 +48,6 @@ struct Run {
 pub struct RowsCeiling {
     runs: Vec<Run>,
     positions: Vec<usize>,
-    /// One more than the largest position: the gradient rows a pass reads.
-    lookups: usize,
     dim: usize,
     per_row: usize,
 }
@@ -231,7 +229,6 @@ impl RowsCeiling {
         }
         RowsCeiling {
             runs,
-            lookups: ids.len(),
             positions,
             dim,
             per_row,
@@ -266,7 +263,8 @@ impl RowsCeiling {
         let (d, sp) = (self.dim, self.per_row);
         let max_row = self.runs.last().map_or(0, |r| r.row + 1);
         assert!(table.len() >= max_row * d && state.len() >= max_row * sp);
-        assert!(self.lookups * d <= grads.len());
+        // Positions are 0..lookups, one per lookup: every gradient row a pass reads lies below this.
+        assert!(self.positions.len() * d <= grads.len());
         let m = Mem {
             table: table.as_mut_ptr(),
             state: state.as_mut_ptr(),
